@@ -1,0 +1,108 @@
+"""Typed messages between the front end (HTTP / offline Engine) and the scheduler.
+
+The HTTP side never imports model or kernel code: everything it knows about a request
+travels in these dataclasses (pickled over ZMQ). Capture results travel as compact
+numpy arrays inside ``BatchTokenOut``, not as per-value Python objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CaptureMode = Literal["raw", "sketch", "fingerprint"]
+
+
+@dataclass
+class CaptureParams:
+    """What one request asks to capture, already validated against the server limits."""
+
+    mode: CaptureMode = "raw"
+    top_k: int = 5
+    layers: list[int] = field(default_factory=list)  # resolved layer ids
+    head_ids: list[int] | None = None  # None = all query heads (of rank 0)
+    mask_prefix: int = 0  # positions < mask_prefix are private
+    include_prompt_attention: bool = False
+    stride: int = 1  # capture every stride-th decode step
+    window: int = 0  # 0 = all keys
+    max_steps: int = 0  # 0 = unlimited (--attention-tokens-max / fingerprint max steps)
+    chunk_size: int = 2048
+
+
+@dataclass
+class GenerateReqInput:
+    """A generation request as the front end receives it (text or token ids)."""
+
+    text: str | None = None
+    input_ids: list[int] | None = None
+    sampling_params: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    rid: str | None = None
+    return_logprob: bool = False
+    top_logprobs_num: int = 0
+    capture: CaptureParams | None = None
+    # Token count of the system prompt (set by chat serving) for --attention-mask-system-prompt.
+    system_prompt_len: int = 0
+    mask_system_prompt: bool = False
+
+
+@dataclass
+class TokenizedGenerateReqInput:
+    """TokenizerManager -> Scheduler."""
+
+    rid: str
+    input_ids: list[int]
+    sampling_params: Any  # SamplingParams (kept Any so io_struct imports nothing heavy)
+    stream: bool
+    return_logprob: bool = False
+    top_logprobs_num: int = 0
+    capture: CaptureParams | None = None
+
+
+@dataclass
+class AbortReq:
+    rid: str
+
+
+@dataclass
+class FlushCacheReq:
+    pass
+
+
+@dataclass
+class GetLoadReq:
+    """Ask the scheduler for its current load and KV usage (for /metrics, /get_server_info)."""
+
+
+@dataclass
+class ReqOutput:
+    """New output of one request since its last message."""
+
+    rid: str
+    new_token_ids: list[int]
+    finished_reason: dict[str, Any] | None  # {"type": "stop"|"length"|"abort", "matched": ...}
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    # logprobs of each new token: list of (logprob, token_id), and top alternatives.
+    token_logprobs: list[tuple[float, int]] | None = None
+    top_logprobs: list[list[tuple[float, int]]] | None = None
+    # Capture payload: dict of numpy arrays for the steps in this message (see capture package).
+    capture: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class BatchTokenOut:
+    """Scheduler -> TokenizerManager: everything one scheduler step produced."""
+
+    outputs: list[ReqOutput]
+
+
+@dataclass
+class SchedulerLoad:
+    num_running: int
+    num_waiting: int
+    kv_used_tokens: int
+    kv_total_tokens: int
+    cache_hit_rate: float
+    generated_tokens_total: int

@@ -1,0 +1,98 @@
+"""Per-request sampling parameters (SGLang's names and defaults)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+_MAX_NEW_TOKENS_CAP = 1 << 20
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1 = no top-k
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    seed: int | None = None
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    no_stop_trim: bool = False
+    n: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":
+        """Build from a request dict; unknown keys and wrong types raise ValueError naming the field."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"sampling_params.{unknown[0]}: unknown sampling parameter")
+        if isinstance(d.get("stop"), str):
+            d["stop"] = [d["stop"]]
+        for k in ("stop", "stop_token_ids"):
+            if d.get(k) is None:
+                d.pop(k, None)
+        if d.get("max_new_tokens", 0) is None:
+            d["max_new_tokens"] = _MAX_NEW_TOKENS_CAP
+        p = cls(**d)
+        p.verify()
+        return p
+
+    def verify(self, vocab_size: int | None = None) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"sampling_params.{name}: {why}")
+
+        def num(name: str, integer: bool = False) -> float:
+            v = getattr(self, name)
+            ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+            if not ok or isinstance(v, bool) or v != v or v in (float("inf"), float("-inf")):
+                raise bad(name, f"must be a finite {'integer' if integer else 'number'}, got {v!r}")
+            return v
+
+        if not 0 <= num("max_new_tokens", True) <= _MAX_NEW_TOKENS_CAP:
+            raise bad("max_new_tokens", f"must be between 0 and {_MAX_NEW_TOKENS_CAP}")
+        if not 0.0 <= num("temperature") <= 100.0:
+            raise bad("temperature", "must be between 0 and 100")
+        if not 0.0 < num("top_p") <= 1.0:
+            raise bad("top_p", "must be in (0, 1]")
+        top_k = num("top_k", True)
+        if top_k == 0 or top_k < -1:
+            raise bad("top_k", "must be -1 (disabled) or at least 1")
+        if not 0.0 <= num("min_p") <= 1.0:
+            raise bad("min_p", "must be in [0, 1]")
+        if not 0.0 < num("repetition_penalty") <= 10.0:
+            raise bad("repetition_penalty", "must be in (0, 10]")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= num(name) <= 2.0:
+                raise bad(name, "must be between -2 and 2")
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
+            raise bad("stop", "must be a non-empty string or a list of non-empty strings")
+        if len(self.stop) > 16:
+            raise bad("stop", "at most 16 stop strings")
+        if not isinstance(self.stop_token_ids, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids
+        ):
+            raise bad("stop_token_ids", "must be a list of non-negative integers")
+        if vocab_size is not None and any(t >= vocab_size for t in self.stop_token_ids):
+            raise bad("stop_token_ids", f"token ids must be < vocab size {vocab_size}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise bad("seed", "must be a non-negative integer")
+        for name in ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be a boolean")
+        if self.n != 1:
+            raise bad("n", "only n = 1 is supported")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
