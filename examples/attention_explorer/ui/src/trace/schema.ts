@@ -1,0 +1,106 @@
+// The trace JSONL schema, version 1.0: defined once here and documented in
+// docs/dashboard.md. One JSON object per line; `record_type` says which kind.
+//
+//   header   first line, exactly once: version, trace id, model
+//   message  a chat message; assistant messages carry their run (capture settings, status)
+//   token    one prompt or output token of a run, with its position
+//   step     one captured step of a run: the wire entries exactly as the server sent them
+//   segment  a think or output stretch of a run's output, by decode step
+//   metrics  one per run: transport numbers and zone summary
+//
+// Compatibility: readers accept any 1.x (unknown fields are ignored, so minor versions may
+// add fields) and reject other majors with a clear message.
+import type { AttentionEntry, CaptureSettings, SamplingSettings, ThinkPhase, Usage } from "../api/wire";
+
+export const TRACE_SCHEMA_VERSION = "1.0";
+export const TRACE_SCHEMA_MAJOR = 1;
+
+export interface HeaderRecord {
+  record_type: "header";
+  version: string;
+  trace_id: string;
+  created_at: string;
+  model: string;
+  server_url?: string;
+  generator?: string;
+}
+
+export interface RunInfo {
+  id: string;
+  model: string;
+  status: "streaming" | "done" | "stopped" | "error";
+  error?: string;
+  started_at: string;
+  capture: CaptureSettings;
+  sampling: SamplingSettings;
+  prompt_len: number | null;
+}
+
+export interface MessageRecord {
+  record_type: "message";
+  id: string;
+  role: "system" | "user" | "assistant";
+  content: string;
+  reasoning_content?: string;
+  created_at: string;
+  superseded?: boolean;
+  run?: RunInfo;
+}
+
+export interface TokenRecord {
+  record_type: "token";
+  run_id: string;
+  /** Position over prompt + output, from 0. */
+  index: number;
+  kind: "prompt" | "output";
+  /** Decode step for output tokens; null for prompt tokens. */
+  step: number | null;
+  token_id: number | null;
+  text: string;
+  masked?: boolean;
+  think_phase?: ThinkPhase;
+  segment_id?: string;
+}
+
+export interface StepRecord {
+  record_type: "step";
+  run_id: string;
+  /** Decode step, or null for a prompt-attention query. */
+  step: number | null;
+  /** Position of the token this step produced (prompt_len + step), or the prompt query position. */
+  token_index: number;
+  entries: AttentionEntry[];
+}
+
+export interface SegmentRecord {
+  record_type: "segment";
+  run_id: string;
+  id: string;
+  type: "assistant_think" | "assistant_output";
+  start_step: number;
+  end_step: number;
+}
+
+export interface MetricsRecord {
+  record_type: "metrics";
+  run_id: string;
+  capture_mode: string;
+  token_count: number;
+  prompt_tokens: number | null;
+  bytes_received: number;
+  attention_bytes: number;
+  chunk_count: number;
+  first_byte_ms: number | null;
+  first_token_ms: number | null;
+  first_render_ms: number | null;
+  duration_ms: number | null;
+  tokens_per_sec: number | null;
+  finish_reason: string | null;
+  usage: Usage | null;
+  avg_entropy: number | null;
+  dominant_zone: string | null;
+  zone_counts: Record<string, number>;
+}
+
+export type TraceRecord = HeaderRecord | MessageRecord | TokenRecord | StepRecord | SegmentRecord | MetricsRecord;
+export const RECORD_TYPES = ["header", "message", "token", "step", "segment", "metrics"] as const;

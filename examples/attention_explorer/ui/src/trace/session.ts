@@ -1,0 +1,489 @@
+// TraceSession: the one client data model. Every view reads it; the SSE stream, a
+// non-streaming response and an imported JSONL trace all fill it through the same
+// ingest* methods, so a replayed trace looks exactly like a live one.
+//
+// A session holds many runs (one per assistant generation, regenerations included),
+// each with its prompt tokens, output tokens, per-step captures, segments and metrics,
+// so later views (manifold, router, compare) can work across runs.
+import type {
+  AttentionEntry,
+  CaptureSettings,
+  ChatChunk,
+  FingerprintEntry,
+  MoeRouting,
+  OutputTokenInfo,
+  PromptTokenInfo,
+  RawEntry,
+  SamplingSettings,
+  SketchEntry,
+  ThinkPhase,
+  Usage,
+} from "../api/wire";
+import { entryKind } from "../api/wire";
+import { classify, type Zone, ZONES } from "../zones/zones";
+import { signalFromRaw, signalFromSketch, trueProbs, type StepSignal } from "./attention";
+
+export type Role = "system" | "user" | "assistant";
+
+export interface Message {
+  id: string;
+  role: Role;
+  content: string;
+  reasoning?: string;
+  runId?: string;
+  /** A regenerated answer replaces this one; it stays in the trace but is not sent again. */
+  superseded?: boolean;
+  createdAt: string;
+}
+
+export interface PromptToken {
+  position: number;
+  id: number | null;
+  text: string;
+  masked: boolean;
+}
+
+export interface OutputToken {
+  step: number;
+  position: number;
+  id: number | null;
+  text: string;
+  thinkPhase?: ThinkPhase;
+  segmentId: string;
+}
+
+export interface StepCapture {
+  /** Decode step, or null for a prompt-attention query. */
+  step: number | null;
+  queryPosition: number;
+  /** Raw entries of this step, one per captured layer. */
+  raw: RawEntry[];
+  sketch?: SketchEntry;
+  fingerprint?: FingerprintEntry;
+  moe?: MoeRouting;
+  thinkPhase?: ThinkPhase;
+}
+
+export type SegmentType = "assistant_think" | "assistant_output";
+
+export interface Segment {
+  id: string;
+  runId: string;
+  type: SegmentType;
+  startStep: number;
+  endStep: number;
+}
+
+export type RunStatus = "streaming" | "done" | "stopped" | "error";
+
+export interface RunMetrics {
+  bytesReceived: number;
+  attentionBytes: number;
+  chunkCount: number;
+  /** Milliseconds from request start; null until it happens. */
+  firstByteMs: number | null;
+  firstTokenMs: number | null;
+  /** From the first SSE byte to the first token painted (measured by the chat view). */
+  firstRenderMs: number | null;
+  durationMs: number | null;
+  finishReason: string | null;
+  usage: Usage | null;
+}
+
+export interface Run {
+  id: string;
+  messageId: string;
+  model: string;
+  capture: CaptureSettings;
+  sampling: SamplingSettings;
+  startedAt: string;
+  status: RunStatus;
+  error?: string;
+  promptTokens: PromptToken[];
+  tokens: OutputToken[];
+  /** Decode-step captures, indexed by step. */
+  steps: Map<number, StepCapture>;
+  /** Prompt-attention captures, indexed by query position. */
+  promptSteps: Map<number, StepCapture>;
+  /** Every entry exactly as received, in arrival order (what export writes). */
+  entries: AttentionEntry[];
+  segments: Segment[];
+  layers: number[];
+  metrics: RunMetrics;
+  /** Per layer: position -> summed true probability received from decode steps. */
+  received: Map<number, Map<number, number>>;
+  /** Wall-clock anchors (performance.now()), not exported. */
+  clock: { start: number; firstByte: number | null };
+  /** prompt length if known from the prompt tokens, usage, or inferred from entries. */
+  promptLen: number | null;
+}
+
+export interface RunSummary {
+  tokenCount: number;
+  tokensPerSec: number | null;
+  avgEntropy: number | null;
+  dominantZone: Zone | null;
+  zoneCounts: Partial<Record<Zone, number>>;
+}
+
+/** Mean true probability a position must receive per step (over >= SINK_MIN_STEPS) to count as a sink. */
+export const SINK_THRESHOLD = 0.2;
+export const SINK_MIN_STEPS = 3;
+
+let idCounter = 0;
+export function newId(prefix: string): string {
+  idCounter += 1;
+  return `${prefix}-${Date.now().toString(36)}-${idCounter}`;
+}
+
+function emptyMetrics(): RunMetrics {
+  return {
+    bytesReceived: 0,
+    attentionBytes: 0,
+    chunkCount: 0,
+    firstByteMs: null,
+    firstTokenMs: null,
+    firstRenderMs: null,
+    durationMs: null,
+    finishReason: null,
+    usage: null,
+  };
+}
+
+const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
+
+export class TraceSession {
+  traceId: string;
+  createdAt: string;
+  model: string;
+  serverUrl: string;
+  messages: Message[] = [];
+  runs: Map<string, Run> = new Map();
+  /** Bumped on every change; views subscribe and re-read. */
+  version = 0;
+  private listeners = new Set<() => void>();
+  private notifyScheduled = false;
+  /** When false, notifications are synchronous (tests, import). */
+  batchWithAnimationFrame = typeof requestAnimationFrame !== "undefined";
+
+  constructor(opts: { traceId?: string; createdAt?: string; model?: string; serverUrl?: string } = {}) {
+    this.traceId = opts.traceId ?? newId("trace");
+    this.createdAt = opts.createdAt ?? new Date().toISOString();
+    this.model = opts.model ?? "";
+    this.serverUrl = opts.serverUrl ?? "";
+  }
+
+  // ---- subscription (for React's useSyncExternalStore) ----
+  subscribe = (fn: () => void): (() => void) => {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  };
+  getVersion = (): number => this.version;
+
+  /** Many chunks can arrive in one frame: coalesce their notifications into one render. */
+  touch(): void {
+    if (!this.batchWithAnimationFrame) {
+      this.version += 1;
+      this.listeners.forEach((l) => l());
+      return;
+    }
+    if (this.notifyScheduled) return;
+    this.notifyScheduled = true;
+    requestAnimationFrame(() => {
+      this.notifyScheduled = false;
+      this.version += 1;
+      this.listeners.forEach((l) => l());
+    });
+  }
+
+  // ---- messages and runs ----
+  addMessage(role: Role, content: string, opts: Partial<Message> = {}): Message {
+    const m: Message = { id: opts.id ?? newId(role), role, content, createdAt: opts.createdAt ?? new Date().toISOString(), ...opts };
+    this.messages.push(m);
+    this.touch();
+    return m;
+  }
+
+  /** Messages to send for the next request: everything not superseded, in order. */
+  conversation(): { role: Role; content: string }[] {
+    return this.messages.filter((m) => !m.superseded).map((m) => ({ role: m.role, content: m.content }));
+  }
+
+  startRun(opts: {
+    messageId: string;
+    model: string;
+    capture: CaptureSettings;
+    sampling: SamplingSettings;
+    id?: string;
+    startedAt?: string;
+  }): Run {
+    const run: Run = {
+      id: opts.id ?? newId("run"),
+      messageId: opts.messageId,
+      model: opts.model,
+      capture: opts.capture,
+      sampling: opts.sampling,
+      startedAt: opts.startedAt ?? new Date().toISOString(),
+      status: "streaming",
+      promptTokens: [],
+      tokens: [],
+      steps: new Map(),
+      promptSteps: new Map(),
+      entries: [],
+      segments: [],
+      layers: [],
+      metrics: emptyMetrics(),
+      received: new Map(),
+      clock: { start: now(), firstByte: null },
+      promptLen: null,
+    };
+    this.runs.set(run.id, run);
+    const msg = this.messages.find((m) => m.id === opts.messageId);
+    if (msg) msg.runId = run.id;
+    if (!this.model) this.model = opts.model;
+    this.touch();
+    return run;
+  }
+
+  run(id: string): Run {
+    const r = this.runs.get(id);
+    if (!r) throw new Error(`unknown run ${id}`);
+    return r;
+  }
+
+  runForMessage(messageId: string): Run | undefined {
+    const m = this.messages.find((x) => x.id === messageId);
+    return m?.runId ? this.runs.get(m.runId) : undefined;
+  }
+
+  /** The newest run (what the HUD and lens default to). */
+  latestRun(): Run | undefined {
+    let last: Run | undefined;
+    for (const r of this.runs.values()) last = r;
+    return last;
+  }
+
+  // ---- ingestion ----
+  markFirstByte(runId: string): void {
+    const run = this.run(runId);
+    if (run.clock.firstByte !== null) return;
+    run.clock.firstByte = now();
+    run.metrics.firstByteMs = run.clock.firstByte - run.clock.start;
+  }
+
+  /** Bytes of the response body read so far (the SSE decoder counts them exactly). */
+  setBytesReceived(runId: string, bytes: number): void {
+    this.run(runId).metrics.bytesReceived = bytes;
+  }
+
+  /** One SSE chunk (or a whole non-streaming response, which has the same fields). */
+  ingestChunk(runId: string, chunk: ChatChunk): void {
+    const run = this.run(runId);
+    run.metrics.chunkCount += 1;
+    if (chunk.model && !run.model) run.model = chunk.model;
+    if (chunk.usage) {
+      run.metrics.usage = chunk.usage;
+      if (run.promptLen === null) run.promptLen = chunk.usage.prompt_tokens;
+    }
+    const choice = chunk.choices?.[0];
+    if (choice) {
+      if (choice.attention_prompt_tokens) this.ingestPromptTokens(runId, choice.attention_prompt_tokens);
+      const delta = choice.delta ?? choice.message;
+      const deltaPhase: ThinkPhase | undefined = delta?.reasoning_content ? "think" : delta?.content ? "output" : undefined;
+      if (choice.attention_tokens?.length) {
+        run.metrics.attentionBytes += JSON.stringify(choice.attention_tokens).length;
+        this.ingestEntries(runId, choice.attention_tokens);
+      }
+      if (choice.attention_output_tokens?.length) {
+        this.ingestOutputTokens(runId, choice.attention_output_tokens, deltaPhase);
+      } else if (delta && (delta.content || delta.reasoning_content)) {
+        // No token list (capture off): keep the text as one pseudo-token per chunk.
+        const text = (delta.reasoning_content ?? "") + (delta.content ?? "");
+        this.ingestOutputTokens(runId, [{ step: run.tokens.length, id: -1, text }], deltaPhase);
+      }
+      if (delta) this.appendText(run, delta.content ?? "", delta.reasoning_content ?? "");
+      if (choice.finish_reason) run.metrics.finishReason = choice.finish_reason;
+    }
+    this.touch();
+  }
+
+  private appendText(run: Run, content: string, reasoning: string): void {
+    if (!content && !reasoning) return;
+    const msg = this.messages.find((m) => m.id === run.messageId);
+    if (!msg) return;
+    msg.content += content;
+    if (reasoning) msg.reasoning = (msg.reasoning ?? "") + reasoning;
+  }
+
+  ingestPromptTokens(runId: string, toks: PromptTokenInfo[]): void {
+    const run = this.run(runId);
+    for (const t of toks) {
+      run.promptTokens[t.position] = { position: t.position, id: t.id, text: t.text, masked: !!t.masked };
+    }
+    run.promptLen = run.promptTokens.length;
+    this.touch();
+  }
+
+  ingestOutputTokens(runId: string, toks: OutputTokenInfo[], fallbackPhase?: ThinkPhase): void {
+    const run = this.run(runId);
+    if (run.metrics.firstTokenMs === null && toks.length) run.metrics.firstTokenMs = now() - run.clock.start;
+    for (const t of toks) {
+      const step = t.step;
+      const phase = t.think_phase ?? run.steps.get(step)?.thinkPhase ?? fallbackPhase;
+      const seg = this.segmentFor(run, step, phase);
+      const tok: OutputToken = {
+        step,
+        position: (run.promptLen ?? 0) + step,
+        id: t.id < 0 ? null : t.id,
+        text: t.text,
+        thinkPhase: phase,
+        segmentId: seg.id,
+      };
+      run.tokens[step] = tok;
+    }
+    this.touch();
+  }
+
+  /** Extend the current segment or open a new one when the phase changes. */
+  private segmentFor(run: Run, step: number, phase: ThinkPhase | undefined): Segment {
+    const type: SegmentType = phase === "think" ? "assistant_think" : "assistant_output";
+    const last = run.segments[run.segments.length - 1];
+    if (last && last.type === type && step >= last.startStep) {
+      last.endStep = Math.max(last.endStep, step);
+      return last;
+    }
+    const seg: Segment = {
+      id: `${run.id}-${type === "assistant_think" ? "think" : "output"}-${run.segments.length}`,
+      runId: run.id,
+      type,
+      startStep: step,
+      endStep: step,
+    };
+    run.segments.push(seg);
+    return seg;
+  }
+
+  ingestEntries(runId: string, entries: AttentionEntry[]): void {
+    const run = this.run(runId);
+    for (const e of entries) {
+      run.entries.push(e);
+      const kind = entryKind(e);
+      const isPrompt = kind === "raw" && ((e as RawEntry).prompt === true || e.decode_step === null);
+      if (!isPrompt && run.promptLen === null && typeof e.decode_step === "number") {
+        // query of decode step i sits at prompt_len + i - 1
+        run.promptLen = e.query_position - e.decode_step + 1;
+      }
+      const map = isPrompt ? run.promptSteps : run.steps;
+      const key = isPrompt ? e.query_position : (e.decode_step as number);
+      let sc = map.get(key);
+      if (!sc) {
+        sc = { step: isPrompt ? null : key, queryPosition: e.query_position, raw: [] };
+        map.set(key, sc);
+      }
+      if (e.think_phase) sc.thinkPhase = e.think_phase;
+      if (e.moe_routing) sc.moe = { ...(sc.moe ?? {}), ...e.moe_routing };
+      if (kind === "raw") {
+        const r = e as RawEntry;
+        sc.raw.push(r);
+        if (!run.layers.includes(r.layer_id)) run.layers = [...run.layers, r.layer_id].sort((a, b) => a - b);
+        if (!isPrompt) this.accumulateReceived(run, r);
+      } else if (kind === "sketch") {
+        sc.sketch = e as SketchEntry;
+        for (const l of Object.keys((e as SketchEntry).layer_sketches)) {
+          const id = Number(l);
+          if (!run.layers.includes(id)) run.layers = [...run.layers, id].sort((a, b) => a - b);
+        }
+      } else {
+        sc.fingerprint = e as FingerprintEntry;
+      }
+    }
+    this.touch();
+  }
+
+  private accumulateReceived(run: Run, e: RawEntry): void {
+    let m = run.received.get(e.layer_id);
+    if (!m) {
+      m = new Map();
+      run.received.set(e.layer_id, m);
+    }
+    const tp = trueProbs(e);
+    e.token_positions.forEach((p, i) => m!.set(p, (m!.get(p) ?? 0) + tp[i]));
+  }
+
+  finishRun(runId: string, status: RunStatus, error?: string): void {
+    const run = this.run(runId);
+    run.status = status;
+    if (error) run.error = error;
+    run.metrics.durationMs = now() - run.clock.start;
+    this.touch();
+  }
+
+  // ---- derived views ----
+  /** Steps of a run that carry raw entries, for the given layer. */
+  rawEntry(run: Run, step: number, layer: number): RawEntry | undefined {
+    return run.steps.get(step)?.raw.find((r) => r.layer_id === layer);
+  }
+
+  /** The first token and any position receiving >= SINK_THRESHOLD mean true probability per step. */
+  sinks(run: Run, layer: number): Set<number> {
+    const out = new Set<number>([0]);
+    const m = run.received.get(layer);
+    if (!m) return out;
+    let nSteps = 0;
+    for (const sc of run.steps.values()) if (sc.raw.some((r) => r.layer_id === layer)) nSteps += 1;
+    if (nSteps < SINK_MIN_STEPS) return out;
+    for (const [p, sum] of m) if (sum / nSteps >= SINK_THRESHOLD) out.add(p);
+    return out;
+  }
+
+  /** Prompt or output token at a position. */
+  tokenAt(run: Run, position: number): { kind: "prompt"; token: PromptToken } | { kind: "output"; token: OutputToken } | null {
+    const pl = run.promptLen ?? run.promptTokens.length;
+    if (position < pl) {
+      const t = run.promptTokens[position];
+      return t ? { kind: "prompt", token: t } : null;
+    }
+    const t = run.tokens[position - pl];
+    return t ? { kind: "output", token: t } : null;
+  }
+
+  /** The signal (fingerprint + zone input) of one step, from whatever capture it has. */
+  stepSignal(run: Run, step: number): StepSignal | null {
+    const sc = run.steps.get(step);
+    if (!sc) return null;
+    if (sc.fingerprint) {
+      const f = sc.fingerprint.fingerprint;
+      return { fingerprint: f, source: "server", entropy: null, massCaptured: null, hist: f.slice(4) };
+    }
+    if (sc.sketch) return signalFromSketch(sc.sketch);
+    return signalFromRaw(sc.raw);
+  }
+
+  summary(run: Run): RunSummary {
+    const zoneCounts: Partial<Record<Zone, number>> = {};
+    let entSum = 0;
+    let entN = 0;
+    for (const [step, sc] of run.steps) {
+      const sig = this.stepSignal(run, step);
+      if (!sig) continue;
+      let zone: Zone;
+      if (sc.fingerprint && (ZONES as readonly string[]).includes(sc.fingerprint.manifold)) zone = sc.fingerprint.manifold as Zone;
+      else zone = classify(sig.fingerprint).zone;
+      zoneCounts[zone] = (zoneCounts[zone] ?? 0) + 1;
+      entSum += sig.fingerprint[3];
+      entN += 1;
+    }
+    let dominant: Zone | null = null;
+    for (const z of ZONES) if ((zoneCounts[z] ?? 0) > (dominant ? zoneCounts[dominant] ?? 0 : 0)) dominant = z;
+    const tokenCount = run.tokens.filter(Boolean).length;
+    const dur = run.metrics.durationMs ?? (run.status === "streaming" ? now() - run.clock.start : null);
+    const genMs = dur !== null && run.metrics.firstTokenMs !== null ? dur - run.metrics.firstTokenMs : null;
+    return {
+      tokenCount,
+      tokensPerSec: genMs && genMs > 0 && tokenCount > 1 ? ((tokenCount - 1) * 1000) / genMs : null,
+      avgEntropy: entN ? entSum / entN : null,
+      dominantZone: dominant,
+      zoneCounts,
+    };
+  }
+}
