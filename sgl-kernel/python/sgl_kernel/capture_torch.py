@@ -1,0 +1,112 @@
+"""Plain-torch capture passes (the reference; runs on any device).
+
+Rows are grouped by request, so the keys of one chunk are gathered once for all rows of
+that request (an extend batch has many rows per request), and rows go in blocks so the
+score tile [rows, heads, chunk] stays bounded: nothing here grows with the context.
+Math is float32, like the Triton kernels.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from sgl_kernel.capture_common import NO_KEY, Rows, pack_keys, softcap_
+from sgl_kernel.zones import N_HIST_BINS
+
+# Upper bound on floats in one score tile (rows x heads x chunk): 32 MiB of float32.
+_TILE_ELEMS = 1 << 23
+_BIN_EDGES = [1 << b for b in range(1, N_HIST_BINS)]  # d >= 2^b adds one to the bin
+
+
+def distance_bin(d: torch.Tensor) -> torch.Tensor:
+    """Histogram bin of distances d >= 0: 0 for {0,1}, floor(log2 d) up to 15."""
+    b = torch.zeros_like(d)
+    for edge in _BIN_EDGES:
+        b += (d >= edge).to(d.dtype)
+    return b
+
+
+def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
+    """Row indices grouped by request, in blocks that keep a score tile bounded."""
+    per_block = max(1, _TILE_ELEMS // (rows.n_heads * rows.chunk_size))
+    order = torch.argsort(rows.row_req, stable=True)
+    reqs, counts = torch.unique_consecutive(rows.row_req[order], return_counts=True)
+    start = 0
+    for c in counts.tolist():
+        idx = order[start : start + c]
+        start += c
+        for b in range(0, c, per_block):
+            yield idx[b : b + per_block]
+
+
+def _chunks(rows: Rows, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key chunk of a row block.
+
+    Chunks are aligned to multiples of chunk_size, as in the Triton kernels.
+    """
+    c_size = rows.chunk_size
+    lo = rows.row_lo[idx]
+    t = rows.row_pos[idx]
+    r = int(rows.row_req[idx[0]])
+    first = int(lo.min()) // c_size * c_size
+    end = int(t.max()) + 1
+    q = rows.q[idx][:, rows.head_ids].float()  # [n, H, D]
+    for c0 in range(first, end, c_size):
+        c1 = min(c0 + c_size, end)
+        pos = torch.arange(c0, c1, device=q.device)
+        slots = rows.req_to_token[r, c0:c1].long()
+        k = rows.k_buffer[slots][:, rows.kv_ids].float()  # [c, H, D]
+        s = torch.einsum("nhd,chd->nhc", q, k) * rows.scale
+        s = softcap_(s, rows.softcap)
+        inside = (pos[None, :] >= lo[:, None]) & (pos[None, :] <= t[:, None])
+        yield pos, s, inside
+
+
+def lse_pass(rows: Rows) -> torch.Tensor:
+    """Each selected head's lse over its row's window, with a running max per (row, head)."""
+    out = torch.empty(rows.n, rows.n_heads, dtype=torch.float32, device=rows.q.device)
+    for idx in _blocks(rows):
+        m = torch.full((idx.numel(), rows.n_heads), -torch.inf, device=rows.q.device)
+        l = torch.zeros_like(m)
+        for _, s, inside in _chunks(rows, idx):
+            s = s.masked_fill(~inside[:, None, :], -torch.inf)
+            m_new = torch.maximum(m, s.amax(dim=2))
+            # A row with no key in this chunk yet keeps m = -inf: avoid exp(-inf - -inf).
+            safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+            l = l * torch.exp(m - safe) + torch.exp(s - safe[:, :, None]).sum(dim=2)
+            m = m_new
+        out[idx] = m + torch.log(l)
+    return out
+
+
+def stats_pass(rows: Rows, head_lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """hist [N,16], masked [N], entropy [N], top-k keys [N,k] from known per-head lse."""
+    dev = rows.q.device
+    n, h, k = rows.n, rows.n_heads, rows.top_k
+    hist = torch.zeros(n, N_HIST_BINS, dtype=torch.float32, device=dev)
+    masked = torch.zeros(n, dtype=torch.float32, device=dev)
+    entropy = torch.zeros(n, dtype=torch.float32, device=dev)
+    keys = torch.full((n, k), NO_KEY, dtype=torch.int64, device=dev)
+    for idx in _blocks(rows):
+        lse = head_lse[idx][:, :, None]  # [n, H, 1]
+        t = rows.row_pos[idx]
+        mp = rows.mask_prefix[idx]
+        b_hist = torch.zeros(idx.numel(), N_HIST_BINS, dtype=torch.float32, device=dev)
+        b_masked = torch.zeros(idx.numel(), dtype=torch.float32, device=dev)
+        b_ent = torch.zeros(idx.numel(), dtype=torch.float32, device=dev)
+        b_keys = torch.full((idx.numel(), k), NO_KEY, dtype=torch.int64, device=dev)
+        for pos, s, inside in _chunks(rows, idx):
+            ph = torch.where(inside[:, None, :], torch.exp(s - lse), torch.zeros_like(s))
+            # -sum p log p = sum p (lse - s); every term >= 0, so no cancellation.
+            b_ent += (ph * (lse - s)).sum(dim=(1, 2)) / h
+            p = ph.sum(dim=1) / h  # [n, c] head-averaged probability
+            is_masked = pos[None, :] < mp[:, None]
+            b_masked += torch.where(is_masked, p, torch.zeros_like(p)).sum(dim=1)
+            bins = distance_bin(t[:, None] - pos[None, :]).clamp(min=0)
+            b_hist.scatter_add_(1, bins, torch.where(is_masked, torch.zeros_like(p), p))
+            if k:
+                ck = pack_keys(p, pos.expand_as(p), inside & ~is_masked)
+                b_keys = torch.topk(torch.cat([b_keys, ck], dim=1), k, dim=1).values
+        hist[idx], masked[idx], entropy[idx], keys[idx] = b_hist, b_masked, b_ent, b_keys
+    return hist, masked, entropy, keys
