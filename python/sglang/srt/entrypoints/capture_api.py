@@ -1,0 +1,260 @@
+"""HTTP side of attention capture: request fields -> CaptureParams, guardrails, capabilities.
+
+The engine implements the capture math; this module decides, per request, whether and
+how to capture (validated against the server's limits), enforces the multi-tenant
+guardrails (API key, concurrency cap, production switch), and places the engine's
+entries on the response (tagging each with its think/output phase).
+"""
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from sglang.srt.entrypoints.openai.errors import APIError
+from sglang.srt.entrypoints.openai.protocol import CaptureFields
+from sglang.srt.managers.io_struct import CaptureParams
+from sglang.srt.server_args import ServerArgs
+
+MAX_TOP_K = 64
+MODES = ["raw", "sketch", "fingerprint"]
+DEBUG_ENV = "SGLANG_ATTENTION_DEBUG"
+
+
+def capture_allowed(args: ServerArgs) -> bool:
+    """Capture is on when a flag enables it and the production switch does not forbid it."""
+    enabled = args.return_attention_tokens or args.attention_capture_default != "off"
+    if args.attention_disable_in_production and os.environ.get(DEBUG_ENV) != "1":
+        return False
+    return enabled
+
+
+def resolve_layers(spec: str | list[int], num_layers: int, param: str) -> list[int]:
+    """"last" | "auto" | "0,3,5" | [0, 3, 5] -> sorted unique layer ids, each < num_layers."""
+    L = num_layers
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s == "last":
+            return [L - 1]
+        if s == "auto":
+            return sorted({L // 4, L // 2, (3 * L) // 4, L - 1})
+        try:
+            ids = [int(p) for p in s.split(",") if p.strip() != ""]
+        except ValueError:
+            raise APIError(400, f"{param}: expected 'last', 'auto', or a comma list of layer ids, got {spec!r}",
+                           param) from None
+    else:
+        ids = list(spec)
+    if not ids:
+        raise APIError(400, f"{param}: at least one layer id is required", param)
+    bad = [i for i in ids if not 0 <= i < L]
+    if bad:
+        raise APIError(400, f"{param}: layer id {bad[0]} out of range; the model has {L} layers (0..{L - 1})", param)
+    return sorted(set(ids))
+
+
+def _default_mode(args: ServerArgs) -> str:
+    if args.attention_fingerprint_mode or args.attention_capture_default == "fingerprint":
+        return "fingerprint"
+    if args.attention_sketch_mode or args.attention_capture_default == "sketch":
+        return "sketch"
+    return "raw"
+
+
+def wants_capture(req: CaptureFields, args: ServerArgs) -> bool:
+    """Explicit request (return_attention_tokens: true), or the server's default mode."""
+    if req.return_attention_tokens is not None:
+        return req.return_attention_tokens
+    return args.attention_capture_default != "off"
+
+
+def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mapping[str, Any]) -> CaptureParams | None:
+    """Validate the request's capture fields; None when the request does not capture.
+
+    Invalid values are rejected even when the request does not capture, so that a typo
+    never goes unnoticed.
+    """
+    num_layers = int(model_info["num_layers"])
+    num_heads = int(model_info["num_attention_heads"])
+    if req.top_k_attention is not None and not 1 <= req.top_k_attention <= MAX_TOP_K:
+        raise APIError(400, f"top_k_attention: must be between 1 and {MAX_TOP_K}, got {req.top_k_attention}",
+                       "top_k_attention")
+    layers = resolve_layers(req.attention_capture_layers if req.attention_capture_layers is not None
+                            else args.attention_capture_layers, num_layers,
+                            "attention_capture_layers" if req.attention_capture_layers is not None
+                            else "--attention-capture-layers")
+    heads = req.attention_capture_head_ids
+    if heads is not None:
+        if not heads:
+            raise APIError(400, "attention_capture_head_ids: give at least one head id (omit the field for all heads)",
+                           "attention_capture_head_ids")
+        bad = [h for h in heads if not 0 <= h < num_heads]
+        if bad:
+            raise APIError(400, f"attention_capture_head_ids: head id {bad[0]} out of range; the model has "
+                           f"{num_heads} query heads (0..{num_heads - 1})", "attention_capture_head_ids")
+        heads = sorted(set(heads))
+    if req.attention_mask_prefix is not None and req.attention_mask_prefix < 0:
+        raise APIError(400, f"attention_mask_prefix: must be >= 0, got {req.attention_mask_prefix}",
+                       "attention_mask_prefix")
+    if not wants_capture(req, args):
+        return None
+    if not capture_allowed(args):
+        why = ("capture is disabled in production (set SGLANG_ATTENTION_DEBUG=1 to enable)"
+               if args.attention_disable_in_production and (args.return_attention_tokens
+                                                            or args.attention_capture_default != "off")
+               else "attention capture is disabled on this server (start it with --return-attention-tokens)")
+        raise APIError(400, f"return_attention_tokens: {why}", "return_attention_tokens")
+    # Each request flag overrides the matching server flag; fingerprint beats sketch.
+    server_fp = args.attention_fingerprint_mode or args.attention_capture_default == "fingerprint"
+    server_sk = args.attention_sketch_mode or args.attention_capture_default == "sketch"
+    fp = req.attention_fingerprint_mode if req.attention_fingerprint_mode is not None else server_fp
+    sk = req.attention_sketch_mode if req.attention_sketch_mode is not None else server_sk
+    mode = "fingerprint" if fp else "sketch" if sk else "raw"
+    max_steps = args.attention_fingerprint_max_steps if mode == "fingerprint" else args.attention_tokens_max
+    return CaptureParams(
+        mode=mode,  # type: ignore[arg-type]
+        top_k=req.top_k_attention if req.top_k_attention is not None else args.attention_tokens_top_k,
+        layers=layers,
+        head_ids=heads,
+        mask_prefix=req.attention_mask_prefix or 0,
+        include_prompt_attention=bool(req.include_prompt_attention),
+        stride=args.attention_tokens_stride,
+        window=args.attention_tokens_window,
+        max_steps=max_steps,
+        chunk_size=args.attention_chunk_size,
+    )
+
+
+def mask_system_prompt(req: CaptureFields, args: ServerArgs) -> bool:
+    """The server flag always wins (privacy); a request may only add masking."""
+    return bool(args.attention_mask_system_prompt or req.attention_mask_system_prompt)
+
+
+def explicit_capture(req: CaptureFields) -> bool:
+    """The request itself asks for capture (what the API-key guardrail looks at)."""
+    return bool(req.return_attention_tokens)
+
+
+@dataclass
+class CaptureGuard:
+    """API key and concurrency limits for capturing requests (one per server)."""
+
+    api_key: str | None
+    max_concurrent: int  # 0 = unlimited
+    active: int = 0
+    rejected: int = 0
+    _holders: set[str] = field(default_factory=set)
+
+    def check_key(self, headers: Mapping[str, str]) -> None:
+        if not self.api_key:
+            return
+        given = headers.get("x-attention-api-key")
+        auth = headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        for cand in (given, bearer):
+            if cand and hmac.compare_digest(cand.encode(), self.api_key.encode()):
+                return
+        raise APIError(401, "attention capture requires a valid attention API key "
+                       "(header X-Attention-API-Key or Authorization: Bearer)", "X-Attention-API-Key")
+
+    def acquire(self, rid: str) -> None:
+        if self.max_concurrent and self.active >= self.max_concurrent:
+            self.rejected += 1
+            raise APIError(429, f"too many concurrent capture requests (limit {self.max_concurrent}); "
+                           "retry later or send the request without capture", "return_attention_tokens")
+        self.active += 1
+        self._holders.add(rid)
+
+    def release(self, rid: str) -> None:
+        if rid in self._holders:
+            self._holders.discard(rid)
+            self.active -= 1
+
+
+def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_parser: str | None) -> dict[str, Any]:
+    """Body of GET /v1/attention/capabilities."""
+    L = int(model_info.get("num_layers", 0))
+    allowed = capture_allowed(args)
+    try:
+        layers_default = resolve_layers(args.attention_capture_layers, L, "--attention-capture-layers") if L else []
+    except APIError:
+        layers_default = []
+    return {
+        "supported": allowed,
+        "enabled": allowed,
+        "modes": list(MODES) if allowed else [],
+        "max_top_k": MAX_TOP_K,
+        "default_top_k": args.attention_tokens_top_k,
+        "max_layers": L,
+        "num_attention_heads": int(model_info.get("num_attention_heads", 0)),
+        "default_mode": _default_mode(args),
+        "capture_by_default": args.attention_capture_default != "off",
+        "layers_default": layers_default,
+        "features": {
+            "include_prompt_attention": True,
+            "head_filtering": True,
+            "moe_routing": bool(model_info.get("is_moe", False)),
+            "think_segmentation": reasoning_parser is not None,
+            "logit_lens": False,
+            "sidecar": args.attention_sidecar_url is not None,
+        },
+        "guardrails": {
+            "max_concurrent_capture": args.attention_max_concurrent_capture,
+            "requires_api_key": args.attention_api_key is not None,
+            "system_prompt_masked": args.attention_mask_system_prompt,
+            "disabled_in_production": args.attention_disable_in_production and os.environ.get(DEBUG_ENV) != "1",
+        },
+        "limits": {
+            "max_top_k": MAX_TOP_K,
+            "max_steps": args.attention_tokens_max,
+            "fingerprint_max_steps": args.attention_fingerprint_max_steps,
+            "stride": args.attention_tokens_stride,
+            "window": args.attention_tokens_window,
+            "chunk_size": args.attention_chunk_size,
+            "tp_size": args.tp_size,
+            "heads_visible": "tp rank 0 only" if args.tp_size > 1 else "all",
+        },
+    }
+
+
+class CapturePlacer:
+    """Builds the per-chunk capture fields of one response.
+
+    ``chunk(out, phases)`` takes one TokenizerManager yield and the phases of its new
+    tokens and returns the fields to put on the choice: ``attention_tokens`` (entries
+    of exactly these tokens, each tagged with think_phase when a parser is on),
+    ``attention_output_tokens``, and on the first chunk ``attention_prompt_tokens``.
+    """
+
+    def __init__(self, tagging: bool) -> None:
+        self.tagging = tagging
+        self.step = 0  # decode step of the next new token
+        self.first = True
+        self.phase_by_step: dict[int, str] = {}
+
+    def chunk(self, out: Mapping[str, Any], phases: list[str] | None) -> dict[str, Any]:
+        meta = out.get("meta_info", {})
+        ids = out.get("new_token_ids") or []
+        texts = out.get("token_texts") or []
+        tokens = []
+        for j, tid in enumerate(ids):
+            t: dict[str, Any] = {"step": self.step + j, "id": int(tid), "text": texts[j] if j < len(texts) else ""}
+            if self.tagging and phases is not None and j < len(phases):
+                t["think_phase"] = phases[j]
+                self.phase_by_step[self.step + j] = phases[j]
+            tokens.append(t)
+        self.step += len(ids)
+        entries = list(meta.get("attention_tokens") or [])
+        if self.tagging:
+            for e in entries:
+                ds = e.get("decode_step")
+                if ds is not None and ds in self.phase_by_step:
+                    e["think_phase"] = self.phase_by_step[ds]
+        fields: dict[str, Any] = {"attention_tokens": entries, "attention_output_tokens": tokens}
+        if self.first:
+            self.first = False
+            prompt = meta.get("attention_prompt_tokens")
+            if prompt is not None:
+                fields["attention_prompt_tokens"] = prompt
+        return fields

@@ -1,0 +1,150 @@
+"""Request models of the OpenAI-compatible and native endpoints.
+
+Requests are parsed in pydantic's strict mode straight from the raw body bytes, so a
+string where a number belongs, invalid JSON or invalid UTF-8 is a 400 naming the field
+instead of a silent coercion. Unknown top-level fields are ignored, as OpenAI clients
+send optional fields this server does not use. Value ranges of sampling fields are
+checked once, by ``SamplingParams.from_dict``; capture fields by ``capture_api``.
+Responses are plain dicts serialized with orjson (see the serving modules).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Number = Union[StrictInt, StrictFloat]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class CaptureFields(_Strict):
+    """Attention capture fields (OpenAI ``extra_body``; top level in /generate)."""
+
+    return_attention_tokens: StrictBool | None = None
+    top_k_attention: StrictInt | None = None
+    attention_sketch_mode: StrictBool | None = None
+    attention_fingerprint_mode: StrictBool | None = None
+    attention_capture_layers: Union[StrictStr, list[StrictInt], None] = None
+    attention_capture_head_ids: list[StrictInt] | None = None
+    attention_mask_prefix: StrictInt | None = None
+    attention_mask_system_prompt: StrictBool | None = None
+    include_prompt_attention: StrictBool | None = None
+
+
+class SamplingFields(_Strict):
+    """Sampling fields shared by chat and completions (OpenAI names + SGLang extras)."""
+
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_k: StrictInt | None = None
+    min_p: Number | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    repetition_penalty: Number | None = None
+    stop: Union[StrictStr, list[StrictStr], None] = None
+    stop_token_ids: list[StrictInt] | None = None
+    seed: StrictInt | None = None
+    ignore_eos: StrictBool = False
+    skip_special_tokens: StrictBool = True
+    no_stop_trim: StrictBool = False
+    n: StrictInt = 1
+    logit_bias: dict[str, Number] | None = None
+    stream: StrictBool = False
+    stream_options: "StreamOptions | None" = None
+    user: StrictStr | None = None
+    rid: StrictStr | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: StrictBool = False
+    continuous_usage_stats: StrictBool = False
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[StrictStr, list[TextPart], None] = None
+    name: StrictStr | None = None
+    reasoning_content: StrictStr | None = None
+    tool_call_id: StrictStr | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class ChatCompletionRequest(SamplingFields, CaptureFields):
+    model: StrictStr = "default"
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = None
+    # Reasoning (SGLang): split reasoning_content from content, stream it as it comes.
+    separate_reasoning: StrictBool = True
+    stream_reasoning: StrictBool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    continue_final_message: StrictBool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(SamplingFields, CaptureFields):
+    model: StrictStr = "default"
+    prompt: Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
+    max_tokens: StrictInt | None = 16  # OpenAI's default for completions
+    logprobs: StrictInt | None = None  # number of top alternatives per token
+    echo: StrictBool = False
+    suffix: StrictStr | None = None
+    best_of: StrictInt | None = None
+
+
+class GenerateRequest(CaptureFields):
+    """SGLang's native /generate body."""
+
+    text: Union[StrictStr, list[StrictStr], None] = None
+    input_ids: Union[list[StrictInt], list[list[StrictInt]], None] = None
+    sampling_params: dict[str, Any] | None = None
+    stream: StrictBool = False
+    rid: StrictStr | None = None
+    return_logprob: StrictBool = False
+    top_logprobs_num: StrictInt = 0
+    return_text_in_logprobs: StrictBool = True
+
+
+SamplingFields.model_rebuild()
+ChatCompletionRequest.model_rebuild()
+CompletionRequest.model_rebuild()
+
+
+def sampling_dict(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]:
+    """The SamplingParams dict of an OpenAI request (only fields the client set)."""
+    d: dict[str, Any] = {"max_new_tokens": max_tokens}
+    for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                 "repetition_penalty", "stop", "stop_token_ids", "seed"):
+        v = getattr(req, name)
+        if v is not None:
+            d[name] = v
+    d["ignore_eos"] = req.ignore_eos
+    d["skip_special_tokens"] = req.skip_special_tokens
+    d["no_stop_trim"] = req.no_stop_trim
+    d["n"] = req.n
+    return d
+
+
+# Client-visible name of each SamplingParams field on the OpenAI endpoints.
+OPENAI_PARAM_NAMES = {f"sampling_params.{k}": k for k in (
+    "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "stop", "stop_token_ids", "seed", "ignore_eos", "skip_special_tokens", "no_stop_trim", "n")}
+OPENAI_PARAM_NAMES["sampling_params.max_new_tokens"] = "max_tokens"

@@ -1,0 +1,290 @@
+"""POST /v1/chat/completions: chat template, reasoning split, capture placement, SSE."""
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sglang.srt.entrypoints.capture_api import (
+    CapturePlacer,
+    build_capture_params,
+    explicit_capture,
+    mask_system_prompt,
+)
+from sglang.srt.entrypoints.openai.errors import APIError, from_value_error
+from sglang.srt.entrypoints.openai.protocol import OPENAI_PARAM_NAMES, ChatCompletionRequest, sampling_dict
+from sglang.srt.entrypoints.openai.request_prep import (
+    json_response,
+    parse_body,
+    prepare_capture,
+    validate_sampling,
+)
+from sglang.srt.entrypoints.openai.serving_common import (
+    SSE_DONE,
+    ServingContext,
+    SSEResponse,
+    collect,
+    finish_reason_of,
+    guarded_stream,
+    new_id,
+    run_until_disconnect,
+    sse,
+    tracked_generate,
+    usage_of,
+)
+from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.parser.reasoning_parser import ReasoningParser, TokenPhaseTracker
+
+MAX_TOP_LOGPROBS = 20
+
+
+def _token_text(ctx: ServingContext, tid: int, text: Any) -> str:
+    if isinstance(text, str):
+        return text
+    return ctx.tm.tokenizer.decode([tid])
+
+
+def chat_logprobs(ctx: ServingContext, meta: dict[str, Any]) -> dict[str, Any] | None:
+    toks = meta.get("output_token_logprobs")
+    if toks is None:
+        return None
+    tops = meta.get("output_top_logprobs") or []
+    content = []
+    for i, (lp, tid, text) in enumerate(toks):
+        t = _token_text(ctx, tid, text)
+        alts = []
+        for alp, aid, atext in (tops[i] if i < len(tops) and tops[i] else []):
+            at = _token_text(ctx, aid, atext)
+            alts.append({"token": at, "logprob": float(alp), "bytes": list(at.encode("utf-8"))})
+        content.append({"token": t, "logprob": float(lp), "bytes": list(t.encode("utf-8")), "top_logprobs": alts})
+    return {"content": content}
+
+
+class ChatTemplate:
+    """Renders messages with the model's template or the --chat-template file."""
+
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+        self.template: str | None = None
+        path = ctx.server_args.chat_template
+        if path:
+            with open(path, encoding="utf-8") as f:
+                self.template = f.read()
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, continue_final: bool,
+               kwargs: dict[str, Any]) -> str:
+        tok = self.ctx.tm.tokenizer
+        try:
+            return tok.apply_chat_template(
+                messages, chat_template=self.template, tokenize=False,
+                add_generation_prompt=add_generation_prompt, continue_final_message=continue_final, **kwargs)
+        except APIError:
+            raise
+        except Exception as e:  # jinja errors such as "roles must alternate"
+            raise APIError(400, f"messages: the chat template rejected the conversation: {e}", "messages") from None
+
+    def encode(self, text: str) -> list[int]:
+        # The rendered template already holds BOS and other special tokens as text.
+        return list(self.ctx.tm.tokenizer.encode(text, add_special_tokens=False))
+
+    def system_prompt_len(self, messages: list[dict[str, Any]], full: str, kwargs: dict[str, Any]) -> int:
+        """Tokens of the chat-templated leading system message(s), 0 if none."""
+        n = 0
+        while n < len(messages) and messages[n]["role"] in ("system", "developer"):
+            n += 1
+        if n == 0:
+            return 0
+        try:
+            prefix = self.render(messages[:n], False, False, kwargs)
+        except APIError:
+            return 0
+        if not full.startswith(prefix):
+            return 0
+        return len(self.encode(prefix))
+
+
+class ChatServing:
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+        self.template = ChatTemplate(ctx)
+
+    async def handle(self, request: Request) -> Response:
+        ctx = self.ctx
+        req = parse_body(ChatCompletionRequest, await request.body())
+        ctx.check_model(req.model)
+        self._check_unsupported(req)
+
+        messages = []
+        for i, m in enumerate(req.messages):
+            d: dict[str, Any] = {"role": m.role, "content": m.text()}
+            if m.name is not None:
+                d["name"] = m.name
+            if m.tool_call_id is not None:
+                d["tool_call_id"] = m.tool_call_id
+            if m.role == "developer":
+                d["role"] = "system"  # templates know "system"; OpenAI's newer name for it
+            messages.append(d)
+        continue_final = req.continue_final_message
+        if continue_final and messages[-1]["role"] != "assistant":
+            raise APIError(400, "continue_final_message: the last message must be from the assistant",
+                           "continue_final_message")
+        kwargs = dict(req.chat_template_kwargs or {})
+        prompt = self.template.render(messages, not continue_final, continue_final, kwargs)
+        input_ids = self.template.encode(prompt)
+        if not input_ids:
+            raise APIError(400, "messages: the conversation renders to an empty prompt", "messages")
+
+        max_name = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        if max_tokens is None and ctx.context_length:
+            max_tokens = max(ctx.context_length - len(input_ids), 0)
+        sampling = sampling_dict(req, max_tokens)
+        validate_sampling(sampling, {**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name})
+
+        rid = req.rid or new_id("")
+        capture = prepare_capture(ctx, req, request, rid)
+        obj = GenerateReqInput(
+            input_ids=input_ids, sampling_params=sampling, stream=req.stream, rid=rid,
+            return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture,
+        )
+        if capture is not None and mask_system_prompt(req, ctx.server_args):
+            obj.mask_system_prompt = True
+            obj.system_prompt_len = self.template.system_prompt_len(messages, prompt, kwargs)
+
+        parser = None
+        tracker = None
+        if ctx.reasoning_parser:
+            if req.separate_reasoning:
+                parser = ReasoningParser(ctx.reasoning_parser, req.stream_reasoning, kwargs)
+            if capture is not None:
+                tracker = TokenPhaseTracker(ctx.reasoning_parser, kwargs)
+        placer = CapturePlacer(tagging=tracker is not None) if capture is not None else None
+        streaming = False
+        try:
+            agen = tracked_generate(ctx, obj)
+            if req.stream:
+                first = await run_until_disconnect(request, agen.__anext__())
+                streaming = True  # from here the stream's own cleanup releases the capture slot
+                return SSEResponse(guarded_stream(self._stream(req, rid, first, agen, parser, tracker, placer)))
+            outs = await run_until_disconnect(request, collect(agen))
+        except StopAsyncIteration:
+            raise APIError(500, "the engine returned no output") from None
+        finally:
+            if not streaming and capture is not None:
+                ctx.guard.release(rid)
+        return json_response(self._complete(req, rid, outs, parser, tracker, placer))
+
+    def _check_unsupported(self, req: ChatCompletionRequest) -> None:
+        if req.n != 1:
+            raise APIError(400, f"n: only n = 1 is supported, got {req.n}", "n")
+        if req.tools:
+            raise APIError(400, "tools: function calling is not supported by this server", "tools")
+        if req.response_format and req.response_format.get("type", "text") != "text":
+            raise APIError(400, "response_format: only {\"type\": \"text\"} is supported", "response_format")
+        if req.logit_bias:
+            raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
+        if req.top_logprobs is not None:
+            if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
+                raise APIError(400, f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs")
+            if req.top_logprobs and not req.logprobs:
+                raise APIError(400, "top_logprobs: requires logprobs = true", "top_logprobs")
+
+    # ---- non-streaming --------------------------------------------------------
+    def _complete(self, req: ChatCompletionRequest, rid: str, outs: list[dict[str, Any]],
+                  parser: ReasoningParser | None, tracker: TokenPhaseTracker | None,
+                  placer: CapturePlacer | None) -> dict[str, Any]:
+        ctx = self.ctx
+        if not outs:
+            raise APIError(500, "the engine returned no output")
+        final = outs[-1]
+        meta = final.get("meta_info", {})
+        text = final.get("text", "")
+        reasoning, content = parser.parse_non_stream(text) if parser else (None, text)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "reasoning_content": reasoning, "tool_calls": None},
+            "logprobs": None,
+        }
+        if req.logprobs:
+            merged: list[Any] = []
+            tops: list[Any] = []
+            for o in outs:
+                m = o.get("meta_info", {})
+                merged += m.get("output_token_logprobs") or []
+                tops += m.get("output_top_logprobs") or []
+            choice["logprobs"] = chat_logprobs(ctx, {"output_token_logprobs": merged, "output_top_logprobs": tops})
+        if placer is not None:
+            fields: dict[str, Any] = {"attention_tokens": [], "attention_output_tokens": []}
+            for o in outs:
+                phases = tracker.feed(o.get("token_texts") or []) if tracker else None
+                f = placer.chunk(o, phases)
+                fields["attention_tokens"] += f["attention_tokens"]
+                fields["attention_output_tokens"] += f["attention_output_tokens"]
+                if "attention_prompt_tokens" in f:
+                    fields["attention_prompt_tokens"] = f["attention_prompt_tokens"]
+            choice.update(fields)
+        reason, matched = finish_reason_of(meta)
+        choice["finish_reason"] = reason
+        choice["matched_stop"] = matched
+        return {
+            "id": f"chatcmpl-{rid}", "object": "chat.completion", "created": int(time.time()),
+            "model": ctx.model_name, "choices": [choice], "usage": usage_of(meta),
+        }
+
+    # ---- streaming ------------------------------------------------------------
+    async def _stream(self, req: ChatCompletionRequest, rid: str, first: dict[str, Any],
+                      agen: AsyncIterator[dict[str, Any]], parser: ReasoningParser | None,
+                      tracker: TokenPhaseTracker | None, placer: CapturePlacer | None) -> AsyncIterator[bytes]:
+        ctx = self.ctx
+        base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": ctx.model_name}
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
+        role_sent = False
+        meta: dict[str, Any] = {}
+        try:
+            out: dict[str, Any] | None = first
+            while out is not None:
+                meta = out.get("meta_info", {})
+                reason, matched = finish_reason_of(meta)
+                delta_text = out.get("delta", "")
+                reasoning, content = parser.parse_stream_chunk(delta_text) if parser else ("", delta_text)
+                if reason is not None and parser is not None:
+                    r2, c2 = parser.finish()
+                    reasoning += r2
+                    content += c2
+                delta: dict[str, Any] = {}
+                if not role_sent:
+                    delta["role"] = "assistant"
+                    delta["content"] = ""
+                    role_sent = True
+                if content:
+                    delta["content"] = content
+                if reasoning:
+                    delta["reasoning_content"] = reasoning
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+                if reason is not None:
+                    choice["matched_stop"] = matched
+                if req.logprobs and meta.get("output_token_logprobs"):
+                    choice["logprobs"] = chat_logprobs(ctx, meta)
+                if placer is not None:
+                    phases = tracker.feed(out.get("token_texts") or []) if tracker else None
+                    choice.update(placer.chunk(out, phases))
+                # Skip empty chunks (text held back by the parser or the detokenizer),
+                # except when capture entries or the finish reason must go out.
+                if delta or reason is not None or placer is not None or choice["logprobs"] is not None:
+                    chunk: dict[str, Any] = {**base, "choices": [choice]}
+                    if continuous:
+                        chunk["usage"] = usage_of(meta)
+                    yield sse(chunk)
+                try:
+                    out = await agen.__anext__()
+                except StopAsyncIteration:
+                    out = None
+        finally:
+            await agen.aclose()
+        if include_usage:
+            yield sse({**base, "choices": [], "usage": usage_of(meta)})
+        yield SSE_DONE

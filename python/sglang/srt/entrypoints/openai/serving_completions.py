@@ -1,0 +1,230 @@
+"""POST /v1/completions: raw prompts (text, token ids, or a batch of either)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sglang.srt.entrypoints.capture_api import CapturePlacer
+from sglang.srt.entrypoints.openai.errors import APIError
+from sglang.srt.entrypoints.openai.protocol import OPENAI_PARAM_NAMES, CompletionRequest, sampling_dict
+from sglang.srt.entrypoints.openai.request_prep import json_response, parse_body, prepare_capture, validate_sampling
+from sglang.srt.entrypoints.openai.serving_common import (
+    SSE_DONE,
+    ServingContext,
+    SSEResponse,
+    collect,
+    finish_reason_of,
+    guarded_stream,
+    merge_streams,
+    new_id,
+    run_until_disconnect,
+    sse,
+    tracked_generate,
+    usage_of,
+)
+from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.parser.reasoning_parser import TokenPhaseTracker
+
+MAX_LOGPROBS = 20
+MAX_BATCH = 256
+
+
+class CompletionLogprobs:
+    """Accumulates OpenAI's legacy logprobs block (tokens, token_logprobs, top_logprobs, text_offset)."""
+
+    def __init__(self, ctx: ServingContext, offset: int) -> None:
+        self.ctx = ctx
+        self.offset = offset
+
+    def block(self, meta: dict[str, Any], with_top: bool) -> dict[str, Any]:
+        tok = self.ctx.tm.tokenizer
+        b: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        tops = meta.get("output_top_logprobs") or []
+        for i, (lp, tid, text) in enumerate(meta.get("output_token_logprobs") or []):
+            t = text if isinstance(text, str) else tok.decode([tid])
+            b["tokens"].append(t)
+            b["token_logprobs"].append(float(lp))
+            b["text_offset"].append(self.offset)
+            self.offset += len(t)
+            if with_top:
+                alts = tops[i] if i < len(tops) and tops[i] else []
+                b["top_logprobs"].append({(a[2] if isinstance(a[2], str) else tok.decode([a[1]])): float(a[0])
+                                          for a in alts})
+            else:
+                b["top_logprobs"].append(None)
+        return b
+
+
+class CompletionServing:
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+
+    def _prompts(self, req: CompletionRequest) -> list[tuple[str | None, list[int] | None]]:
+        p = req.prompt
+        if isinstance(p, str):
+            items: list[Any] = [p]
+        elif p and all(isinstance(x, int) for x in p):
+            items = [p]
+        else:
+            items = list(p)
+        if not items:
+            raise APIError(400, "prompt: must not be empty", "prompt")
+        if len(items) > MAX_BATCH:
+            raise APIError(400, f"prompt: at most {MAX_BATCH} prompts per request", "prompt")
+        out: list[tuple[str | None, list[int] | None]] = []
+        for x in items:
+            if isinstance(x, str):
+                if x == "":
+                    raise APIError(400, "prompt: must not be an empty string", "prompt")
+                out.append((x, None))
+            else:
+                if not x:
+                    raise APIError(400, "prompt: a token id list must not be empty", "prompt")
+                if any(t < 0 for t in x):
+                    raise APIError(400, "prompt: token ids must be non-negative", "prompt")
+                out.append((None, list(x)))
+        return out
+
+    async def handle(self, request: Request) -> Response:
+        ctx = self.ctx
+        req = parse_body(CompletionRequest, await request.body())
+        ctx.check_model(req.model)
+        if req.n != 1:
+            raise APIError(400, f"n: only n = 1 is supported, got {req.n}", "n")
+        if req.best_of not in (None, 1):
+            raise APIError(400, "best_of: only 1 is supported", "best_of")
+        if req.suffix:
+            raise APIError(400, "suffix: not supported by this server", "suffix")
+        if req.logit_bias:
+            raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
+        if req.logprobs is not None and not 0 <= req.logprobs <= MAX_LOGPROBS:
+            raise APIError(400, f"logprobs: must be between 0 and {MAX_LOGPROBS}", "logprobs")
+        prompts = self._prompts(req)
+        sampling = sampling_dict(req, req.max_tokens)
+        validate_sampling(sampling, OPENAI_PARAM_NAMES)
+        rid = req.rid or new_id("")
+        capture = prepare_capture(ctx, req, request, rid)
+        if capture is not None and len(prompts) > 1:
+            ctx.guard.release(rid)
+            raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "prompt")
+        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dict(sampling), stream=req.stream,
+                                 rid=rid if len(prompts) == 1 else f"{rid}-{i}",
+                                 return_logprob=req.logprobs is not None, top_logprobs_num=req.logprobs or 0,
+                                 capture=capture)
+                for i, (t, ids) in enumerate(prompts)]
+        echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts]
+        streaming = False
+        try:
+            gens = [tracked_generate(ctx, o) for o in objs]
+            if req.stream:
+                firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
+                streaming = True
+                return SSEResponse(guarded_stream(self._stream(req, rid, list(firsts), gens, echo_texts,
+                                                               capture is not None)))
+            results = await run_until_disconnect(request, asyncio.gather(*(collect(g) for g in gens)))
+        except StopAsyncIteration:
+            raise APIError(500, "the engine returned no output") from None
+        finally:
+            if not streaming and capture is not None:
+                ctx.guard.release(rid)
+        return json_response(self._complete(req, rid, results, echo_texts, capture is not None))
+
+    def _echo_text(self, text: str | None, ids: list[int] | None) -> str:
+        return text if text is not None else self.ctx.tm.tokenizer.decode(ids or [])
+
+    def _placer(self, capturing: bool) -> tuple[CapturePlacer | None, TokenPhaseTracker | None]:
+        if not capturing:
+            return None, None
+        tracker = TokenPhaseTracker(self.ctx.reasoning_parser) if self.ctx.reasoning_parser else None
+        return CapturePlacer(tagging=tracker is not None), tracker
+
+    def _complete(self, req: CompletionRequest, rid: str, results: list[list[dict[str, Any]]],
+                  echo_texts: list[str], capturing: bool) -> dict[str, Any]:
+        choices = []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for i, outs in enumerate(results):
+            if not outs:
+                raise APIError(500, "the engine returned no output")
+            final = outs[-1]
+            meta = final.get("meta_info", {})
+            choice: dict[str, Any] = {"index": i, "text": echo_texts[i] + final.get("text", ""), "logprobs": None}
+            if req.logprobs is not None:
+                lp = CompletionLogprobs(self.ctx, len(echo_texts[i]))
+                merged: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+                for o in outs:
+                    b = lp.block(o.get("meta_info", {}), req.logprobs > 0)
+                    for k in merged:
+                        merged[k] += b[k]
+                choice["logprobs"] = merged
+            placer, tracker = self._placer(capturing)
+            if placer is not None:
+                fields: dict[str, Any] = {"attention_tokens": [], "attention_output_tokens": []}
+                for o in outs:
+                    f = placer.chunk(o, tracker.feed(o.get("token_texts") or []) if tracker else None)
+                    fields["attention_tokens"] += f["attention_tokens"]
+                    fields["attention_output_tokens"] += f["attention_output_tokens"]
+                    if "attention_prompt_tokens" in f:
+                        fields["attention_prompt_tokens"] = f["attention_prompt_tokens"]
+                choice.update(fields)
+            reason, matched = finish_reason_of(meta)
+            choice["finish_reason"] = reason
+            choice["matched_stop"] = matched
+            choices.append(choice)
+            u = usage_of(meta)
+            for k in usage:
+                usage[k] += u[k]
+        return {"id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()),
+                "model": self.ctx.model_name, "choices": choices, "usage": usage}
+
+    async def _stream(self, req: CompletionRequest, rid: str, firsts: list[dict[str, Any]],
+                      gens: list[AsyncIterator[dict[str, Any]]], echo_texts: list[str],
+                      capturing: bool) -> AsyncIterator[bytes]:
+        base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()),
+                "model": self.ctx.model_name}
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        n = len(gens)
+        lps = [CompletionLogprobs(self.ctx, len(e)) for e in echo_texts]
+        placers = [self._placer(capturing) for _ in range(n)]
+        metas: list[dict[str, Any]] = [{} for _ in range(n)]
+        echoed = [False] * n
+
+        def chunk(i: int, out: dict[str, Any]) -> bytes | None:
+            meta = out.get("meta_info", {})
+            metas[i] = meta
+            text = out.get("delta", "")
+            if not echoed[i]:
+                text = echo_texts[i] + text
+                echoed[i] = True
+            reason, matched = finish_reason_of(meta)
+            choice: dict[str, Any] = {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+            if reason is not None:
+                choice["matched_stop"] = matched
+            if req.logprobs is not None and meta.get("output_token_logprobs"):
+                choice["logprobs"] = lps[i].block(meta, req.logprobs > 0)
+            placer, tracker = placers[i]
+            if placer is not None:
+                choice.update(placer.chunk(out, tracker.feed(out.get("token_texts") or []) if tracker else None))
+            if not text and reason is None and placer is None and choice["logprobs"] is None:
+                return None
+            return sse({**base, "choices": [choice]})
+
+        for i, f in enumerate(firsts):
+            c = chunk(i, f)
+            if c:
+                yield c
+        async for i, out in merge_streams(gens):
+            c = chunk(i, out)
+            if c:
+                yield c
+        if include_usage:
+            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            for m in metas:
+                u = usage_of(m)
+                for k in usage:
+                    usage[k] += u[k]
+            yield sse({**base, "choices": [], "usage": usage})
+        yield SSE_DONE

@@ -1,0 +1,142 @@
+"""POST /generate: SGLang's native endpoint (text or input_ids, sampling_params, stream)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sglang.srt.entrypoints.capture_api import CapturePlacer
+from sglang.srt.entrypoints.openai.errors import APIError
+from sglang.srt.entrypoints.openai.protocol import GenerateRequest
+from sglang.srt.entrypoints.openai.request_prep import json_response, parse_body, prepare_capture, validate_sampling
+from sglang.srt.entrypoints.openai.serving_common import (
+    SSE_DONE,
+    ServingContext,
+    SSEResponse,
+    collect,
+    guarded_stream,
+    merge_streams,
+    new_id,
+    run_until_disconnect,
+    sse,
+    tracked_generate,
+)
+from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.parser.reasoning_parser import TokenPhaseTracker
+
+MAX_BATCH = 256
+MAX_TOP_LOGPROBS = 20
+
+
+class GenerateServing:
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+
+    def _inputs(self, req: GenerateRequest) -> tuple[list[tuple[str | None, list[int] | None]], bool]:
+        if (req.text is None) == (req.input_ids is None):
+            raise APIError(400, "text: give exactly one of text or input_ids", "text")
+        if req.text is not None:
+            batch = isinstance(req.text, list)
+            texts = req.text if batch else [req.text]
+            if not texts or any(t == "" for t in texts):
+                raise APIError(400, "text: must not be empty", "text")
+            items: list[tuple[str | None, list[int] | None]] = [(t, None) for t in texts]
+        else:
+            ids = req.input_ids or []
+            batch = bool(ids) and isinstance(ids[0], list)
+            lists = ids if batch else [ids]
+            if not lists or any(not x for x in lists):
+                raise APIError(400, "input_ids: must not be empty", "input_ids")
+            if any(t < 0 for x in lists for t in x):
+                raise APIError(400, "input_ids: token ids must be non-negative", "input_ids")
+            items = [(None, list(x)) for x in lists]
+        if len(items) > MAX_BATCH:
+            raise APIError(400, f"text: at most {MAX_BATCH} prompts per request", "text")
+        return items, batch
+
+    async def handle(self, request: Request) -> Response:
+        ctx = self.ctx
+        req = parse_body(GenerateRequest, await request.body())
+        items, batch = self._inputs(req)
+        sampling = dict(req.sampling_params or {})
+        validate_sampling(sampling)
+        if not 0 <= req.top_logprobs_num <= MAX_TOP_LOGPROBS:
+            raise APIError(400, f"top_logprobs_num: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs_num")
+        rid = req.rid or new_id("")
+        capture = prepare_capture(ctx, req, request, rid)
+        if capture is not None and batch:
+            ctx.guard.release(rid)
+            raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "text")
+        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dict(sampling), stream=req.stream,
+                                 rid=rid if not batch else f"{rid}-{i}", return_logprob=req.return_logprob,
+                                 top_logprobs_num=req.top_logprobs_num, capture=capture)
+                for i, (t, ids) in enumerate(items)]
+        streaming = False
+        try:
+            gens = [tracked_generate(ctx, o) for o in objs]
+            if req.stream:
+                firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
+                streaming = True
+                return SSEResponse(guarded_stream(self._stream(list(firsts), gens, batch, capture is not None)))
+            results = await run_until_disconnect(request, asyncio.gather(*(collect(g) for g in gens)))
+        except StopAsyncIteration:
+            raise APIError(500, "the engine returned no output") from None
+        finally:
+            if not streaming and capture is not None:
+                ctx.guard.release(rid)
+        bodies = [self._final(outs, capture is not None) for outs in results]
+        return json_response(bodies if batch else bodies[0])
+
+    def _placer(self, capturing: bool) -> tuple[CapturePlacer | None, TokenPhaseTracker | None]:
+        if not capturing:
+            return None, None
+        tracker = TokenPhaseTracker(self.ctx.reasoning_parser) if self.ctx.reasoning_parser else None
+        return CapturePlacer(tagging=tracker is not None), tracker
+
+    def _final(self, outs: list[dict[str, Any]], capturing: bool) -> dict[str, Any]:
+        if not outs:
+            raise APIError(500, "the engine returned no output")
+        final = outs[-1]
+        meta = dict(final.get("meta_info", {}))
+        for key in ("output_token_logprobs", "output_top_logprobs"):
+            if any(key in o.get("meta_info", {}) for o in outs):
+                meta[key] = [x for o in outs for x in (o.get("meta_info", {}).get(key) or [])]
+        placer, tracker = self._placer(capturing)
+        if placer is not None:
+            entries: list[Any] = []
+            tokens: list[Any] = []
+            for o in outs:
+                f = placer.chunk(o, tracker.feed(o.get("token_texts") or []) if tracker else None)
+                entries += f["attention_tokens"]
+                tokens += f["attention_output_tokens"]
+            meta["attention_tokens"] = entries
+            meta["attention_output_tokens"] = tokens
+            prompt = outs[0].get("meta_info", {}).get("attention_prompt_tokens")
+            if prompt is not None:
+                meta["attention_prompt_tokens"] = prompt
+        return {"text": final.get("text", ""), "output_ids": list(final.get("output_ids") or []), "meta_info": meta}
+
+    async def _stream(self, firsts: list[dict[str, Any]], gens: list[AsyncIterator[dict[str, Any]]], batch: bool,
+                      capturing: bool) -> AsyncIterator[bytes]:
+        placers = [self._placer(capturing) for _ in gens]
+
+        def chunk(i: int, out: dict[str, Any]) -> bytes:
+            meta = dict(out.get("meta_info", {}))
+            placer, tracker = placers[i]
+            if placer is not None:
+                f = placer.chunk(out, tracker.feed(out.get("token_texts") or []) if tracker else None)
+                meta["attention_tokens"] = f["attention_tokens"]
+                meta["attention_output_tokens"] = f["attention_output_tokens"]
+            body: dict[str, Any] = {"text": out.get("text", ""), "output_ids": list(out.get("output_ids") or []),
+                                    "meta_info": meta}
+            if batch:
+                body["index"] = i
+            return sse(body)
+
+        for i, f in enumerate(firsts):
+            yield chunk(i, f)
+        async for i, out in merge_streams(gens):
+            yield chunk(i, out)
+        yield SSE_DONE
