@@ -247,10 +247,10 @@ class CapturePlacer:
         self.step += len(ids)
         entries = list(meta.get("attention_tokens") or [])
         if self.tagging:
-            for e in entries:
+            for i, e in enumerate(entries):
                 ds = e.get("decode_step")
                 if ds is not None and ds in self.phase_by_step:
-                    e["think_phase"] = self.phase_by_step[ds]
+                    entries[i] = {**e, "think_phase": self.phase_by_step[ds]}
         fields: dict[str, Any] = {"attention_tokens": entries, "attention_output_tokens": tokens}
         if self.first:
             self.first = False

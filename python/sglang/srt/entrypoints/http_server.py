@@ -21,13 +21,13 @@ from typing import Any, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sglang
 from sglang.srt.entrypoints.capture_api import CaptureGuard, capabilities
-from sglang.srt.entrypoints.openai.errors import APIError, error_body, error_response, from_pydantic
+from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, error_response, from_pydantic
 from sglang.srt.entrypoints.openai.serving_chat import ChatServing
 from sglang.srt.entrypoints.openai.serving_common import ServingContext
 from sglang.srt.entrypoints.openai.serving_completions import CompletionServing
@@ -116,7 +116,7 @@ class APIKeyMiddleware:
 def create_app(state: ServerState) -> FastAPI:
     args = state.server_args
     app = FastAPI(title="sglang", version=sglang.__version__, docs_url="/docs", redoc_url=None,
-                  default_response_class=ORJSONResponse)
+                  default_response_class=FastJSONResponse)
     app.state.server = state
 
     @app.exception_handler(APIError)
@@ -174,7 +174,7 @@ def create_app(state: ServerState) -> FastAPI:
                      "tokenizer_path": args.tokenizer_path or info.get("model_path", args.model_path),
                      "served_model_name": ctx.model_name, "is_generation": True,
                      "reasoning_parser": args.reasoning_parser})
-        return ORJSONResponse(info)
+        return FastJSONResponse(info)
 
     @app.get("/get_server_info")
     async def get_server_info() -> Response:
@@ -184,14 +184,14 @@ def create_app(state: ServerState) -> FastAPI:
         for secret in ("api_key", "attention_api_key"):
             if d.get(secret):
                 d[secret] = "***"
-        return ORJSONResponse({**d, "version": sglang.__version__, "load": load, "model_info": ctx.model_info,
+        return FastJSONResponse({**d, "version": sglang.__version__, "load": load, "model_info": ctx.model_info,
                                "uptime_s": time.time() - state.started_at,
                                "capture_active": state.guard.active if state.guard else 0})
 
     @app.get("/v1/models")
     async def models() -> Response:
         ctx = state.require()
-        return ORJSONResponse({"object": "list", "data": [{
+        return FastJSONResponse({"object": "list", "data": [{
             "id": ctx.model_name, "object": "model", "created": int(state.started_at), "owned_by": "sglang",
             "root": ctx.model_info.get("model_path", args.model_path),
             "max_model_len": ctx.context_length or None}]})
@@ -200,7 +200,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def model(model_id: str) -> Response:
         ctx = state.require()
         ctx.check_model(model_id)
-        return ORJSONResponse({"id": ctx.model_name, "object": "model", "created": int(state.started_at),
+        return FastJSONResponse({"id": ctx.model_name, "object": "model", "created": int(state.started_at),
                                "owned_by": "sglang", "max_model_len": ctx.context_length or None})
 
     @app.api_route("/flush_cache", methods=["GET", "POST"])
@@ -227,7 +227,7 @@ def create_app(state: ServerState) -> FastAPI:
         info = state.ctx.model_info if state.ctx is not None else {}
         body = capabilities(args, info, args.reasoning_parser)
         body["ready"] = state.ready
-        return ORJSONResponse(body)
+        return FastJSONResponse(body)
 
     # ---- generation ---------------------------------------------------------------
     @app.post("/v1/chat/completions")

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import ORJSONResponse
+import orjson
+from starlette.responses import JSONResponse
 
 _TYPES = {
     400: "invalid_request_error",
@@ -23,6 +24,13 @@ _TYPES = {
     500: "internal_server_error",
     503: "service_unavailable",
 }
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON via orjson (numpy arrays and scalars allowed; capture entries can be large)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass
@@ -43,14 +51,12 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
 
 
 def error_response(status: int, message: str, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> ORJSONResponse:
-    return ORJSONResponse(error_body(status, message, param), status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None) -> FastJSONResponse:
+    return FastJSONResponse(error_body(status, message, param), status_code=status, headers=headers)
 
 
 def sse_error(status: int, message: str, param: str | None = None) -> bytes:
     """An error that happens after an SSE stream has started: one data event."""
-    import orjson
-
     return b"data: " + orjson.dumps(error_body(status, message, param)) + b"\n\n"
 
 

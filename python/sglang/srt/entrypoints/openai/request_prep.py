@@ -4,12 +4,11 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from sglang.srt.entrypoints.capture_api import build_capture_params, explicit_capture, wants_capture
-from sglang.srt.entrypoints.openai.errors import APIError, from_pydantic, from_value_error
+from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, from_pydantic, from_value_error
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
 from sglang.srt.managers.io_struct import CaptureParams
 from sglang.srt.sampling.sampling_params import SamplingParams
@@ -72,8 +71,8 @@ def _validated_without_capture(ctx: Any, req: CaptureFields) -> None:
     return None
 
 
-def json_response(obj: Any, status: int = 200) -> ORJSONResponse:
-    return ORJSONResponse(obj, status_code=status)
+def json_response(obj: Any, status: int = 200) -> FastJSONResponse:
+    return FastJSONResponse(obj, status_code=status)
 
 
 def dumps(obj: Any) -> bytes:
