@@ -1,9 +1,12 @@
 """Plain-torch capture passes (the reference; runs on any device).
 
-Rows are grouped by request, so the keys of one chunk are gathered once for all rows of
-that request (an extend batch has many rows per request), and rows go in blocks so the
-score tile [rows, heads, chunk] stays bounded: nothing here grows with the context.
-Math is float32, like the Triton kernels.
+Both passes stream over the keys keeping a running state per (row, head), so nothing
+here grows with the context. Keys go in tiles of at most ``_TILE_KEYS`` (and never more
+than ``chunk_size``): the gathered K tile, its float32 copy and the scores are the whole
+workspace, a couple of MiB at 9 heads x 64 dims. Rows are grouped by request, so one
+tile of keys serves all rows of that request (an extend batch has many), and rows go in
+blocks so the score tile [rows, heads, keys] stays bounded. Math is float32, like the
+Triton kernels.
 """
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import torch
 from sgl_kernel.capture_common import NO_KEY, Rows, pack_keys, softcap_
 from sgl_kernel.zones import N_HIST_BINS
 
-# Upper bound on floats in one score tile (rows x heads x chunk): 32 MiB of float32.
-_TILE_ELEMS = 1 << 23
+# Keys per tile, and an upper bound on floats in one score tile (rows x heads x keys).
+_TILE_KEYS = 256
+_TILE_ELEMS = 1 << 22
 _BIN_EDGES = [1 << b for b in range(1, N_HIST_BINS)]  # d >= 2^b adds one to the bin
 
 
@@ -27,9 +31,13 @@ def distance_bin(d: torch.Tensor) -> torch.Tensor:
     return b
 
 
+def _tile(rows: Rows) -> int:
+    return min(rows.chunk_size, _TILE_KEYS)
+
+
 def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
     """Row indices grouped by request, in blocks that keep a score tile bounded."""
-    per_block = max(1, _TILE_ELEMS // (rows.n_heads * rows.chunk_size))
+    per_block = max(1, _TILE_ELEMS // (rows.n_heads * _tile(rows)))
     order = torch.argsort(rows.row_req, stable=True)
     reqs, counts = torch.unique_consecutive(rows.row_req[order], return_counts=True)
     start = 0
@@ -40,25 +48,48 @@ def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
             yield idx[b : b + per_block]
 
 
-def _chunks(rows: Rows, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key chunk of a row block.
+def _grouped_queries(rows: Rows, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Queries laid out per KV head so one batched matmul scores a tile of keys.
 
-    Chunks are aligned to multiples of chunk_size, as in the Triton kernels.
+    Returns (kv heads used [U], queries [n, U, G, D] zero-padded to the largest group G,
+    index of each selected head in the flattened U*G scores, or None when it is the identity).
     """
-    c_size = rows.chunk_size
+    uniq, inverse = torch.unique(rows.kv_ids, sorted=True, return_inverse=True)
+    n_u = uniq.numel()
+    rank = torch.zeros_like(inverse)
+    for u in range(n_u):  # position of each selected head inside its KV group
+        members = (inverse == u).nonzero().flatten()
+        rank[members] = torch.arange(members.numel(), device=rank.device)
+    g = int(rank.max()) + 1
+    qsel = rows.q[idx][:, rows.head_ids].float()  # [n, H, D]
+    qg = torch.zeros(idx.numel(), n_u, g, qsel.shape[2], dtype=torch.float32, device=qsel.device)
+    qg[:, inverse, rank] = qsel
+    flat = inverse * g + rank
+    identity = flat.numel() == n_u * g and bool((flat == torch.arange(flat.numel(), device=flat.device)).all())
+    return uniq, qg, None if identity else flat
+
+
+def _chunks(rows: Rows, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key tile of a row block."""
+    c_size = _tile(rows)
     lo = rows.row_lo[idx]
     t = rows.row_pos[idx]
     r = int(rows.row_req[idx[0]])
     first = int(lo.min()) // c_size * c_size
     end = int(t.max()) + 1
-    q = rows.q[idx][:, rows.head_ids].float()  # [n, H, D]
+    uniq, qg, sel = _grouped_queries(rows, idx)
+    all_kv = uniq.numel() == rows.k_buffer.shape[1]
+    table = rows.req_to_token[r]
     for c0 in range(first, end, c_size):
         c1 = min(c0 + c_size, end)
-        pos = torch.arange(c0, c1, device=q.device)
-        slots = rows.req_to_token[r, c0:c1].long()
-        k = rows.k_buffer[slots][:, rows.kv_ids].float()  # [c, H, D]
-        s = torch.einsum("nhd,chd->nhc", q, k) * rows.scale
-        s = softcap_(s, rows.softcap)
+        pos = torch.arange(c0, c1, device=qg.device)
+        k = rows.k_buffer.index_select(0, table[c0:c1].long())  # [c, Hkv, D]
+        if not all_kv:
+            k = k.index_select(1, uniq)
+        s = torch.einsum("nugd,cud->nugc", qg, k.float()).flatten(1, 2)  # [n, U*G, c]
+        if sel is not None:
+            s = s[:, sel]
+        s = softcap_(s * rows.scale, rows.softcap)
         inside = (pos[None, :] >= lo[:, None]) & (pos[None, :] <= t[:, None])
         yield pos, s, inside
 

@@ -13,6 +13,8 @@ their union, which one more sort puts back in order. Candidates are packed int64
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -21,6 +23,7 @@ from sgl_kernel._triton_util import next_pow2
 from sgl_kernel.capture_common import Rows
 from sgl_kernel.zones import N_HIST_BINS
 
+# Keys per tile (and the smallest chunk); the top-k buffer is max(this, next_pow2(k)) wide.
 DEFAULT_BLOCK_N = 64
 
 
@@ -152,9 +155,9 @@ def _common(rows: Rows) -> tuple:
     return (q.stride(0), q.stride(1), kb.stride(0), kb.stride(1), rt.stride(0))
 
 
-def lse_pass(rows: Rows, block_n: int = DEFAULT_BLOCK_N) -> torch.Tensor:
+def lse_pass(rows: Rows, block_n: Optional[int] = None) -> torch.Tensor:
     dev = rows.q.device
-    bn, chunk, n_chunks = _geometry(rows, block_n)
+    bn, chunk, n_chunks = _geometry(rows, block_n or DEFAULT_BLOCK_N)
     if rows.n == 0:
         return torch.empty(0, rows.n_heads, dtype=torch.float32, device=dev)
     ws = torch.empty(rows.n, rows.n_heads, n_chunks, 2, dtype=torch.float32, device=dev)
@@ -169,9 +172,9 @@ def lse_pass(rows: Rows, block_n: int = DEFAULT_BLOCK_N) -> torch.Tensor:
     return (big.squeeze(2) + torch.log((l * torch.exp(m - big)).sum(dim=2))).contiguous()
 
 
-def stats_pass(rows: Rows, head_lse: torch.Tensor, block_n: int = DEFAULT_BLOCK_N) -> tuple[torch.Tensor, ...]:
+def stats_pass(rows: Rows, head_lse: torch.Tensor, block_n: Optional[int] = None) -> tuple[torch.Tensor, ...]:
     dev = rows.q.device
-    bn, chunk, n_chunks = _geometry(rows, block_n)
+    bn, chunk, n_chunks = _geometry(rows, block_n or DEFAULT_BLOCK_N)
     k = rows.top_k
     if rows.n == 0:
         z = torch.zeros(0, dtype=torch.float32, device=dev)
