@@ -101,6 +101,8 @@ export async function fetchModels(server: string, signal?: AbortSignal): Promise
 export interface StreamHandlers {
   onFirstByte: () => void;
   onItem: (item: SseItem) => void;
+  /** Total body bytes read so far. */
+  onBytes?: (total: number) => void;
 }
 
 /**
@@ -134,6 +136,7 @@ export async function streamChat(
       h.onFirstByte();
     }
     for (const item of dec.push(value)) h.onItem(item);
+    h.onBytes?.(dec.bytes);
   }
   for (const item of dec.end()) h.onItem(item);
 }

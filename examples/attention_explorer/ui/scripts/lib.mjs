@@ -1,0 +1,111 @@
+// Shared setup for the end-to-end test and the streaming measurement: a real server
+// (started here unless E2E_SERVER_URL is set), the built UI served by `vite preview`,
+// and Debian's headless Chromium driven by playwright-core.
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const UI_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const REPO = resolve(UI_DIR, "../../..");
+export const RESULTS = join(UI_DIR, "test-results");
+export const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.unref();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitForHealth(url, timeoutMs, child) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (child && child.exitCode !== null) throw new Error(`server exited with code ${child.exitCode} before becoming healthy`);
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.ok) return Date.now() - t0;
+    } catch {
+      /* not up yet */
+    }
+    await sleep(500);
+  }
+  throw new Error(`${url}/health did not answer 200 within ${timeoutMs / 1000}s`);
+}
+
+/** Start `python -m sglang.launch_server` with capture on, or use E2E_SERVER_URL. */
+export async function startServer(extraArgs = []) {
+  if (process.env.E2E_SERVER_URL) {
+    const url = process.env.E2E_SERVER_URL.replace(/\/+$/, "");
+    await waitForHealth(url, 30_000);
+    return { url, stop: async () => {}, log: () => "" };
+  }
+  const port = await freePort();
+  const python = process.env.PYTHON || "python";
+  const args = ["-m", "sglang.launch_server", "--return-attention-tokens", "--attention-tokens-top-k", "32", "--port", String(port), "--host", "127.0.0.1", ...extraArgs];
+  const child = spawn(python, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
+  let log = "";
+  const keep = (d) => {
+    log += d.toString();
+    if (log.length > 200_000) log = log.slice(-100_000);
+  };
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    child.kill("SIGTERM");
+    for (let i = 0; i < 40 && child.exitCode === null; i++) await sleep(250);
+    if (child.exitCode === null) child.kill("SIGKILL");
+  };
+  try {
+    const ms = await waitForHealth(url, Number(process.env.E2E_SERVER_TIMEOUT_S || 300) * 1000, child);
+    console.error(`# server ${url} healthy after ${(ms / 1000).toFixed(1)}s`);
+  } catch (e) {
+    await stop();
+    throw new Error(`${e.message}\n--- server log (tail) ---\n${log.slice(-4000)}`);
+  }
+  return { url, stop, log: () => log };
+}
+
+/** Build the UI and serve it with vite preview (production bundle, like a deployment). */
+export async function startUi() {
+  const vite = await import("vite");
+  await vite.build({ root: UI_DIR, logLevel: "warn" });
+  const port = await freePort();
+  const server = await vite.preview({ root: UI_DIR, preview: { port, host: "127.0.0.1", strictPort: true }, logLevel: "warn" });
+  return { url: `http://127.0.0.1:${port}`, stop: () => server.close() };
+}
+
+export async function launchBrowser() {
+  const { chromium } = await import("playwright-core");
+  const userData = mkdtempSync(join(tmpdir(), "ae-chromium-"));
+  const ctx = await chromium.launchPersistentContext(userData, {
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptDownloads: true,
+    viewport: { width: 1440, height: 900 },
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+  });
+  return {
+    ctx,
+    close: async () => {
+      await ctx.close().catch(() => {});
+      rmSync(userData, { recursive: true, force: true });
+    },
+  };
+}
+
+export function resultsDir() {
+  mkdirSync(RESULTS, { recursive: true });
+  return RESULTS;
+}

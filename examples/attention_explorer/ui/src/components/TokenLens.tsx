@@ -1,0 +1,262 @@
+// Token Lens: a drawer on the right for the hovered or pinned token.
+// Links: top-k per layer with true probability exp(logit - lse) and renormalized score.
+// Signal: fingerprint metrics, distance histogram, zone with confidence.
+// MoE: experts and weights, or why there are none.
+import { useState } from "react";
+import type { Capabilities } from "../api/wire";
+import { linksOf, massCaptured } from "../trace/attention";
+import { captureFor } from "../trace/links";
+import type { Run, TraceSession } from "../trace/session";
+import { classify, traits, ZONE_DESCRIPTIONS, type Zone } from "../zones/zones";
+import type { Focus, ViewOptions } from "./focus";
+import { HistogramChart } from "./HistogramChart";
+
+type Tab = "links" | "signal" | "moe";
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+interface Props {
+  session: TraceSession;
+  focus: Focus | null;
+  pinned: boolean;
+  opts: ViewOptions;
+  caps: Capabilities | null;
+  onClose: () => void;
+  onJump: (f: Focus) => void;
+}
+
+export function TokenLens({ session, focus, pinned, opts, caps, onClose, onJump }: Props) {
+  const [tab, setTab] = useState<Tab>("links");
+  const run = focus ? session.runs.get(focus.runId) : undefined;
+  const open = !!(focus && run);
+  return (
+    <aside className={`lens ${open ? "open" : ""}`} aria-hidden={!open} aria-label="Token Lens" data-testid="token-lens">
+      {open && run && focus && (
+        <>
+          <header className="lens-head">
+            <div>
+              <div className="lens-title">
+                Token <TokenLabel session={session} run={run} pos={focus.position} /> {pinned && <span className="badge">pinned</span>}
+              </div>
+              <div className="muted small">{describe(session, run, focus.position)}</div>
+            </div>
+            <button className="icon-btn" onClick={onClose} aria-label="close lens" title="Close (unpin)">
+              ×
+            </button>
+          </header>
+          <nav className="tabs" role="tablist">
+            {(["links", "signal", "moe"] as Tab[]).map((t) => (
+              <button key={t} role="tab" aria-selected={tab === t} className={tab === t ? "tab active" : "tab"} onClick={() => setTab(t)} data-tab={t}>
+                {t === "links" ? "Links" : t === "signal" ? "Signal" : "MoE"}
+              </button>
+            ))}
+          </nav>
+          <div className="lens-body" role="tabpanel" data-panel={tab}>
+            {tab === "links" && <LinksTab session={session} run={run} pos={focus.position} opts={opts} onJump={onJump} />}
+            {tab === "signal" && <SignalTab session={session} run={run} pos={focus.position} />}
+            {tab === "moe" && <MoeTab run={run} pos={focus.position} caps={caps} />}
+          </div>
+        </>
+      )}
+    </aside>
+  );
+}
+
+function TokenLabel({ session, run, pos }: { session: TraceSession; run: Run; pos: number }) {
+  const t = session.tokenAt(run, pos);
+  if (!t) return <code>#{pos}</code>;
+  if (t.kind === "prompt" && t.token.masked) return <code className="masked">▒▒ (masked)</code>;
+  return <code>{JSON.stringify(t.token.text)}</code>;
+}
+
+function describe(session: TraceSession, run: Run, pos: number): string {
+  const t = session.tokenAt(run, pos);
+  if (!t) return `position ${pos}`;
+  if (t.kind === "prompt") return `prompt token at position ${pos}`;
+  const phase = t.token.thinkPhase ? ` · ${t.token.thinkPhase}` : "";
+  return `output step ${t.token.step} at position ${pos}${phase}`;
+}
+
+function LinksTab({ session, run, pos, opts, onJump }: { session: TraceSession; run: Run; pos: number; opts: ViewOptions; onJump: (f: Focus) => void }) {
+  const sc = captureFor(run, pos);
+  if (!sc) {
+    const pl = run.promptLen ?? 0;
+    return (
+      <p className="muted">
+        {pos < pl
+          ? "No attention was captured for this prompt token (turn on “include prompt attention” to capture prompt queries)."
+          : "No attention was captured for this token."}
+      </p>
+    );
+  }
+  if (sc.fingerprint && !sc.raw.length && !sc.sketch) {
+    return <p className="muted">Fingerprint mode sends a 20-number summary per step, not individual links. See the Signal tab, or switch the capture mode to raw for links.</p>;
+  }
+  const note =
+    sc.step !== null ? `Attention of the forward pass that produced this token (query at position ${sc.queryPosition}).` : `Attention of the prompt query at position ${sc.queryPosition}.`;
+  return (
+    <div>
+      <p className="muted small">{note} True p = exp(logit − lse) is the share of all attention; score is renormalized over the top-k{opts.excludeSinks ? " after dropping sinks" : ""}.</p>
+      {sc.raw.map((e) => {
+        const sinks = session.sinks(run, e.layer_id);
+        const links = linksOf(e, sinks, opts.excludeSinks);
+        return (
+          <section key={e.layer_id} className="layer-block" data-layer={e.layer_id}>
+            <h4>
+              Layer {e.layer_id} <span className="muted small">captured mass {pct(massCaptured(e))}{e.masked_mass ? ` · masked ${pct(e.masked_mass)}` : ""}</span>
+            </h4>
+            <table className="links-table">
+              <thead>
+                <tr>
+                  <th>pos</th>
+                  <th>token</th>
+                  <th title="exp(logit − logsumexp)">true p</th>
+                  <th title={opts.excludeSinks ? "renormalized without sinks" : "renormalized over top-k"}>score</th>
+                </tr>
+              </thead>
+              <tbody>
+                {links.map((l) => (
+                  <tr key={l.position} className={l.isSink ? "sink-row" : ""} onClick={() => onJump({ runId: run.id, position: l.position })}>
+                    <td>{l.position}</td>
+                    <td>
+                      <TokenLabel session={session} run={run} pos={l.position} />
+                      {l.isSink && <span className="badge sink-badge">sink</span>}
+                    </td>
+                    <td className="num">
+                      <span className="meter" style={{ width: `${Math.min(100, l.trueProb * 100)}%` }} />
+                      {pct(l.trueProb)}
+                    </td>
+                    <td className="num">{pct(l.shown)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </section>
+        );
+      })}
+      {sc.sketch &&
+        Object.entries(sc.sketch.layer_sketches).map(([layer, sk]) => (
+          <section key={layer} className="layer-block" data-layer={layer}>
+            <h4>
+              Layer {layer} <span className="muted small">sketch hubs · captured mass {pct(sk.mass_captured)}</span>
+            </h4>
+            <table className="links-table">
+              <thead>
+                <tr>
+                  <th>pos</th>
+                  <th>token</th>
+                  <th>true p</th>
+                </tr>
+              </thead>
+              <tbody>
+                {sk.top_hubs.map(([p, prob]) => (
+                  <tr key={p} onClick={() => onJump({ runId: run.id, position: p })}>
+                    <td>{p}</td>
+                    <td>
+                      <TokenLabel session={session} run={run} pos={p} />
+                    </td>
+                    <td className="num">{pct(prob)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </section>
+        ))}
+    </div>
+  );
+}
+
+function SignalTab({ session, run, pos }: { session: TraceSession; run: Run; pos: number }) {
+  const pl = run.promptLen ?? 0;
+  if (pos < pl) return <p className="muted">Signals are computed per decode step; pick an output token.</p>;
+  const step = pos - pl;
+  const sig = session.stepSignal(run, step);
+  if (!sig) return <p className="muted">No capture for this step.</p>;
+  const fp = sig.fingerprint;
+  const sc = run.steps.get(step)!;
+  const z = classify(fp);
+  const zone: Zone = sc.fingerprint ? (sc.fingerprint.manifold as Zone) : z.zone;
+  const conf = sc.fingerprint ? sc.fingerprint.manifold_confidence : z.confidence;
+  const sourceNote =
+    sig.source === "server"
+      ? "Fingerprint computed by the server over all keys."
+      : sig.source === "sketch"
+        ? "From the per-layer sketches (exact histogram over all keys, averaged over layers)."
+        : "Estimated from the top-k links only (raw mode): attention outside the top-k is not counted.";
+  return (
+    <div className="signal" data-zone={zone}>
+      <div className={`zone-card zone-${zone}`}>
+        <div className="zone-name">{zone.replace("_", " ")}</div>
+        <div className="zone-conf">
+          confidence {pct(conf)}
+          <span className="meter conf" style={{ width: `${conf * 100}%` }} />
+        </div>
+        <div className="small">{ZONE_DESCRIPTIONS[zone] ?? ""}</div>
+      </div>
+      <table className="metrics-table">
+        <tbody>
+          <tr><td>local mass (d &lt; 8)</td><td className="num">{pct(fp[0])}</td></tr>
+          <tr><td>mid mass (8 ≤ d &lt; 256)</td><td className="num">{pct(fp[1])}</td></tr>
+          <tr><td>long mass (d ≥ 256)</td><td className="num">{pct(fp[2])}</td></tr>
+          <tr><td>entropy (normalized)</td><td className="num">{fp[3].toFixed(3)}</td></tr>
+          {sig.entropy !== null && <tr><td>entropy (nats, mean of layers)</td><td className="num">{sig.entropy.toFixed(3)}</td></tr>}
+          {sig.massCaptured !== null && <tr><td>mass in top-k</td><td className="num">{pct(sig.massCaptured)}</td></tr>}
+          <tr><td>traits</td><td>{traits(fp).join(", ") || "—"}</td></tr>
+        </tbody>
+      </table>
+      <h4>Distance histogram</h4>
+      <HistogramChart hist={sig.hist} />
+      <p className="muted small">{sourceNote}</p>
+    </div>
+  );
+}
+
+function MoeTab({ run, pos, caps }: { run: Run; pos: number; caps: Capabilities | null }) {
+  const sc = captureFor(run, pos);
+  const moe = sc?.moe;
+  if (!moe || !Object.keys(moe).length) {
+    const anyMoe = [...run.steps.values()].some((s) => s.moe);
+    return (
+      <div className="muted">
+        {anyMoe ? (
+          <p>No expert routing was recorded for this token.</p>
+        ) : (
+          <>
+            <p>
+              This model is dense: every token goes through the same feed-forward block, so there is no expert routing to show.
+            </p>
+            <p className="small">
+              Mixture-of-experts models (for example Qwen3-MoE) send each token to a few of many expert blocks; for them this tab lists the
+              chosen experts and their weights per layer.{caps?.features?.moe_routing === false ? " This server reports no MoE routing support." : ""}
+            </p>
+          </>
+        )}
+      </div>
+    );
+  }
+  return (
+    <div>
+      {Object.entries(moe).map(([layer, r]) => (
+        <section key={layer} className="layer-block" data-layer={layer}>
+          <h4>Layer {layer}</h4>
+          <table className="links-table">
+            <thead>
+              <tr><th>expert</th><th>weight</th></tr>
+            </thead>
+            <tbody>
+              {r.experts.map((x, i) => (
+                <tr key={x}>
+                  <td>#{x}</td>
+                  <td className="num">
+                    <span className="meter" style={{ width: `${(r.weights[i] ?? 0) * 100}%` }} />
+                    {pct(r.weights[i] ?? 0)}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+      ))}
+    </div>
+  );
+}
