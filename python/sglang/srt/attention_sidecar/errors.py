@@ -1,0 +1,76 @@
+"""OpenAI-style errors shared by the sidecar HTTP APIs.
+
+Every client mistake answers HTTP 400 with ``{"error": {"message", "type", "param", "code"}}``
+where ``param`` names the offending field, so a caller can fix its request without reading
+server logs.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sgl_kernel.zones import FINGERPRINT_DIM
+
+
+@dataclass
+class ApiError(Exception):
+    message: str
+    param: str | None = None
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object."""
+    if not raw:
+        raise ApiError("request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(obj, dict):
+        raise ApiError(f"request body must be a JSON object, got {type(obj).__name__}", code="invalid_json")
+    return obj
+
+
+def parse_vector(value: Any, param: str = "vector") -> list[float]:
+    """A 20-float fingerprint from JSON, or ApiError naming ``param``."""
+    if not isinstance(value, list):
+        raise ApiError(f"'{param}' must be a list of {FINGERPRINT_DIM} numbers", param=param, code="invalid_vector")
+    if len(value) != FINGERPRINT_DIM:
+        raise ApiError(
+            f"'{param}' must have {FINGERPRINT_DIM} values, got {len(value)}", param=param, code="invalid_vector"
+        )
+    out: list[float] = []
+    for i, x in enumerate(value):
+        # bool is an int subclass in Python; JSON true/false is never a fingerprint value
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ApiError(f"'{param}[{i}]' must be a number, got {json.dumps(x)[:40]}", param=param,
+                           code="invalid_vector")
+        if not math.isfinite(x):
+            raise ApiError(f"'{param}[{i}]' is NaN or infinity", param=param, code="invalid_vector")
+        out.append(float(x))
+    return out
+
+
+def parse_vectors(body: dict[str, Any], max_batch: int = 10000) -> tuple[list[list[float]], bool]:
+    """Either ``{"vector": [...]}`` (single) or ``{"vectors": [[...], ...]}`` (batch)."""
+    if "vector" in body and "vectors" in body:
+        raise ApiError("give either 'vector' or 'vectors', not both", param="vectors")
+    if "vectors" in body:
+        vs = body["vectors"]
+        if not isinstance(vs, list) or not vs:
+            raise ApiError("'vectors' must be a non-empty list of fingerprints", param="vectors")
+        if len(vs) > max_batch:
+            raise ApiError(f"'vectors' holds {len(vs)} fingerprints, at most {max_batch} per request",
+                           param="vectors")
+        return [parse_vector(v, f"vectors[{i}]") for i, v in enumerate(vs)], True
+    if "vector" not in body:
+        raise ApiError("missing required field 'vector'", param="vector", code="missing_field")
+    return [parse_vector(body["vector"])], False

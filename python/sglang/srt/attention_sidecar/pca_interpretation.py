@@ -1,0 +1,171 @@
+"""PCA interpretation of fingerprints: loadings, names and explanations for PC1..PC4.
+
+The shipped defaults live in ``data/pca_interpretation.json``; every discovery run recomputes
+the same structure for its own data. Recompute the defaults from any fingerprint database::
+
+    python -m sglang.srt.attention_sidecar.pca_interpretation --db attention_data.db \\
+        --source "SmolLM2-135M-Instruct fingerprints captured by the engine"
+
+Names and phrases are derived from the loadings, not hard-coded per component: features are
+grouped into four concepts (local = local mass + bins 0-2, semantic bridge = mid mass + bins
+3-7, long range = long mass + bins 8-15, diffuse = normalized entropy); each component is
+signed so that its strongest concept loads positively, and is named "<strongest positive
+concept> vs <strongest negative concept>". A fingerprint's explanation reads its z-score on
+each component: |z| >= 1.5 "Strong", >= 0.5 "Moderate", otherwise "Weak", followed by the
+phrase of the side it falls on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from sgl_kernel.zones import FINGERPRINT_DIM, LOCAL_BINS, LONG_BINS, MID_BINS
+
+DEFAULT_PATH = os.path.join(os.path.dirname(__file__), "data", "pca_interpretation.json")
+N_COMPONENTS = 4
+STRONG, MODERATE = 1.5, 0.5
+
+_BIN_LABELS = ["d0-1"] + [f"d{2 ** b}-{2 ** (b + 1) - 1}" for b in range(1, 15)] + ["d32768+"]
+FEATURE_NAMES: list[str] = ["local_mass", "mid_mass", "long_mass", "entropy"] + [f"hist_{s}" for s in _BIN_LABELS]
+
+
+def _group(bins: slice, mass_index: int) -> list[int]:
+    return [mass_index] + [4 + i for i in range(bins.start, bins.stop)]
+
+
+CONCEPTS: dict[str, dict[str, Any]] = {
+    "local": {"features": _group(LOCAL_BINS, 0), "name": "Local",
+              "phrase": "local syntax processing (immediate neighbors)"},
+    "semantic": {"features": _group(MID_BINS, 1), "name": "Semantic Bridge",
+                 "phrase": "semantic context retrieval (paragraph-level reasoning)"},
+    "long": {"features": _group(LONG_BINS, 2), "name": "Long-Range",
+             "phrase": "long-range information retrieval (document-level)"},
+    "diffuse": {"features": [3], "name": "Diffuse", "phrase": "diffuse, exploratory attention (high entropy)",
+                "negative_name": "Focused", "negative_phrase": "focused, confident attention (low entropy)"},
+}
+
+
+def fit_pca(X: np.ndarray, n_components: int = N_COMPONENTS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """mean, components [k, 20], explained variance and ratio, by SVD of the centred data."""
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
+    var = s ** 2 / max(len(X) - 1, 1)
+    total = var.sum()
+    ratio = var / total if total > 0 else np.zeros_like(var)
+    k = min(n_components, vt.shape[0])
+    return mean, vt[:k], var[:k], ratio[:k]
+
+
+def interpret(mean: np.ndarray, components: np.ndarray, explained_variance: np.ndarray,
+              explained_variance_ratio: np.ndarray, source: dict[str, Any]) -> dict[str, Any]:
+    """Build the interpretation document from a fitted PCA (first four components)."""
+    out = []
+    for i in range(min(N_COMPONENTS, len(components))):
+        load = np.asarray(components[i], dtype=np.float64).copy()
+        scores = {c: float(load[spec["features"]].sum()) for c, spec in CONCEPTS.items()}
+        top = max(scores, key=lambda c: abs(scores[c]))
+        if scores[top] < 0:  # sign convention: the dominant concept is the positive side
+            load = -load
+            scores = {c: -v for c, v in scores.items()}
+        pos = max(scores, key=scores.get)
+        neg = min(scores, key=scores.get)
+        pos_name, pos_phrase = CONCEPTS[pos]["name"], CONCEPTS[pos]["phrase"]
+        if scores[neg] < -0.25 * abs(scores[pos]):
+            spec = CONCEPTS[neg]
+            neg_name = spec["name"]
+            neg_phrase = spec["phrase"]
+            name = f"{pos_name} vs {neg_name}"
+        else:
+            neg_name = CONCEPTS[pos].get("negative_name", f"Less {pos_name}")
+            neg_phrase = CONCEPTS[pos].get("negative_phrase", f"little {pos_phrase}")
+            name = f"{pos_name} vs {neg_name}"
+        order = np.argsort(-np.abs(load))[:5]
+        out.append({
+            "pc": i + 1,
+            "name": name,
+            "explained_variance_ratio": round(float(explained_variance_ratio[i]), 6),
+            "explained_variance": float(explained_variance[i]),
+            "loadings": [round(float(v), 6) for v in load],
+            "concept_scores": {c: round(v, 6) for c, v in scores.items()},
+            "top_features": [{"feature": FEATURE_NAMES[j], "loading": round(float(load[j]), 6)} for j in order],
+            "positive": pos_phrase,
+            "negative": neg_phrase,
+        })
+    return {
+        "version": 1,
+        "feature_names": FEATURE_NAMES,
+        "mean": [round(float(v), 8) for v in mean],
+        "components": out,
+        "strength_thresholds": {"strong": STRONG, "moderate": MODERATE},
+        "source": source,
+    }
+
+
+def compute(X: np.ndarray, source: dict[str, Any]) -> dict[str, Any]:
+    mean, comps, var, ratio = fit_pca(X)
+    return interpret(mean, comps, var, ratio, {**source, "n_fingerprints": int(len(X))})
+
+
+def explain(vector: Sequence[float], interp: dict[str, Any]) -> list[dict[str, Any]]:
+    """Natural-language reading of one fingerprint on each interpreted component."""
+    x = np.asarray(vector, dtype=np.float64) - np.asarray(interp["mean"], dtype=np.float64)
+    res = []
+    for c in interp["components"]:
+        sd = float(np.sqrt(c["explained_variance"])) or 1.0
+        z = float(x @ np.asarray(c["loadings"])) / sd
+        strength = "Strong" if abs(z) >= STRONG else "Moderate" if abs(z) >= MODERATE else "Weak"
+        phrase = c["positive"] if z >= 0 else c["negative"]
+        res.append({"pc": c["pc"], "name": c["name"], "z": round(z, 4), "text": f"{strength} {phrase}"})
+    return res
+
+
+def load_default() -> dict[str, Any]:
+    with open(DEFAULT_PATH) as f:
+        return json.load(f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m sglang.srt.attention_sidecar.pca_interpretation",
+        description="Recompute the PCA interpretation (PC1..PC4) from a fingerprint SQLite database.")
+    ap.add_argument("--db", required=True, help="fingerprint database written by the attention sidecar")
+    ap.add_argument("--output", default=DEFAULT_PATH, help="where to write the JSON (default: the shipped file)")
+    ap.add_argument("--kind", choices=["step", "request", "all"], default="all")
+    ap.add_argument("--limit", type=int, default=None, help="use the most recent N fingerprints")
+    ap.add_argument("--source", default="", help="free text stored in the file's metadata: what the data is")
+    args = ap.parse_args(argv)
+    from sglang.srt.attention_sidecar import store
+
+    if args.limit is not None and args.limit < 2:
+        print("error: --limit must be at least 2", file=sys.stderr)
+        return 2
+    try:
+        conn = store.connect(args.db, create=False)
+        table = store.load_fingerprints(conn, kind=None if args.kind == "all" else args.kind, limit=args.limit)
+    except store.StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(table.vectors) < FINGERPRINT_DIM:
+        print(f"error: {len(table.vectors)} fingerprints in {args.db}; need at least {FINGERPRINT_DIM}",
+              file=sys.stderr)
+        return 2
+    models = sorted({m for (m,) in conn.execute("SELECT DISTINCT model FROM fingerprints") if m})
+    doc = compute(table.vectors, {"description": args.source, "db": os.path.abspath(args.db),
+                                  "models": models, "computed_at": time.time(),
+                                  "command": "python -m sglang.srt.attention_sidecar.pca_interpretation"})
+    with open(args.output, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(json.dumps({"output": args.output, "n_fingerprints": len(table.vectors),
+                      "components": [(c["name"], c["explained_variance_ratio"]) for c in doc["components"]]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

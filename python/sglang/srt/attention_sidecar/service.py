@@ -1,0 +1,161 @@
+"""FastAPI app of the attention sidecar: classify, discovery status/reload, storage flush, stats."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from typing import Any, AsyncIterator
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from sglang.srt.attention_sidecar import pca_interpretation
+from sglang.srt.attention_sidecar.artifacts import ArtifactError
+from sglang.srt.attention_sidecar.discovery_state import DiscoveryState
+from sglang.srt.attention_sidecar.errors import ApiError, parse_json_object, parse_vectors
+from sglang.srt.attention_sidecar.ingest import Ingestor
+
+log = logging.getLogger("attention_sidecar")
+METHODS = ("knn", "umap")
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.classify_requests = 0
+        self.classified = 0
+        self.http_rejected = 0
+
+
+def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origins: list[str]) -> FastAPI:
+    counters = Counters()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ingestor is not None:
+            ingestor.start()
+        discovery.start_auto_reload()
+        print(json.dumps({"event": "ready", "zmq_endpoint": ingestor.endpoint if ingestor else None,
+                          "discovery_loaded": discovery.current is not None}), flush=True)
+        try:
+            yield
+        finally:
+            # uvicorn turns SIGTERM/SIGINT into this shutdown: store everything acknowledged
+            discovery.stop()
+            if ingestor is not None:
+                ingestor.stop()
+                ingestor.conn.close()
+            final = {"event": "shutdown", **(_storage_stats(ingestor) or {})}
+            print(json.dumps(final), flush=True)
+            sys.stdout.flush()
+
+    app = FastAPI(title="sglang attention sidecar", lifespan=lifespan)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
+        if e.status == 400:
+            counters.http_rejected += 1
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(ApiError(f"internal error: {e}", status=500, type="server_error").body(),
+                            status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        cur = discovery.current
+        out: dict[str, Any] = {
+            "received": 0, "rejected": 0, "buffered": 0, "stored": None,
+            **(_storage_stats(ingestor) or {}),
+            "clusters": len(cur.centroids) if cur else 0,
+            "discovery_run_id": cur.run_id if cur else None,
+            "classify_requests": counters.classify_requests,
+            "classified": counters.classified,
+            "http_rejected": counters.http_rejected,
+            "uptime_s": round(time.time() - counters.started_at, 3),
+        }
+        return out
+
+    @app.post("/classify")
+    async def classify(request: Request) -> Any:
+        counters.classify_requests += 1
+        body = parse_json_object(await request.body())
+        vectors, batch = parse_vectors(body)
+        method = body.get("method", "knn")
+        if method not in METHODS:
+            raise ApiError(f"'method' must be one of {list(METHODS)}, got {json.dumps(method)[:40]}", param="method")
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            raise ApiError("'explain' must be true or false", param="explain")
+        cur = discovery.current
+        if cur is None:
+            raise ApiError(f"no discovery artifacts loaded ({discovery.last_error or 'none yet'}); run discovery "
+                           "and POST /discovery/reload", status=503, type="service_unavailable",
+                           code="no_artifacts")
+        X = np.asarray(vectors, dtype=np.float64)
+        if method == "umap":  # slow (numba); keep the event loop free
+            results = await run_in_threadpool(cur.classify, X, method)
+        else:
+            results = cur.classify(X, method)
+        if explain:
+            for r, v in zip(results, vectors):
+                r["pca_explanation"] = pca_interpretation.explain(v, cur.interpretation)
+        counters.classified += len(results)
+        return {"results": results} if batch else results[0]
+
+    @app.get("/centroids")
+    async def centroids() -> dict[str, Any]:
+        cur = discovery.current
+        return {"run_id": cur.run_id if cur else None, "clusters": cur.centroids if cur else []}
+
+    @app.get("/pca/interpretation")
+    async def interpretation() -> dict[str, Any]:
+        cur = discovery.current
+        return cur.interpretation if cur else pca_interpretation.load_default()
+
+    @app.get("/discovery/status")
+    async def discovery_status() -> dict[str, Any]:
+        return discovery.status()
+
+    @app.post("/discovery/reload")
+    async def discovery_reload() -> Any:
+        try:
+            await run_in_threadpool(discovery.reload)
+        except ArtifactError as e:
+            serving = discovery.current.run_id if discovery.current else None
+            return JSONResponse(
+                ApiError(f"reload failed, still serving run {serving}: {e}", status=422, type="invalid_artifacts",
+                         param="discovery_dir", code="artifact_load_failed").body(),
+                status_code=422)
+        return {"reloaded": True, "status": discovery.status()}
+
+    @app.post("/storage/flush")
+    async def storage_flush() -> dict[str, Any]:
+        if ingestor is None:
+            raise ApiError("storage is disabled: start the service with --db and --zmq-bind", status=503,
+                           type="service_unavailable", code="no_storage")
+        n = await run_in_threadpool(ingestor.flush)
+        if ingestor.buffered and ingestor.last_flush_error:
+            raise ApiError(f"flush failed, {ingestor.buffered} fingerprints kept for retry: "
+                           f"{ingestor.last_flush_error}", status=503, type="server_error", code="flush_failed")
+        return {"flushed": n, **(_storage_stats(ingestor) or {})}
+
+    return app
+
+
+def _storage_stats(ingestor: Ingestor | None) -> dict[str, Any] | None:
+    return ingestor.stats() if ingestor is not None else None
