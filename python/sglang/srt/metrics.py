@@ -61,6 +61,7 @@ class ServerMetrics:
     """One registry per server (tests can run several apps in one process)."""
 
     def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
         self.registry = CollectorRegistry(auto_describe=True)
         labels = {"model_name": model_name}
         ln = list(labels)

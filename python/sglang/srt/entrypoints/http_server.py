@@ -69,7 +69,8 @@ class ServerState:
         info = dict(getattr(tm, "model_info", {}) or {})
         a = self.server_args
         name = a.served_model_name or info.get("served_model_name") or info.get("model_path") or a.model_path or "default"
-        self.metrics = ServerMetrics(name) if self.metrics is None else self.metrics
+        if self.metrics is None or self.metrics.model_name != name:
+            self.metrics = ServerMetrics(name)  # nothing was observed before the model loaded
         ctx = ServingContext(server_args=a, tm=tm, metrics=self.metrics, guard=self.guard,  # type: ignore[arg-type]
                              model_name=name, model_info=info)
         self.tm = tm

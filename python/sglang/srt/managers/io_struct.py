@@ -106,3 +106,4 @@ class SchedulerLoad:
     kv_total_tokens: int
     cache_hit_rate: float
     generated_tokens_total: int
+    capture_sidecar_dropped: int = 0

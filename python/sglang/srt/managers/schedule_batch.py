@@ -1,0 +1,48 @@
+"""Req: one request's state inside the scheduler."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sglang.srt.managers.io_struct import CaptureParams
+from sglang.srt.sampling.sampling_params import SamplingParams
+
+
+@dataclass
+class Req:
+    rid: str
+    origin_input_ids: list[int]
+    params: SamplingParams
+    stream: bool
+    generator: torch.Generator
+    return_logprob: bool = False
+    top_logprobs_num: int = 0
+    capture: CaptureParams | None = None
+    output_ids: list[int] = field(default_factory=list)
+    # KV state
+    req_pool_idx: int | None = None
+    kv_len: int = 0  # tokens whose KV is in the cache (prefix + computed)
+    cached_tokens: int = 0  # prompt tokens reused from the radix cache at admission (reported)
+    tree_len: int = 0  # leading slots owned by the radix tree (not freed by this request)
+    last_node: Any = None  # radix node locked by this request
+    # output bookkeeping
+    finished_reason: dict[str, Any] | None = None
+    sent_len: int = 0  # output tokens already sent to the front end
+    pending_logprobs: list[tuple[float, int]] = field(default_factory=list)
+    pending_top_logprobs: list[list[tuple[float, int]]] = field(default_factory=list)
+    capture_state: Any = None  # sglang.srt.capture.ReqCaptureState
+
+    @property
+    def fill_ids(self) -> list[int]:
+        """Tokens that must have KV before the next token can be sampled."""
+        return self.origin_input_ids + self.output_ids
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.origin_input_ids)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_reason is not None

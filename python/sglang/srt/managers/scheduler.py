@@ -1,0 +1,440 @@
+"""Scheduler: continuous batching over the paged KV cache.
+
+Each ``step()`` runs one forward: an EXTEND batch (new requests and the next chunk of a
+chunked prefill, up to ``chunked_prefill_size`` tokens) when requests are waiting and fit,
+otherwise a DECODE batch of every running request. Requests join and leave the running
+batch at every step. When KV memory runs short, new requests wait; if a decode step
+cannot get a slot, the newest running request is retracted (its slots freed, it goes back
+to the front of the queue and is re-prefilled later), so nothing crashes.
+
+The class is usable in-process (tests drive ``add_request`` / ``step``); the process
+entry point in ``scheduler_process.py`` wraps it with ZMQ.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import torch
+
+from sglang.srt.managers.io_struct import ReqOutput, SchedulerLoad, TokenizedGenerateReqInput
+from sglang.srt.managers.schedule_batch import Req
+from sglang.srt.mem_cache.radix_cache import RadixCache
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+from sglang.srt.model_executor.model_runner import ModelRunner
+from sglang.srt.sampling.sampler import SamplingInfo, sample
+from sglang.srt.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+DECODE_RESERVE = 8  # KV slots kept free per running request when admitting new ones
+
+
+class Scheduler:
+    def __init__(self, args: ServerArgs, runner: ModelRunner | None = None, tokenizer: Any = None) -> None:
+        self.args = args
+        self.runner = runner or ModelRunner(args)
+        self.cfg = self.runner.model_config
+        self.device = self.runner.device
+        self.tokenizer = tokenizer  # only for stop strings
+        self.allocator = self.runner.allocator
+        self.req_to_token = self.runner.req_to_token_pool
+        self.tree: RadixCache | None = None
+        if not args.disable_radix_cache:
+            self.tree = RadixCache(self.allocator.free, self.device)
+        self.eos_ids = set(self.cfg.eos_token_ids)
+        if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+            self.eos_ids.add(tokenizer.eos_token_id)
+        self.chunk_size = args.chunked_prefill_size if args.chunked_prefill_size > 0 else 1 << 30
+        self.waiting: deque[Req] = deque()
+        self.running: list[Req] = []
+        self.chunked: Req | None = None  # request in the middle of a chunked prefill
+        self.finished_outputs: list[ReqOutput] = []
+        self.generated_tokens_total = 0
+        self.prompt_tokens_total = 0
+        self.cached_tokens_total = 0
+        self._seed_counter = 0
+        self.capture_hook: Any = None  # set by the capture package when capture is enabled
+
+    # ------------------------------------------------------------------ requests in / out
+    def add_request(self, r: TokenizedGenerateReqInput) -> None:
+        params = r.sampling_params
+        gen = torch.Generator(device="cpu")
+        if params.seed is not None:
+            gen.manual_seed(params.seed)
+        else:
+            gen.manual_seed(self.args.random_seed * 1_000_003 + self._seed_counter)
+            self._seed_counter += 1
+        req = Req(r.rid, list(r.input_ids), params, r.stream, gen, r.return_logprob, r.top_logprobs_num, r.capture)
+        error = self._validate(req)
+        if error:
+            req.finished_reason = {"type": "abort", "message": error}
+            self.finished_outputs.append(self._make_output(req, error=error))
+            return
+        if params.max_new_tokens == 0:
+            req.finished_reason = {"type": "length", "length": 0}
+            self.finished_outputs.append(self._make_output(req))
+            return
+        if self.capture_hook is not None:
+            self.capture_hook.on_add(req)
+        self.waiting.append(req)
+
+    def _validate(self, req: Req) -> str | None:
+        n = req.prompt_len
+        if n == 0:
+            return "the prompt is empty"
+        if n >= self.cfg.context_length:
+            return (f"the prompt has {n} tokens, but the model's context length is {self.cfg.context_length} "
+                    "(it must leave room for at least one new token)")
+        if n + 1 > self.allocator.size:
+            return f"the prompt has {n} tokens, more than the whole KV cache ({self.allocator.size} tokens)"
+        if max(req.origin_input_ids) >= self.cfg.vocab_size or min(req.origin_input_ids) < 0:
+            return f"input_ids must be in [0, {self.cfg.vocab_size})"
+        return None
+
+    def abort(self, rid: str) -> None:
+        for req in list(self.waiting):
+            if req.rid == rid:
+                self.waiting.remove(req)
+                self._finish(req, {"type": "abort", "message": "aborted"})
+                return
+        candidates = self.running + ([self.chunked] if self.chunked else [])
+        for req in candidates:
+            if req.rid == rid:
+                if req is self.chunked:
+                    self.chunked = None
+                else:
+                    self.running.remove(req)
+                self._finish(req, {"type": "abort", "message": "aborted"})
+                return
+
+    def flush_cache(self) -> bool:
+        """Drop every cached prefix; only possible when nothing is running."""
+        if self.running or self.chunked or self.waiting:
+            return False
+        if self.tree is not None:
+            self.tree.evict(1 << 62)
+            self.tree.reset()
+        return True
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.chunked)
+
+    def load(self) -> SchedulerLoad:
+        total = self.allocator.size
+        free = self.allocator.available() + (self.tree.evictable_size if self.tree else 0)
+        hit = self.cached_tokens_total / self.prompt_tokens_total if self.prompt_tokens_total else 0.0
+        return SchedulerLoad(len(self.running) + (1 if self.chunked else 0), len(self.waiting), total - free, total,
+                             hit, self.generated_tokens_total)
+
+    def kv_available(self) -> int:
+        """Slots that are free or could be freed by evicting unused cache entries."""
+        return self.allocator.available() + (self.tree.evictable_size if self.tree else 0)
+
+    # ------------------------------------------------------------------ memory helpers
+    def _alloc(self, n: int) -> torch.Tensor | None:
+        slots = self.allocator.alloc(n)
+        if slots is None and self.tree is not None:
+            self.tree.evict(n - self.allocator.available())
+            slots = self.allocator.alloc(n)
+        return slots
+
+    def _release(self, req: Req) -> None:
+        """Give back the request's KV: cached tokens go to the radix tree, the rest is freed."""
+        if req.req_pool_idx is None:
+            return
+        row = self.req_to_token.req_to_token[req.req_pool_idx]
+        slots = row[: req.kv_len].long().clone()
+        if self.tree is not None:
+            key = req.fill_ids[: req.kv_len]
+            dup = self.tree.insert(key, slots)
+            self.allocator.free(slots[req.tree_len:dup])  # ours, duplicated by the tree
+            if req.last_node is not None:
+                self.tree.dec_lock_ref(req.last_node)
+        else:
+            self.allocator.free(slots)
+        req.last_node = None
+        self.req_to_token.free(req.req_pool_idx)
+        req.req_pool_idx = None
+
+    def _cache_prefix(self, req: Req) -> None:
+        """After a prefill, share the prompt's KV through the tree while the request runs."""
+        if self.tree is None:
+            return
+        row = self.req_to_token.req_to_token[req.req_pool_idx]
+        key = req.fill_ids[: req.kv_len]
+        slots = row[: req.kv_len].long().clone()
+        dup = self.tree.insert(key, slots)
+        self.allocator.free(slots[req.tree_len:dup])
+        new_slots, node = self.tree.match_prefix(key)
+        row[: len(new_slots)] = new_slots.to(row.dtype)
+        self.tree.inc_lock_ref(node)
+        if req.last_node is not None:
+            self.tree.dec_lock_ref(req.last_node)
+        req.last_node = node
+        req.tree_len = len(new_slots)
+
+    def _retract(self, req: Req) -> None:
+        logger.warning("KV cache full: retracting request %s (it will be re-prefilled)", req.rid)
+        self.running.remove(req)
+        self._release(req)
+        req.kv_len = req.cached_tokens = req.tree_len = 0
+        self.waiting.appendleft(req)
+
+    # ------------------------------------------------------------------ batch building
+    def _admit(self, req: Req) -> bool:
+        """Give a waiting request a req_to_token row and its cached prefix."""
+        row = self.req_to_token.alloc()
+        if row is None:
+            return False
+        req.req_pool_idx = row
+        fill = req.fill_ids
+        req.kv_len = req.cached_tokens = req.tree_len = 0
+        if self.tree is not None:
+            # At least the last token must be computed, to get the logits.
+            prefix, node = self.tree.match_prefix(fill[:-1])
+            self.tree.inc_lock_ref(node)
+            req.last_node = node
+            n = len(prefix)
+            self.req_to_token.req_to_token[row, :n] = prefix.to(torch.int32)
+            req.kv_len = req.cached_tokens = req.tree_len = n
+        self.prompt_tokens_total += len(fill)
+        self.cached_tokens_total += req.cached_tokens
+        return True
+
+    def _unadmit(self, req: Req) -> None:
+        if self.tree is not None and req.last_node is not None:
+            self.tree.dec_lock_ref(req.last_node)
+        req.last_node = None
+        self.prompt_tokens_total -= len(req.fill_ids)
+        self.cached_tokens_total -= req.cached_tokens
+        self.req_to_token.free(req.req_pool_idx)
+        req.req_pool_idx = None
+        req.kv_len = req.cached_tokens = req.tree_len = 0
+
+    def _build_extend(self) -> tuple[list[Req], list[int]] | None:
+        budget = self.chunk_size
+        reqs: list[Req] = []
+        takes: list[int] = []
+        reserve = DECODE_RESERVE * len(self.running)
+        pending = 0  # slots this batch will allocate
+        if self.chunked is not None:
+            req = self.chunked
+            # Never more than memory allows: a partly prefilled request keeps its slots and waits.
+            take = min(len(req.fill_ids) - req.kv_len, budget, self.kv_available() - reserve)
+            if take <= 0:
+                return None
+            reqs.append(req)
+            takes.append(take)
+            budget -= take
+            pending += take
+        while self.waiting and budget > 0 and self.chunked is None:
+            if len(self.running) + len(reqs) >= self.args.max_running_requests:
+                break
+            req = self.waiting[0]
+            if not self._admit(req):
+                break
+            need = len(req.fill_ids) - req.kv_len
+            take = min(need, budget)
+            if self.kv_available() < pending + take + reserve:
+                self._unadmit(req)
+                break
+            self.waiting.popleft()
+            reqs.append(req)
+            takes.append(take)
+            budget -= take
+            pending += take
+            reserve += DECODE_RESERVE
+            if take < need:
+                self.chunked = req  # continues in the next extend
+                break
+        if not reqs:
+            return None
+        return reqs, takes
+
+    def _forward_extend(self, reqs: list[Req], takes: list[int]) -> torch.Tensor:
+        total = sum(takes)
+        slots = self._alloc(total)
+        if slots is None:  # _build_extend checked the memory, so this is a bug, not a load condition
+            raise RuntimeError(f"KV allocation of {total} slots failed after admission control")
+        ids, pos, starts = [], [], []
+        off = 0
+        for req, take in zip(reqs, takes):
+            fill = req.fill_ids
+            ids.extend(fill[req.kv_len : req.kv_len + take])
+            pos.extend(range(req.kv_len, req.kv_len + take))
+            self.req_to_token.req_to_token[req.req_pool_idx, req.kv_len : req.kv_len + take] = \
+                slots[off : off + take].to(torch.int32)
+            starts.append(off)
+            off += take
+        dev = self.device
+        prefix = [r.kv_len for r in reqs]
+        seq = [p + t for p, t in zip(prefix, takes)]
+        fb = ForwardBatch(
+            mode=ForwardMode.EXTEND, batch_size=len(reqs),
+            input_ids=torch.tensor(ids, dtype=torch.long, device=dev),
+            positions=torch.tensor(pos, dtype=torch.long, device=dev),
+            req_pool_indices=torch.tensor([r.req_pool_idx for r in reqs], dtype=torch.long, device=dev),
+            seq_lens=torch.tensor(seq, dtype=torch.long, device=dev),
+            out_cache_loc=slots.to(dev),
+            req_to_token_pool=self.req_to_token, kv_pool=self.runner.kv_pool, attn_backend=self.runner.attn_backend,
+            extend_seq_lens=torch.tensor(takes, dtype=torch.long, device=dev),
+            extend_prefix_lens=torch.tensor(prefix, dtype=torch.long, device=dev),
+            extend_start_loc=torch.tensor(starts, dtype=torch.long, device=dev),
+            seq_lens_cpu=seq, extend_seq_lens_cpu=list(takes), extend_prefix_lens_cpu=prefix,
+            logits_indices=torch.tensor([s + t - 1 for s, t in zip(starts, takes)], dtype=torch.long, device=dev),
+        )
+        if self.capture_hook is not None:
+            fb.capture = self.capture_hook.prepare(reqs, fb)
+        logits = self.runner.forward(fb)
+        for req, take in zip(reqs, takes):
+            req.kv_len += take
+        return logits
+
+    def _forward_decode(self) -> torch.Tensor:
+        # Make sure every running request gets a slot, retracting the newest if needed.
+        while True:
+            slots = self._alloc(len(self.running))
+            if slots is not None:
+                break
+            if len(self.running) == 1:
+                raise RuntimeError("KV cache too small for a single request")
+            self._retract(self.running[-1])
+        reqs = self.running
+        dev = self.device
+        for req, s in zip(reqs, slots.tolist()):
+            self.req_to_token.req_to_token[req.req_pool_idx, req.kv_len] = s
+        seq = [r.kv_len + 1 for r in reqs]
+        fb = ForwardBatch(
+            mode=ForwardMode.DECODE, batch_size=len(reqs),
+            input_ids=torch.tensor([r.output_ids[-1] for r in reqs], dtype=torch.long, device=dev),
+            positions=torch.tensor([r.kv_len for r in reqs], dtype=torch.long, device=dev),
+            req_pool_indices=torch.tensor([r.req_pool_idx for r in reqs], dtype=torch.long, device=dev),
+            seq_lens=torch.tensor(seq, dtype=torch.long, device=dev),
+            out_cache_loc=slots.to(dev),
+            req_to_token_pool=self.req_to_token, kv_pool=self.runner.kv_pool, attn_backend=self.runner.attn_backend,
+            seq_lens_cpu=seq,
+        )
+        if self.capture_hook is not None:
+            fb.capture = self.capture_hook.prepare(reqs, fb)
+        logits = self.runner.forward(fb)
+        for req in reqs:
+            req.kv_len += 1
+        return logits
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> list[ReqOutput]:
+        """Run one forward (if there is work) and return the outputs to send."""
+        batch = self._build_extend()
+        if batch is not None:
+            reqs, takes = batch
+            logits = self._forward_extend(reqs, takes)
+            done = [(i, r) for i, r in enumerate(reqs) if r.kv_len == len(r.fill_ids)]
+            if self.chunked is not None and self.chunked.kv_len == len(self.chunked.fill_ids):
+                self.chunked = None
+            for _, r in done:
+                self._cache_prefix(r)
+                self.running.append(r)
+            self._sample_and_update([r for _, r in done], logits[[i for i, _ in done]] if done else None)
+        if batch is None and self.running:
+            logits = self._forward_decode()
+            self._sample_and_update(list(self.running), logits)
+        out, self.finished_outputs = self.finished_outputs, []
+        for req in list(self.running):
+            if req.finished:
+                continue
+            if req.stream and len(req.output_ids) > req.sent_len:
+                out.append(self._make_output(req))
+        return out
+
+    def step_idle(self) -> list[ReqOutput]:
+        """Outputs produced without a forward (rejected or aborted requests)."""
+        out, self.finished_outputs = self.finished_outputs, []
+        return out
+
+    def fail_all(self, message: str) -> list[ReqOutput]:
+        """After an unexpected error: end every request with an error, free what can be freed."""
+        reqs = list(self.waiting) + self.running + ([self.chunked] if self.chunked else [])
+        self.waiting.clear()
+        self.running = []
+        self.chunked = None
+        out = self.step_idle()
+        for req in reqs:
+            req.finished_reason = {"type": "abort", "message": message}
+            try:
+                self._release(req)
+            except Exception:  # noqa: BLE001 - keep failing the others
+                logger.exception("could not release request %s", req.rid)
+            out.append(self._make_output(req, error=message))
+        return out
+
+    def _sample_and_update(self, reqs: list[Req], logits: torch.Tensor | None) -> None:
+        if not reqs or logits is None:
+            return
+        infos = [SamplingInfo(r.params, r.generator, r.origin_input_ids, r.output_ids) for r in reqs]
+        next_ids, logprobs = sample(logits, infos)
+        want_lp = [i for i, r in enumerate(reqs) if r.return_logprob]
+        if want_lp:
+            self._record_logprobs([reqs[i] for i in want_lp], logprobs[want_lp], [next_ids[i] for i in want_lp])
+        if self.capture_hook is not None:
+            self.capture_hook.after_step(reqs)
+        for req, tok in zip(reqs, next_ids):
+            req.output_ids.append(tok)
+            self.generated_tokens_total += 1
+            reason = self._check_finished(req, tok)
+            if reason is not None:
+                self.running.remove(req)
+                self._finish(req, reason)
+
+    def _record_logprobs(self, reqs: list[Req], logprobs: torch.Tensor, toks: list[int]) -> None:
+        chosen = logprobs.gather(1, torch.tensor(toks, device=logprobs.device).unsqueeze(1)).squeeze(1).tolist()
+        k = max(r.top_logprobs_num for r in reqs)
+        top_v = top_i = None
+        if k > 0:
+            top_v, top_i = torch.topk(logprobs, k, dim=-1)
+            top_v, top_i = top_v.tolist(), top_i.tolist()
+        for j, req in enumerate(reqs):
+            req.pending_logprobs.append((chosen[j], toks[j]))
+            if req.top_logprobs_num > 0 and top_v is not None:
+                n = req.top_logprobs_num
+                req.pending_top_logprobs.append(list(zip(top_v[j][:n], top_i[j][:n])))
+
+    def _check_finished(self, req: Req, tok: int) -> dict[str, Any] | None:
+        p = req.params
+        if tok in p.stop_token_ids or (not p.ignore_eos and tok in self.eos_ids):
+            return {"type": "stop", "matched": tok}
+        if len(req.output_ids) >= p.max_new_tokens:
+            return {"type": "length", "length": p.max_new_tokens}
+        if req.prompt_len + len(req.output_ids) >= self.cfg.context_length:
+            return {"type": "length", "length": len(req.output_ids)}
+        if p.stop and self.tokenizer is not None:
+            longest = max(len(s) for s in p.stop)
+            tail = self.tokenizer.decode(req.output_ids[-(longest + 2):])
+            for s in p.stop:
+                if s in tail:
+                    return {"type": "stop", "matched": s}
+        return None
+
+    def _finish(self, req: Req, reason: dict[str, Any]) -> None:
+        req.finished_reason = reason
+        self._release(req)
+        if self.capture_hook is not None:
+            self.capture_hook.on_finish(req)
+        self.finished_outputs.append(self._make_output(req))
+
+    def _make_output(self, req: Req, error: str | None = None) -> ReqOutput:
+        new = req.output_ids[req.sent_len :]
+        req.sent_len = len(req.output_ids)
+        out = ReqOutput(
+            rid=req.rid, new_token_ids=new, finished_reason=req.finished_reason,
+            prompt_tokens=req.prompt_len, completion_tokens=len(req.output_ids), cached_tokens=req.cached_tokens,
+            error=error,
+        )
+        if req.return_logprob:
+            out.token_logprobs, req.pending_logprobs = req.pending_logprobs, []
+            if req.top_logprobs_num:
+                out.top_logprobs, req.pending_top_logprobs = req.pending_top_logprobs, []
+        if self.capture_hook is not None:
+            out.capture = self.capture_hook.take_payload(req)
+        return out

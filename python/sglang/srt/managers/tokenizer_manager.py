@@ -1,0 +1,298 @@
+"""TokenizerManager: the front end's side of the engine (runs in the HTTP / caller process).
+
+It tokenizes, sends requests to the scheduler process over ZMQ, receives each step's
+outputs, detokenizes incrementally and hands results to the caller as an async iterator.
+It never touches model code.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import zmq
+import zmq.asyncio
+
+from sglang.srt.managers.detokenizer import IncrementalDecoder
+from sglang.srt.managers.io_struct import (
+    AbortReq,
+    BatchTokenOut,
+    FlushCacheReq,
+    GenerateReqInput,
+    GetLoadReq,
+    ReqOutput,
+    SchedulerLoad,
+    TokenizedGenerateReqInput,
+)
+from sglang.srt.sampling.sampling_params import SamplingParams
+from sglang.srt.server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+
+class OverloadedError(RuntimeError):
+    """Too many requests are waiting: the caller should answer 503."""
+
+
+@dataclass
+class _ReqState:
+    obj: GenerateReqInput
+    params: SamplingParams
+    prompt_len: int
+    decoder: IncrementalDecoder
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    output_ids: list[int] = field(default_factory=list)
+    text: str = ""  # text released to the caller
+    held: str = ""  # text held back while it could still be the start of a stop string
+    finished: bool = False
+
+
+class TokenizerManager:
+    def __init__(self, args: ServerArgs, tokenizer: Any, model_info: dict[str, Any], ipc: dict[str, str]) -> None:
+        self.server_args = args
+        self.tokenizer = tokenizer
+        self.model_info = model_info
+        self.ipc = ipc
+        self.context_length: int = model_info["context_length"]
+        self.vocab_size: int = model_info["vocab_size"]
+        self.states: dict[str, _ReqState] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._send: zmq.asyncio.Socket | None = None
+        self._recv_task: asyncio.Task | None = None
+        self._load_waiters: list[asyncio.Future] = []
+        self._flush_waiters: list[asyncio.Future] = []
+        self.scheduler_procs: list[Any] = []
+        self.is_ready = True
+
+    # ------------------------------------------------------------------ plumbing
+    def _ensure_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._ctx is not None:  # a new event loop (e.g. a second Engine call): reconnect
+            self._ctx.destroy(linger=0)
+        self._loop = loop
+        self._ctx = zmq.asyncio.Context()
+        self._send = self._ctx.socket(zmq.PUSH)
+        self._send.connect(self.ipc["to_scheduler"])
+        recv = self._ctx.socket(zmq.PULL)
+        recv.connect(self.ipc["to_tokenizer"])
+        self._recv_task = loop.create_task(self._recv_loop(recv))
+
+    async def _recv_loop(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            msg = await sock.recv_pyobj()
+            if isinstance(msg, BatchTokenOut):
+                for out in msg.outputs:
+                    st = self.states.get(out.rid)
+                    if st is not None:
+                        st.queue.put_nowait(out)
+            elif isinstance(msg, SchedulerLoad):
+                waiters, self._load_waiters = self._load_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(msg)
+            elif isinstance(msg, bool):
+                waiters, self._flush_waiters = self._flush_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(msg)
+
+    # ------------------------------------------------------------------ requests
+    def tokenize(self, obj: GenerateReqInput) -> list[int]:
+        if obj.input_ids is not None:
+            ids = obj.input_ids
+            if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                raise ValueError("input_ids: must be a list of integers")
+            if any(t < 0 or t >= self.vocab_size for t in ids):
+                raise ValueError(f"input_ids: token ids must be in [0, {self.vocab_size})")
+        elif isinstance(obj.text, str):
+            ids = self.tokenizer.encode(obj.text)
+        else:
+            raise ValueError("text: give a prompt as text or input_ids")
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if len(ids) >= self.context_length:
+            raise ValueError(f"the prompt has {len(ids)} tokens, but the model's context length is "
+                             f"{self.context_length} (it must leave room for at least one new token)")
+        return ids
+
+    async def generate_request(self, obj: GenerateReqInput) -> AsyncIterator[dict[str, Any]]:
+        self._ensure_loop()
+        params = SamplingParams.from_dict(obj.sampling_params)
+        params.verify(self.vocab_size)
+        ids = self.tokenize(obj)
+        if sum(1 for s in self.states.values() if not s.finished) >= self.server_args.max_queued_requests + \
+                self.server_args.max_running_requests:
+            raise OverloadedError("the server is overloaded: too many requests are waiting; retry later")
+        rid = obj.rid or uuid.uuid4().hex
+        if rid in self.states:
+            raise ValueError(f"rid: request id {rid!r} is already in use")
+        obj.rid = rid
+        st = _ReqState(obj, params, len(ids), IncrementalDecoder(self.tokenizer, params.skip_special_tokens,
+                                                                  params.spaces_between_special_tokens))
+        self.states[rid] = st
+        req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
+                                        obj.capture)
+        assert self._send is not None
+        await self._send.send_pyobj(req)
+        try:
+            async for item in self._results(st):
+                yield item
+        finally:
+            if not st.finished:
+                self.abort_request(rid)
+            self.states.pop(rid, None)
+
+    async def _results(self, st: _ReqState) -> AsyncIterator[dict[str, Any]]:
+        all_lp: list[list[Any]] = []
+        all_top: list[Any] = []
+        capture: list[dict[str, Any]] = []
+        first = True
+        while True:
+            out: ReqOutput = await st.queue.get()
+            if out.error:
+                st.finished = True
+                raise ValueError(out.error)
+            final = out.finished_reason is not None
+            delta = self._advance_text(st, out, final)
+            item = self._make_item(st, out, delta, first)
+            first = False
+            if st.obj.stream:
+                yield item
+            else:
+                all_lp += item["meta_info"].get("output_token_logprobs", [])
+                all_top += item["meta_info"].get("output_top_logprobs", [])
+                capture += item["meta_info"].get("attention_tokens", [])
+            if final:
+                st.finished = True
+                if not st.obj.stream:
+                    item.update(text=st.text, delta=st.text, new_token_ids=list(st.output_ids))
+                    item["token_texts"] = self._token_texts(st.output_ids)
+                    if st.obj.return_logprob:
+                        item["meta_info"]["output_token_logprobs"] = all_lp
+                        item["meta_info"]["output_top_logprobs"] = all_top
+                    if st.obj.capture is not None:
+                        item["meta_info"]["attention_tokens"] = capture
+                    yield item
+                return
+
+    def _advance_text(self, st: _ReqState, out: ReqOutput, final: bool) -> str:
+        st.output_ids.extend(out.new_token_ids)
+        new = st.decoder.push(out.new_token_ids, final=final)
+        pending = st.held + new
+        stops = st.params.stop
+        reason = out.finished_reason or {}
+        if final and isinstance(reason.get("matched"), str) and not st.params.no_stop_trim:
+            full = st.text + pending
+            cut = full.find(reason["matched"], max(0, len(st.text) - len(reason["matched"])))
+            if cut >= 0:
+                full = full[:cut]
+            delta = full[len(st.text):]
+            st.text, st.held = st.text + delta, ""
+            return delta
+        if stops and not final:
+            # Hold back the longest tail that could still grow into a stop string.
+            keep = 0
+            for s in stops:
+                for n in range(min(len(s) - 1, len(pending)), 0, -1):
+                    if pending.endswith(s[:n]):
+                        keep = max(keep, n)
+                        break
+            delta, st.held = (pending[: len(pending) - keep], pending[len(pending) - keep:]) if keep else (pending, "")
+        else:
+            delta, st.held = pending, ""
+        st.text += delta
+        return delta
+
+    def _token_texts(self, ids: list[int]) -> list[str]:
+        return self.tokenizer.batch_decode([[i] for i in ids]) if ids else []
+
+    def _make_item(self, st: _ReqState, out: ReqOutput, delta: str, first: bool) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "id": st.obj.rid,
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens,
+            "cached_tokens": out.cached_tokens,
+            "finish_reason": out.finished_reason,
+        }
+        if st.obj.return_logprob and out.token_logprobs is not None:
+            texts = self._token_texts([t for _, t in out.token_logprobs])
+            meta["output_token_logprobs"] = [[lp, t, s] for (lp, t), s in zip(out.token_logprobs, texts)]
+            if out.top_logprobs is not None:
+                meta["output_top_logprobs"] = [
+                    [[lp, t, s] for (lp, t), s in zip(row, self._token_texts([t for _, t in row]))]
+                    for row in out.top_logprobs
+                ]
+        if st.obj.capture is not None:
+            from sglang.srt.capture.entries import build_entries  # numpy only; no model code
+
+            meta["attention_tokens"] = build_entries(out.capture, st.prompt_len) if out.capture else []
+            if first:
+                meta["attention_prompt_tokens"] = self._prompt_tokens(st)
+        return {
+            "text": st.text,
+            "delta": delta,
+            "output_ids": list(st.output_ids),
+            "new_token_ids": list(out.new_token_ids),
+            "token_texts": self._token_texts(out.new_token_ids),
+            "meta_info": meta,
+        }
+
+    def _prompt_tokens(self, st: _ReqState) -> list[dict[str, Any]]:
+        cap = st.obj.capture
+        ids = st.obj.input_ids if st.obj.input_ids is not None else self.tokenizer.encode(st.obj.text)
+        masked = cap.mask_prefix if cap is not None else 0
+        return [{"position": p, "id": t, "text": s, "masked": p < masked}
+                for p, (t, s) in enumerate(zip(ids, self._token_texts(ids)))]
+
+    def abort_request(self, rid: str) -> None:
+        st = self.states.get(rid)
+        if st is not None:
+            st.finished = True
+        if self._send is not None:
+            try:
+                self._send.send_pyobj(AbortReq(rid), flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                logger.warning("could not send abort for %s", rid)
+
+    async def flush_cache(self) -> bool:
+        self._ensure_loop()
+        fut = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(fut)
+        await self._send.send_pyobj(FlushCacheReq())
+        return await asyncio.wait_for(fut, timeout=30)
+
+    async def get_load(self) -> dict[str, Any]:
+        self._ensure_loop()
+        fut = asyncio.get_running_loop().create_future()
+        self._load_waiters.append(fut)
+        await self._send.send_pyobj(GetLoadReq())
+        load: SchedulerLoad = await asyncio.wait_for(fut, timeout=30)
+        return {
+            "num_running": load.num_running,
+            "num_waiting": load.num_waiting,
+            "kv_used_tokens": load.kv_used_tokens,
+            "kv_total_tokens": load.kv_total_tokens,
+            "cache_hit_rate": load.cache_hit_rate,
+            "generated_tokens_total": load.generated_tokens_total,
+            "capture_sidecar_dropped": getattr(load, "capture_sidecar_dropped", 0),
+        }
+
+    def shutdown(self) -> None:
+        from sglang.srt.managers.launch import stop_processes
+
+        stop_processes(self.scheduler_procs)
+        self.scheduler_procs = []
+        if self._recv_task is not None:
+            self._recv_task.cancel()
+            if self._loop is not None and not self._loop.is_closed() and not self._loop.is_running():
+                self._loop.run_until_complete(asyncio.gather(self._recv_task, return_exceptions=True))
+            self._recv_task = None
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
+            self._loop = None
