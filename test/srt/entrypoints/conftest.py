@@ -13,7 +13,7 @@ from e2e_server import ATTN_KEY, API_KEY, RunningServer, start_server
 def server() -> Iterator[RunningServer]:
     srv = start_server([
         "--served-model-name", "smol", "--api-key", API_KEY, "--reasoning-parser", "qwen3",
-        "--attention-api-key", ATTN_KEY, "--attention-max-concurrent-capture", "1",
+        "--return-attention-tokens", "--attention-api-key", ATTN_KEY, "--attention-max-concurrent-capture", "1",
         "--attention-tokens-top-k", "4", "--max-running-requests", "40",
     ])
     yield srv
