@@ -107,6 +107,14 @@ def _decode_stage2(
     tl.store(Lse + b * n_heads + h, big + tl.log(total))
 
 
+def _interpreter_safe(k_buffer: torch.Tensor, v_buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Triton interpreter's tl.dot gives garbage for bfloat16 (triton 3.9): on CPU
+    tensors (interpreter only, tiny test shapes) run a bfloat16 cache in float32."""
+    if not k_buffer.is_cuda and k_buffer.dtype == torch.bfloat16:
+        return k_buffer.float(), v_buffer.float()
+    return k_buffer, v_buffer
+
+
 def decode_attention_fwd(q, k_buffer, v_buffer, o, req_to_token, req_pool_indices, seq_lens, *,
                          scale: float, logit_softcap: float = 0.0, num_kv_splits: int = 8,
                          return_lse: bool = False):
@@ -119,6 +127,7 @@ def decode_attention_fwd(q, k_buffer, v_buffer, o, req_to_token, req_pool_indice
         return lse if return_lse else None
     mid_o = torch.empty(bsz, hq, num_kv_splits, dv, dtype=torch.float32, device=dev)
     mid_lse = torch.empty(bsz, hq, num_kv_splits, dtype=torch.float32, device=dev)
+    k_buffer, v_buffer = _interpreter_safe(k_buffer, v_buffer)
     q = q.to(k_buffer.dtype)  # dots need one dtype: the cache's (never copy the cache)
     fp32 = k_buffer.dtype == torch.float32
     cap = float(logit_softcap)
@@ -213,6 +222,7 @@ def extend_attention_fwd(q_extend, k_buffer, v_buffer, o_extend, req_to_token, r
     if t == 0 or bsz == 0:
         return lse if return_lse else None
     max_ext = int(extend_seq_lens.max())
+    k_buffer, v_buffer = _interpreter_safe(k_buffer, v_buffer)
     q = q_extend.to(k_buffer.dtype)  # dots need one dtype: the cache's (never copy the cache)
     fp32 = k_buffer.dtype == torch.float32
     cap = float(logit_softcap)
