@@ -80,7 +80,8 @@ export async function startServer(extraArgs = []) {
 /** Build the UI and serve it with vite preview (production bundle, like a deployment). */
 export async function startUi() {
   const vite = await import("vite");
-  await vite.build({ root: UI_DIR, logLevel: "warn" });
+  // UI_NO_MINIFY=1 keeps function names readable in profiles.
+  await vite.build({ root: UI_DIR, logLevel: "warn", build: { minify: !process.env.UI_NO_MINIFY } });
   const port = await freePort();
   const server = await vite.preview({ root: UI_DIR, preview: { port, host: "127.0.0.1", strictPort: true }, logLevel: "warn" });
   return { url: `http://127.0.0.1:${port}`, stop: () => server.close() };

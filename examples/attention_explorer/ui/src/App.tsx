@@ -53,10 +53,10 @@ export function App() {
   const handle = useRef<RunHandle | null>(null);
   const fileInput = useRef<HTMLInputElement>(null);
 
-  const setSettings = (s: Settings) => {
+  const setSettings = useCallback((s: Settings) => {
     setSettingsState(s);
     saveSettings(s);
-  };
+  }, []);
 
   useEffect(() => {
     window.__attentionExplorer = { session: () => loaded[active].session, sessions: () => loaded.map((l) => l.session) };

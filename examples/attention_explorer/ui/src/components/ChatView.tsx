@@ -31,11 +31,15 @@ export function ChatView(p: Props) {
   const latest = session.latestRun();
 
   // Follow the stream while the user is at the bottom; do not yank them back if they scrolled up.
+  // "At the bottom" is read in the scroll handler, so the per-token effect forces no extra layout.
+  const atBottom = useRef(true);
   useEffect(() => {
-    const el = scroller.current;
-    if (!el) return;
-    if (el.scrollHeight - el.scrollTop - el.clientHeight < 160) end.current?.scrollIntoView({ block: "end" });
+    if (atBottom.current) end.current?.scrollIntoView({ block: "end" });
   }, [version]);
+  const onScroll = () => {
+    const el = scroller.current;
+    if (el) atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 160;
+  };
 
   const send = () => {
     const t = text.trim();
@@ -87,7 +91,7 @@ export function ChatView(p: Props) {
         )}
         <span className="muted small">hover a token to see its links · click to pin</span>
       </div>
-      <div className="messages" ref={scroller} onMouseLeave={() => p.onHover(null)}>
+      <div className="messages" ref={scroller} onScroll={onScroll} onMouseLeave={() => p.onHover(null)}>
         {visible.length === 0 && (
           <div className="empty">
             <h2>Chat with your model and watch what it attends to</h2>

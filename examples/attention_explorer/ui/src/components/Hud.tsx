@@ -10,7 +10,7 @@ function bytes(n: number): string {
 export function Hud({ session }: { session: TraceSession }) {
   const run = session.latestRun();
   if (!run) return <div className="hud muted">no run yet</div>;
-  const s = session.summary(run);
+  const s = session.rates(run);
   const m = run.metrics;
   return (
     <div className="hud" data-testid="hud">

@@ -26,6 +26,27 @@ function visible(text: string): string {
   return text;
 }
 
+/**
+ * Split a segment's tokens into blocks that end at a newline (or every BLOCK_MAX tokens).
+ * Each block is its own line layout, so appending a token re-lays out only the last block
+ * instead of the whole answer: without this, layout grows with the answer and long streams
+ * drop frames. Blocks that scroll out of view also skip rendering (content-visibility).
+ */
+const BLOCK_MAX = 160;
+function toBlocks<T extends { text: string }>(toks: T[]): T[][] {
+  const out: T[][] = [];
+  let cur: T[] = [];
+  for (const t of toks) {
+    cur.push(t);
+    if (t.text.includes("\n") || cur.length >= BLOCK_MAX) {
+      out.push(cur);
+      cur = [];
+    }
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
 const TokenSpan = memo(function TokenSpan({ pos, text, level, cls, title }: TokenProps) {
   return (
     <span className={`tok ${cls} lv${level}`} data-pos={pos} title={title}>
@@ -151,15 +172,19 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
       <div className="tokens output">
         {segments.map((seg) => {
           const toks = run.tokens.slice(seg.startStep, seg.endStep + 1).filter((t) => t && t.segmentId === seg.id);
-          const body = toks.map((t) => (
-            <TokenSpan
-              key={t.step}
-              pos={pl + t.step}
-              text={t.text}
-              level={levels.get(pl + t.step) ?? 0}
-              cls={clsOf(pl + t.step, t.thinkPhase === "think" ? "o think" : "o")}
-              title={`step ${t.step}, position ${pl + t.step}${t.id !== null ? `, token id ${t.id}` : ""}`}
-            />
+          const body = toBlocks(toks).map((blk) => (
+            <div className="tblock" key={blk[0].step}>
+              {blk.map((t) => (
+                <TokenSpan
+                  key={t.step}
+                  pos={pl + t.step}
+                  text={t.text}
+                  level={levels.get(pl + t.step) ?? 0}
+                  cls={clsOf(pl + t.step, t.thinkPhase === "think" ? "o think" : "o")}
+                  title={`step ${t.step}, position ${pl + t.step}${t.id !== null ? `, token id ${t.id}` : ""}`}
+                />
+              ))}
+            </div>
           ));
           if (seg.type !== "assistant_think") return <span key={seg.id}>{body}</span>;
           const isCollapsed = collapsed.has(seg.id);

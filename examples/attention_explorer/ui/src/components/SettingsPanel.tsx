@@ -1,5 +1,5 @@
 // Server and per-run capture settings. Applies to the next run.
-import { useState } from "react";
+import { memo, useState } from "react";
 import type { Capabilities, CaptureMode } from "../api/wire";
 import { parseExtra, parseLayers, type Settings } from "../state/settings";
 
@@ -10,7 +10,8 @@ interface Props {
   onChange: (s: Settings) => void;
 }
 
-export function SettingsPanel({ settings, caps, models, onChange }: Props) {
+// Memoized: hovering tokens re-renders the app, and these inputs need not follow.
+export const SettingsPanel = memo(function SettingsPanel({ settings, caps, models, onChange }: Props) {
   const [layersText, setLayersText] = useState(Array.isArray(settings.capture.layers) ? settings.capture.layers.join(",") : settings.capture.layers);
   const [serverText, setServerText] = useState(settings.serverUrl);
   const layersOk = parseLayers(layersText) !== null;
@@ -133,4 +134,4 @@ export function SettingsPanel({ settings, caps, models, onChange }: Props) {
       </fieldset>
     </div>
   );
-}
+});

@@ -112,6 +112,8 @@ export interface Run {
   metrics: RunMetrics;
   /** Per layer: position -> summed true probability received from decode steps. */
   received: Map<number, Map<number, number>>;
+  /** Per layer: how many decode steps carried a raw entry (the denominator for sinks). */
+  rawSteps: Map<number, number>;
   /** Wall-clock anchors (performance.now()), not exported. */
   clock: { start: number; firstByte: number | null };
   /** prompt length if known from the prompt tokens, usage, or inferred from entries. */
@@ -162,6 +164,7 @@ export class TraceSession {
   /** Bumped on every change; views subscribe and re-read. */
   version = 0;
   private listeners = new Set<() => void>();
+  private summaryCache = new Map<string, { key: string; value: RunSummary }>();
   private notifyScheduled = false;
   /** When false, notifications are synchronous (tests, import). */
   batchWithAnimationFrame = typeof requestAnimationFrame !== "undefined";
@@ -234,6 +237,7 @@ export class TraceSession {
       layers: [],
       metrics: emptyMetrics(),
       received: new Map(),
+      rawSteps: new Map(),
       clock: { start: now(), firstByte: null },
       promptLen: null,
     };
@@ -408,6 +412,7 @@ export class TraceSession {
     }
     const tp = trueProbs(e);
     e.token_positions.forEach((p, i) => m!.set(p, (m!.get(p) ?? 0) + tp[i]));
+    run.rawSteps.set(e.layer_id, (run.rawSteps.get(e.layer_id) ?? 0) + 1);
   }
 
   finishRun(runId: string, status: RunStatus, error?: string): void {
@@ -429,8 +434,7 @@ export class TraceSession {
     const out = new Set<number>([0]);
     const m = run.received.get(layer);
     if (!m) return out;
-    let nSteps = 0;
-    for (const sc of run.steps.values()) if (sc.raw.some((r) => r.layer_id === layer)) nSteps += 1;
+    const nSteps = run.rawSteps.get(layer) ?? 0;
     if (nSteps < SINK_MIN_STEPS) return out;
     for (const [p, sum] of m) if (sum / nSteps >= SINK_THRESHOLD) out.add(p);
     return out;
@@ -459,7 +463,19 @@ export class TraceSession {
     return signalFromRaw(sc.raw);
   }
 
+  /** Token count and tokens/s: cheap, for the HUD on every frame. */
+  rates(run: Run): { tokenCount: number; tokensPerSec: number | null } {
+    const tokenCount = run.tokens.length ? run.tokens.reduce((n, t) => (t ? n + 1 : n), 0) : 0;
+    const dur = run.metrics.durationMs ?? (run.status === "streaming" ? now() - run.clock.start : null);
+    const genMs = dur !== null && run.metrics.firstTokenMs !== null ? dur - run.metrics.firstTokenMs : null;
+    return { tokenCount, tokensPerSec: genMs && genMs > 0 && tokenCount > 1 ? ((tokenCount - 1) * 1000) / genMs : null };
+  }
+
+  /** Zone counts and mean entropy over all steps (cached until the run gets new entries). */
   summary(run: Run): RunSummary {
+    const key = `${run.entries.length}:${run.tokens.length}:${run.status}:${run.metrics.durationMs}`;
+    const cached = this.summaryCache.get(run.id);
+    if (cached && cached.key === key) return cached.value;
     const zoneCounts: Partial<Record<Zone, number>> = {};
     let entSum = 0;
     let entN = 0;
@@ -475,15 +491,13 @@ export class TraceSession {
     }
     let dominant: Zone | null = null;
     for (const z of ZONES) if ((zoneCounts[z] ?? 0) > (dominant ? zoneCounts[dominant] ?? 0 : 0)) dominant = z;
-    const tokenCount = run.tokens.filter(Boolean).length;
-    const dur = run.metrics.durationMs ?? (run.status === "streaming" ? now() - run.clock.start : null);
-    const genMs = dur !== null && run.metrics.firstTokenMs !== null ? dur - run.metrics.firstTokenMs : null;
-    return {
-      tokenCount,
-      tokensPerSec: genMs && genMs > 0 && tokenCount > 1 ? ((tokenCount - 1) * 1000) / genMs : null,
+    const value: RunSummary = {
+      ...this.rates(run),
       avgEntropy: entN ? entSum / entN : null,
       dominantZone: dominant,
       zoneCounts,
     };
+    this.summaryCache.set(run.id, { key, value });
+    return value;
   }
 }
