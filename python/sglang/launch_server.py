@@ -123,7 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_code = [0]
 
     def on_load_failure(message: str) -> None:
-        sys.stderr.write(f"python -m sglang.launch_server: error: {message}\n")
+        # The full error (possibly a child's traceback) is in the log above; one line here.
+        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+        summary = lines[-1] if len(lines) > 1 else message
+        sys.stderr.write(f"python -m sglang.launch_server: error: model failed to load: {summary}\n")
         exit_code[0] = 2 if message.startswith(("ValueError", "FileNotFoundError")) else 1
         server = http_server.state_holder.get("server")
         if server is not None:
