@@ -165,6 +165,7 @@ export class TraceSession {
   version = 0;
   private listeners = new Set<() => void>();
   private summaryCache = new Map<string, { key: string; value: RunSummary }>();
+  private sinkCache = new Map<string, { n: number; set: ReadonlySet<number> }>();
   private notifyScheduled = false;
   /** When false, notifications are synchronous (tests, import). */
   batchWithAnimationFrame = typeof requestAnimationFrame !== "undefined";
@@ -430,13 +431,16 @@ export class TraceSession {
   }
 
   /** The first token and any position receiving >= SINK_THRESHOLD mean true probability per step. */
-  sinks(run: Run, layer: number): Set<number> {
+  sinks(run: Run, layer: number): ReadonlySet<number> {
+    const nSteps = run.rawSteps.get(layer) ?? 0;
+    // Cached per (run, layer) until a new step arrives: views ask for every row and frame.
+    const key = `${run.id}:${layer}`;
+    const hit = this.sinkCache.get(key);
+    if (hit && hit.n === nSteps) return hit.set;
     const out = new Set<number>([0]);
     const m = run.received.get(layer);
-    if (!m) return out;
-    const nSteps = run.rawSteps.get(layer) ?? 0;
-    if (nSteps < SINK_MIN_STEPS) return out;
-    for (const [p, sum] of m) if (sum / nSteps >= SINK_THRESHOLD) out.add(p);
+    if (m && nSteps >= SINK_MIN_STEPS) for (const [p, sum] of m) if (sum / nSteps >= SINK_THRESHOLD) out.add(p);
+    this.sinkCache.set(key, { n: nSteps, set: out });
     return out;
   }
 
