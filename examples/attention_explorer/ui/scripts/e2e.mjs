@@ -195,6 +195,22 @@ try {
     assert(JSON.stringify(texts) === JSON.stringify(outputTexts), "loaded trace changed after a bad import");
     await shot(page, "07-malformed-import");
   });
+
+  await step("regenerate, then stop mid-stream", async () => {
+    await page.getByLabel("session").selectOption({ index: 0 });
+    await page.getByLabel("max tokens").fill("400");
+    await page.getByRole("button", { name: "Regenerate" }).click();
+    const toks = page.locator(".msg-assistant .tokens.output .tok");
+    await page.waitForFunction(() => document.querySelectorAll(".msg-assistant .tokens.output .tok").length >= 3 && document.querySelector('[data-hud="status"]')?.textContent === "streaming", null, { timeout: 120_000 });
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.locator('[data-hud="status"]').filter({ hasText: "stopped" }).waitFor({ timeout: 30_000 });
+    const n = await toks.count();
+    assert(n >= 3 && n < 400, `stopped run has ${n} tokens`);
+    assert((await page.locator(".msg-assistant").count()) === 1, "the regenerated answer did not replace the old one");
+    const runs = await page.evaluate(() => window.__attentionExplorer.session().runs.size);
+    assert(runs === 2, `live session has ${runs} runs (the old one must stay in the trace)`);
+    await shot(page, "08-regenerate-stopped");
+  });
 } catch {
   /* reported above */
 } finally {
