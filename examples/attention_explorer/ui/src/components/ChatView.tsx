@@ -107,7 +107,7 @@ export function ChatView(p: Props) {
                 {run && (
                   <span className="muted small">
                     {" "}
-                    · {run.model} · {run.capture.mode} top-{run.capture.topK} · {run.status}
+                    · {run.model} · {run.entries.length || run.status === "streaming" ? `${run.capture.mode} top-${run.capture.topK}` : "no attention captured"} · {run.status}
                   </span>
                 )}
               </div>

@@ -24,7 +24,7 @@ export function Hud({ session }: { session: TraceSession }) {
         <b data-hud="attn-bytes">{bytes(m.attentionBytes)}</b> attn / {bytes(m.bytesReceived)}
       </span>
       <span title="capture mode of this run">
-        mode <b data-hud="mode">{run.capture.mode}</b>
+        mode <b data-hud="mode">{run.entries.length || run.status === "streaming" ? run.capture.mode : "none"}</b>
       </span>
       {m.firstRenderMs !== null && (
         <span title="first SSE byte to first token on screen">

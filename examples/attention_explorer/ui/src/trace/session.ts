@@ -288,7 +288,11 @@ export class TraceSession {
     if (chunk.model && !run.model) run.model = chunk.model;
     if (chunk.usage) {
       run.metrics.usage = chunk.usage;
-      if (run.promptLen === null) run.promptLen = chunk.usage.prompt_tokens;
+      if (run.promptLen === null) {
+        // Without prompt tokens or entries the prompt length is learnt only now: fix positions.
+        run.promptLen = chunk.usage.prompt_tokens;
+        for (const t of run.tokens) if (t) t.position = run.promptLen + t.step;
+      }
     }
     const choice = chunk.choices?.[0];
     if (choice) {
