@@ -1,7 +1,7 @@
 // SVG curves from the focused token to each token it attends to. Drawn over the run's
 // token box; targets that are not on screen (collapsed think block, hidden prompt) are
 // simply not drawn (the lens still lists them).
-import { useLayoutEffect, useState, type RefObject } from "react";
+import { useEffect, useLayoutEffect, useState, type RefObject } from "react";
 import type { Link } from "../trace/attention";
 
 interface Path {
@@ -15,6 +15,15 @@ interface Path {
 export function LinkOverlay({ container, from, links, version }: { container: RefObject<HTMLDivElement | null>; from: number; links: Link[]; version: number }) {
   const [paths, setPaths] = useState<Path[]>([]);
   const [size, setSize] = useState({ w: 0, h: 0 });
+  // Token positions move when the box is resized (the lens sliding in narrows the chat): redraw then.
+  const [resizeTick, setResizeTick] = useState(0);
+  useEffect(() => {
+    const box = container.current;
+    if (!box || typeof ResizeObserver === "undefined") return;
+    const ro = new ResizeObserver(() => setResizeTick((t) => t + 1));
+    ro.observe(box);
+    return () => ro.disconnect();
+  }, [container]);
   useLayoutEffect(() => {
     const box = container.current;
     if (!box) return;
@@ -48,7 +57,7 @@ export function LinkOverlay({ container, from, links, version }: { container: Re
     }
     setPaths(out);
     setSize({ w: box.scrollWidth, h: box.scrollHeight });
-  }, [container, from, links, version]);
+  }, [container, from, links, version, resizeTick]);
   return (
     <svg className="link-overlay" width={size.w} height={size.h} aria-label="attention links" data-link-count={paths.length}>
       {paths.map((p) => (
