@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     folder, gguf = _model_dir()
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, attn_implementation="eager",
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     model.eval()
     conn = store.connect(args.db)
     now = time.time()

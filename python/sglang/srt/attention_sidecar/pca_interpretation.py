@@ -9,8 +9,9 @@ the same structure for its own data. Recompute the defaults from any fingerprint
 Names and phrases are derived from the loadings, not hard-coded per component: features are
 grouped into four concepts (local = local mass + bins 0-2, semantic bridge = mid mass + bins
 3-7, long range = long mass + bins 8-15, diffuse = normalized entropy); each component is
-signed so that its strongest concept loads positively, and is named "<strongest positive
-concept> vs <strongest negative concept>". A fingerprint's explanation reads its z-score on
+signed so that its largest loading is positive, and is named "<concept of the most positive
+feature> vs <concept of the most negative feature>" (with distance ranges when both are bins
+of the same band). A fingerprint's explanation reads its z-score on
 each component: |z| >= 1.5 "Strong", >= 0.5 "Moderate", otherwise "Weak", followed by the
 phrase of the side it falls on.
 """
@@ -63,37 +64,53 @@ def fit_pca(X: np.ndarray, n_components: int = N_COMPONENTS) -> tuple[np.ndarray
     return mean, vt[:k], var[:k], ratio[:k]
 
 
+def _concept_of(j: int) -> str:
+    for c, spec in CONCEPTS.items():
+        if j in spec["features"]:
+            return c
+    raise ValueError(j)
+
+
+def _side(j: int, with_range: bool) -> tuple[str, str]:
+    """(label, phrase) of the side of a component where feature ``j`` is high."""
+    spec = CONCEPTS[_concept_of(j)]
+    if with_range and j >= 4:  # a histogram bin: say which distances
+        rng = _BIN_LABELS[j - 4][1:]
+        return f"{spec['name']} d{rng}", f"{spec['phrase'][:-1]}, distance {rng})"
+    return spec["name"], spec["phrase"]
+
+
 def interpret(mean: np.ndarray, components: np.ndarray, explained_variance: np.ndarray,
               explained_variance_ratio: np.ndarray, source: dict[str, Any]) -> dict[str, Any]:
-    """Build the interpretation document from a fitted PCA (first four components)."""
+    """Build the interpretation document from a fitted PCA (first four components).
+
+    Each component is signed so that its largest loading is positive; its positive side is
+    named after the most positive feature and its negative side after the most negative one
+    (with distance ranges when both are bins of the same band, e.g. 256-511 vs 512-1023).
+    """
     out = []
     for i in range(min(N_COMPONENTS, len(components))):
         load = np.asarray(components[i], dtype=np.float64).copy()
-        scores = {c: float(load[spec["features"]].sum()) for c, spec in CONCEPTS.items()}
-        top = max(scores, key=lambda c: abs(scores[c]))
-        if scores[top] < 0:  # sign convention: the dominant concept is the positive side
+        if load[int(np.argmax(np.abs(load)))] < 0:
             load = -load
-            scores = {c: -v for c, v in scores.items()}
-        pos = max(scores, key=scores.get)
-        neg = min(scores, key=scores.get)
-        pos_name, pos_phrase = CONCEPTS[pos]["name"], CONCEPTS[pos]["phrase"]
-        if scores[neg] < -0.25 * abs(scores[pos]):
-            spec = CONCEPTS[neg]
-            neg_name = spec["name"]
-            neg_phrase = spec["phrase"]
-            name = f"{pos_name} vs {neg_name}"
-        else:
-            neg_name = CONCEPTS[pos].get("negative_name", f"Less {pos_name}")
-            neg_phrase = CONCEPTS[pos].get("negative_phrase", f"little {pos_phrase}")
-            name = f"{pos_name} vs {neg_name}"
+        pj, nj = int(np.argmax(load)), int(np.argmin(load))
+        if load[nj] < -0.25 * load[pj]:
+            same = _concept_of(pj) == _concept_of(nj)
+            (pos_name, pos_phrase), (neg_name, neg_phrase) = _side(pj, same), _side(nj, same)
+        else:  # one-sided component: the negative side is simply "less of it"
+            pos_name, pos_phrase = _side(pj, False)
+            spec = CONCEPTS[_concept_of(pj)]
+            neg_name = spec.get("negative_name", f"Less {pos_name}")
+            neg_phrase = spec.get("negative_phrase", f"little {pos_phrase}")
+        scores = {c: round(float(load[spec["features"]].sum()), 6) for c, spec in CONCEPTS.items()}
         order = np.argsort(-np.abs(load))[:5]
         out.append({
             "pc": i + 1,
-            "name": name,
+            "name": f"{pos_name} vs {neg_name}",
             "explained_variance_ratio": round(float(explained_variance_ratio[i]), 6),
             "explained_variance": float(explained_variance[i]),
             "loadings": [round(float(v), 6) for v in load],
-            "concept_scores": {c: round(v, 6) for c, v in scores.items()},
+            "concept_scores": scores,
             "top_features": [{"feature": FEATURE_NAMES[j], "loading": round(float(load[j]), 6)} for j in order],
             "positive": pos_phrase,
             "negative": neg_phrase,

@@ -154,3 +154,34 @@ def push_frames(endpoint: str, frames: Iterable[bytes | list[bytes]], hwm: int =
 
 def fingerprint_frame(vector: Sequence[float], **fields: Any) -> bytes:
     return json.dumps({"version": 1, "kind": "step", "vector": [float(v) for v in vector], **fields}).encode()
+
+
+def shared_discovery(root: str, script: str, n: int = 1200, seed: int = 3) -> dict[str, Any]:
+    """One synthetic database + one real discovery run per test session (UMAP's first fit is slow).
+
+    ``root`` is a session temp folder shared by every conftest that asks; the result is cached
+    there as ``result.json``.
+    """
+    import numpy as np
+
+    from sglang.srt.attention_sidecar import synthetic
+
+    out = os.path.join(root, "shared-discovery")
+    marker = os.path.join(out, "result.json")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            return json.load(f)
+    os.makedirs(out, exist_ok=True)
+    db = os.path.join(out, "fingerprints.db")
+    X, y = synthetic.make_clusters(n, seed=seed)
+    synthetic.write_db(db, X, y)
+    art = os.path.join(out, "artifacts")
+    proc = subprocess.run([sys.executable, script, "--db", db, "--output-dir", art, "--min-samples", "100",
+                           "--no-progress"], capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"discovery failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    res = {"db": db, "artifacts": art, "stdout": json.loads(proc.stdout.strip().splitlines()[-1]),
+           "stderr": proc.stderr, "labels": np.asarray(y).tolist(), "n": n, "seed": seed}
+    with open(marker, "w") as f:
+        json.dump(res, f)
+    return res
