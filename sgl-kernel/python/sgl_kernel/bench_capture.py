@@ -8,8 +8,9 @@ never leak into the next). ``workspace_bytes`` is measured, not computed:
 
 * CPU: the process's peak resident memory is reset (``/proc/self/clear_refs``) right
   before the call, and workspace = peak RSS during the call - RSS before it - the bytes
-  of the result. The K cache and the other inputs exist before the reset; glibc is told
-  to mmap every block above 64 KiB while measuring (see ``_mmap_threshold``).
+  of the result - growth of file-backed RSS (library code paged in). The K cache and
+  the other inputs exist before the reset; glibc is told to mmap every block above
+  64 KiB while measuring (see ``_mmap_threshold``) and to trim its heap just before.
 * CUDA: ``torch.cuda`` allocator statistics, peak allocated during the call - allocated
   before - result bytes.
 
@@ -69,8 +70,18 @@ def _mmap_threshold(nbytes: int) -> bool:
         return False
 
 
-def _result_bytes(res: CaptureResult) -> int:
-    return sum(v.numel() * v.element_size() for v in res.__dict__.values() if isinstance(v, torch.Tensor))
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _result_bytes(res: object) -> int:
+    if isinstance(res, torch.Tensor):
+        return res.numel() * res.element_size()
+    items = res.__dict__.values() if hasattr(res, "__dict__") else ()
+    return sum(v.numel() * v.element_size() for v in items if isinstance(v, torch.Tensor))
 
 
 def _inputs(n_keys: int, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: str, seed: int):
@@ -102,6 +113,33 @@ def _time_ms(fn: Callable[[], object], device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def measure_workspace(fn: Callable[[], object], device: str) -> tuple[object, int, str]:
+    """Run fn once; return (its result, bytes it held at its peak beyond what existed before
+    and beyond its result, how that was measured)."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        res = fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        method = "torch.cuda.max_memory_allocated"
+    else:
+        _malloc_trim()  # free heap memory goes back now, so no trim during the call hides growth
+        if not _reset_peak_rss():
+            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs); no honest measurement possible")
+        before = _proc_kb("VmRSS") * 1024
+        file_before = _proc_kb("RssFile") * 1024
+        res = fn()
+        # Code pages of torch's libraries faulted in by the call are file-backed RSS, not
+        # workspace: take their growth out of the peak. The kernel's RSS counters are
+        # approximate (per-thread batching of a few hundred KiB), so expect that much noise.
+        peak = _proc_kb("VmHWM") * 1024 - max(0, _proc_kb("RssFile") * 1024 - file_before)
+        method = "VmHWM after clear_refs"
+    return res, max(0, peak - before - _result_bytes(res)), method
+
+
 def run_one(args: argparse.Namespace, n_keys: int) -> dict:
     """Measure one context length in this process (called in a fresh child)."""
     device = args.device
@@ -119,23 +157,8 @@ def run_one(args: argparse.Namespace, n_keys: int) -> dict:
     # enough that the measured call cannot reuse its freed tiles and hide its own workspace.
     call(*_inputs(16, args.heads, args.kv_heads, args.head_dim, dtype, device, 1))
     q, k, table = _inputs(n_keys, args.heads, args.kv_heads, args.head_dim, dtype, device, 0)
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        res = call(q, k, table)
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        method = "torch.cuda.max_memory_allocated"
-    else:
-        if not _reset_peak_rss():
-            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs); no honest measurement possible")
-        before = _proc_kb("VmRSS") * 1024
-        res = call(q, k, table)
-        peak = _proc_kb("VmHWM") * 1024
-        method = "VmHWM after clear_refs" + (", mmap threshold 64 KiB" if exact_malloc else "")
-    workspace = max(0, peak - before - _result_bytes(res))
+    res, workspace, method = measure_workspace(lambda: call(q, k, table), device)
+    method += ", mmap threshold 64 KiB" if exact_malloc else ""
     if exact_malloc:
         _mmap_threshold(32 << 20)
     ms = _time_ms(lambda: call(q, k, table), device, args.repeats)
