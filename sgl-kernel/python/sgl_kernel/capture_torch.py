@@ -39,7 +39,7 @@ def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
     """Row indices grouped by request, in blocks that keep a score tile bounded."""
     per_block = max(1, _TILE_ELEMS // (rows.n_heads * _tile(rows)))
     order = torch.argsort(rows.row_req, stable=True)
-    reqs, counts = torch.unique_consecutive(rows.row_req[order], return_counts=True)
+    _, counts = torch.unique_consecutive(rows.row_req[order], return_counts=True)
     start = 0
     for c in counts.tolist():
         idx = order[start : start + c]
