@@ -54,6 +54,7 @@ class ServerState:
     native: GenerateServing | None = None
     metrics: ServerMetrics | None = None
     guard: CaptureGuard | None = None
+    last_load: dict[str, Any] | None = None  # the engine load of the last successful /metrics scrape
 
     def __post_init__(self) -> None:
         a = self.server_args
@@ -214,14 +215,15 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        load = None
         if state.ctx is not None:
             try:
-                load = await asyncio.wait_for(state.ctx.tm.get_load(), timeout=5)
-            except Exception as e:  # the scrape still answers with what the HTTP side knows
+                state.last_load = await asyncio.wait_for(state.ctx.tm.get_load(), timeout=10)
+            except Exception as e:
+                # A busy scheduler answers between steps; reuse the last snapshot rather than
+                # report zeros (a counter that drops to 0 reads as a restart to Prometheus).
                 logger.warning("get_load failed during /metrics: %s", e)
         assert state.metrics is not None
-        return Response(state.metrics.render(load), media_type=CONTENT_TYPE)
+        return Response(state.metrics.render(state.last_load), media_type=CONTENT_TYPE)
 
     @app.get("/v1/attention/capabilities")
     async def attention_capabilities() -> Response:
