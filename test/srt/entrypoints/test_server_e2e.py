@@ -178,6 +178,19 @@ def test_client_disconnect_aborts_request(server: RunningServer) -> None:
     assert load(server)["kv_used_tokens"] == 0
 
 
+def test_non_streaming_client_timeout_aborts_request(server: RunningServer) -> None:
+    wait_idle(server)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/chat/completions", timeout=httpx.Timeout(3.0, connect=10.0),
+                   headers={"Authorization": f"Bearer {API_KEY}"},
+                   json={"model": "smol", "messages": MSG, "max_tokens": 4000, "ignore_eos": True})
+    wait_idle(server, timeout=20)  # the server noticed the closed connection and aborted
+
+
+def test_health_generate(server: RunningServer) -> None:
+    assert httpx.get(f"{server.url}/health_generate", timeout=60).status_code == 200
+
+
 BAD_INPUTS = [
     ({"messages": MSG, "max_tokens": "ten"}, "max_tokens"),
     ({"messages": MSG, "max_tokens": -1}, "max_tokens"),

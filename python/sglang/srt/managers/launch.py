@@ -47,6 +47,9 @@ def launch_engine_processes(args: ServerArgs) -> TokenizerManager:
     # Fail fast on a bad path, and convert a GGUF once here rather than in two processes.
     files = materialize(locate_model(args.model_path))
     ipc = _ipc_names()
+    # OpenMP threads that spin while waiting are catastrophic when another process shares
+    # the cores (measured: a 0.4 ms matmul took 10-23 ms): let them sleep instead.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ctx = mp.get_context("spawn")
     reader, writer = ctx.Pipe(duplex=False)
     from sglang.srt.managers.scheduler_process import run_scheduler_process

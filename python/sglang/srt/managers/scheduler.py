@@ -77,7 +77,14 @@ class Scheduler:
             self.finished_outputs.append(self._make_output(req))
             return
         if self.capture_hook is not None:
-            self.capture_hook.on_add(req)
+            try:
+                self.capture_hook.on_add(req)
+            except ValueError as e:
+                req.finished_reason = {"type": "abort", "message": str(e)}
+                self.finished_outputs.append(self._make_output(req, error=str(e)))
+                return
+        elif req.capture is not None:
+            req.capture = None  # capture is disabled on this server: the front end rejects such requests
         self.waiting.append(req)
 
     def _validate(self, req: Req) -> str | None:
@@ -125,8 +132,9 @@ class Scheduler:
         total = self.allocator.size
         free = self.allocator.available() + (self.tree.evictable_size if self.tree else 0)
         hit = self.cached_tokens_total / self.prompt_tokens_total if self.prompt_tokens_total else 0.0
+        dropped = self.capture_hook.dropped if self.capture_hook is not None else 0
         return SchedulerLoad(len(self.running) + (1 if self.chunked else 0), len(self.waiting), total - free, total,
-                             hit, self.generated_tokens_total)
+                             hit, self.generated_tokens_total, dropped)
 
     def kv_available(self) -> int:
         """Slots that are free or could be freed by evicting unused cache entries."""
@@ -191,7 +199,9 @@ class Scheduler:
         req.req_pool_idx = row
         fill = req.fill_ids
         req.kv_len = req.cached_tokens = req.tree_len = 0
-        if self.tree is not None:
+        # Prompt attention needs every prompt query computed, so such requests skip the cache.
+        wants_prompt = req.capture is not None and req.capture.include_prompt_attention
+        if self.tree is not None and not wants_prompt:
             # At least the last token must be computed, to get the logits.
             prefix, node = self.tree.match_prefix(fill[:-1])
             self.tree.inc_lock_ref(node)
@@ -288,6 +298,8 @@ class Scheduler:
         if self.capture_hook is not None:
             fb.capture = self.capture_hook.prepare(reqs, fb)
         logits = self.runner.forward(fb)
+        if fb.capture is not None:
+            self.capture_hook.after_forward(self.runner.model)
         for req, take in zip(reqs, takes):
             req.kv_len += take
         return logits
@@ -319,6 +331,8 @@ class Scheduler:
         if self.capture_hook is not None:
             fb.capture = self.capture_hook.prepare(reqs, fb)
         logits = self.runner.forward(fb)
+        if fb.capture is not None:
+            self.capture_hook.after_forward(self.runner.model)
         for req in reqs:
             req.kv_len += 1
         return logits

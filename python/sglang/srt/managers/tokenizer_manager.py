@@ -128,6 +128,8 @@ class TokenizerManager:
         if sum(1 for s in self.states.values() if not s.finished) >= self.server_args.max_queued_requests + \
                 self.server_args.max_running_requests:
             raise OverloadedError("the server is overloaded: too many requests are waiting; retry later")
+        if obj.capture is not None and (obj.mask_system_prompt or self.server_args.attention_mask_system_prompt):
+            obj.capture.mask_prefix = max(obj.capture.mask_prefix, obj.system_prompt_len)
         rid = obj.rid or uuid.uuid4().hex
         if rid in self.states:
             raise ValueError(f"rid: request id {rid!r} is already in use")

@@ -1,0 +1,59 @@
+"""Shared pieces of the benchmark scripts: prompts, the transformers baseline, CLI errors."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from typing import Any, Callable
+
+WORDS = ("the of and to in is was for on that with as by at from his her an which are this be had not but "
+         "river mountain engine attention model token cache paper system request server memory layer batch").split()
+
+
+def make_prompts(tokenizer: Any, n: int, min_len: int, max_len: int, seed: int = 0) -> list[list[int]]:
+    """n prompts whose token lengths are spread uniformly in [min_len, max_len]."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        target = rng.randint(min_len, max_len)
+        ids: list[int] = []
+        while len(ids) < target:
+            ids += tokenizer.encode(" " + " ".join(rng.choice(WORDS) for _ in range(16)))
+        out.append(ids[:target])
+    return out
+
+
+def hf_model(model_folder: str, dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(model_folder, dtype=dtype)
+    return m.eval()
+
+
+def hf_generate_time(model: Any, prompts: list[list[int]], max_new_tokens: int, pad_id: int) -> float:
+    """Seconds for one transformers greedy generate over the batch (left padded), exactly
+    max_new_tokens new tokens per prompt."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    t = time.perf_counter()
+    with torch.no_grad():
+        model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                       do_sample=False, pad_token_id=pad_id)
+    return time.perf_counter() - t
+
+
+def run_cli(main: Callable[[], dict[str, Any]]) -> None:
+    """Run a benchmark main; bad input gives one line on stderr and exit code 2."""
+    try:
+        result = main()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))

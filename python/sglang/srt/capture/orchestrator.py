@@ -1,0 +1,256 @@
+"""Capture orchestration inside the scheduler: which rows and layers, and collecting results.
+
+The math lives in ``sgl_kernel.capture``; this module only decides, per forward, which
+query rows of which requests are captured, calls the kernel once per captured layer (and
+head subset), and keeps the small results per request until they travel with the step's
+token output. A forward where no request captures gets ``fb.capture = None`` and pays
+nothing.
+
+Which query an entry describes (ARCHITECTURE.md): ``decode_step`` i is the forward that
+produced output token i, so its query sits at position prompt_len + i - 1; step 0 is the
+last prompt position, computed by the prefill.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sglang.srt.layers.moe import SparseMoE
+from sglang.srt.managers.io_struct import CaptureParams
+
+if TYPE_CHECKING:
+    from sglang.srt.layers.radix_attention import RadixAttention
+    from sglang.srt.managers.schedule_batch import Req
+    from sglang.srt.managers.scheduler import Scheduler
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+
+logger = logging.getLogger(__name__)
+
+SKETCH_HUBS = 32  # top_hubs per layer in sketch mode
+
+
+def kernel_top_k(p: CaptureParams) -> int:
+    if p.mode == "sketch":
+        return max(SKETCH_HUBS, p.top_k)
+    if p.mode == "fingerprint":
+        return 0
+    return p.top_k
+
+
+@dataclass
+class ReqCaptureState:
+    params: CaptureParams
+    layers: list[int]
+    prompt_len: int
+    captured_steps: int = 0
+    prompt_rows_done: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)  # not yet sent
+    fp_sum: torch.Tensor | None = None  # running sum of step fingerprints, on the device
+    fp_count: int = 0
+
+    def wants_step(self, decode_step: int) -> bool:
+        p = self.params
+        if decode_step % p.stride != 0:
+            return False
+        return p.max_steps == 0 or self.captured_steps < p.max_steps
+
+
+@dataclass
+class _Row:
+    req: "Req"
+    token_index: int  # row of q in this forward
+    pos: int  # logical query position
+    decode_step: int | None  # None for a prompt-attention row
+
+
+class CaptureBatch:
+    """Capture work of one forward; ``on_layer`` is called by the attention backend."""
+
+    def __init__(self, hook: "CaptureHook", rows: list[_Row], fb: "ForwardBatch") -> None:
+        self.hook = hook
+        self.rows = rows
+        self.layers = sorted({l for r in rows for l in r.req.capture_state.layers})
+        self.layer_set = set(self.layers)
+        dev = fb.input_ids.device
+        # Group rows by head subset: one kernel call per group per layer.
+        groups: dict[tuple[int, ...] | None, list[int]] = {}
+        for i, r in enumerate(rows):
+            ids = r.req.capture.head_ids
+            groups.setdefault(tuple(ids) if ids else None, []).append(i)
+        self.groups = []
+        for heads, idx in groups.items():
+            rs = [rows[i] for i in idx]
+            self.groups.append({
+                "rows": idx,
+                "heads": torch.tensor(heads, dtype=torch.long, device=dev) if heads else None,
+                "token_index": torch.tensor([r.token_index for r in rs], dtype=torch.long, device=dev),
+                "row_req": torch.tensor([r.req.req_pool_idx for r in rs], dtype=torch.long, device=dev),
+                "row_pos": torch.tensor([r.pos for r in rs], dtype=torch.long, device=dev),
+                "window": torch.tensor([r.req.capture.window for r in rs], dtype=torch.long, device=dev),
+                "mask": torch.tensor([r.req.capture.mask_prefix for r in rs], dtype=torch.long, device=dev),
+                "top_k": max(kernel_top_k(r.req.capture) for r in rs),
+                "chunk": min(r.req.capture.chunk_size for r in rs),
+                "layers": {l for r in rs for l in r.req.capture_state.layers},
+            })
+        self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
+        self.moe: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def on_layer(self, layer: "RadixAttention", q: torch.Tensor, lse: torch.Tensor | None,
+                 fb: "ForwardBatch") -> None:
+        lid = layer.layer_id
+        if lid not in self.layer_set:
+            return
+        from sgl_kernel.capture import attention_capture
+
+        k_buf, _ = fb.kv_pool.get_kv(lid)
+        for gi, g in enumerate(self.groups):
+            if lid not in g["layers"]:
+                continue
+            self.results[(gi, lid)] = attention_capture(
+                q[g["token_index"]], k_buf, fb.req_to_token_pool.req_to_token, g["row_req"], g["row_pos"],
+                scale=layer.scaling, top_k=g["top_k"], window=g["window"], head_ids=g["heads"],
+                mask_prefix=g["mask"], logit_softcap=layer.logit_softcap, chunk_size=g["chunk"],
+            )
+
+    def after_forward(self, model: torch.nn.Module) -> None:
+        """Read MoE routing of the captured layers (it runs after attention in each layer)."""
+        layers = getattr(getattr(model, "model", None), "layers", [])
+        for lid in self.layers:
+            mlp = getattr(layers[lid], "mlp", None) if lid < len(layers) else None
+            if isinstance(mlp, SparseMoE) and mlp.last_topk_ids is not None:
+                self.moe[lid] = (mlp.last_topk_ids, mlp.last_topk_weights)
+
+    def finalize(self) -> None:
+        """Turn this forward's results into one record per captured row."""
+        for gi, g in enumerate(self.groups):
+            for j, ri in enumerate(g["rows"]):
+                row = self.rows[ri]
+                st = row.req.capture_state
+                p = row.req.capture
+                k = kernel_top_k(p)
+                rec: dict[str, Any] = {"decode_step": row.decode_step, "query_pos": row.pos, "layers": st.layers}
+                res = [self.results[(gi, l)] for l in st.layers]
+                if p.mode != "fingerprint":
+                    rec["topk_pos"] = torch.stack([r.topk_pos[j, :k] for r in res])
+                    rec["topk_prob"] = torch.stack([r.topk_prob[j, :k] for r in res])
+                    rec["topk_logit"] = torch.stack([r.topk_logit[j, :k] for r in res])
+                    rec["lse_ref"] = torch.stack([r.lse_ref[j] for r in res])
+                    rec["masked_mass"] = torch.stack([r.masked_mass[j] for r in res])
+                if p.mode == "sketch":
+                    rec["hist"] = torch.stack([r.hist[j] for r in res])
+                    rec["entropy"] = torch.stack([r.entropy[j] for r in res])
+                if p.mode == "fingerprint":
+                    rec["fingerprint"] = torch.stack([r.fingerprint[j] for r in res]).mean(0)
+                moe = {l: (self.moe[l][0][row.token_index], self.moe[l][1][row.token_index])
+                       for l in st.layers if l in self.moe}
+                if moe:
+                    rec["moe"] = moe
+                st.records.append(rec)
+                if row.decode_step is not None:
+                    st.captured_steps += 1
+                    if p.mode == "fingerprint":
+                        self.hook.on_fingerprint(row.req, rec)
+
+
+class CaptureHook:
+    """Installed on a Scheduler when the server allows capture."""
+
+    def __init__(self, sched: "Scheduler") -> None:
+        self.sched = sched
+        self.num_layers = sched.cfg.num_layers
+        self.current: CaptureBatch | None = None
+        self.sidecar = None
+        if sched.args.attention_sidecar_url:
+            from sglang.srt.capture.sidecar import SidecarEmitter
+
+            self.sidecar = SidecarEmitter(sched.args.attention_sidecar_url,
+                                          model=sched.runner.files.display_name)
+
+    @property
+    def dropped(self) -> int:
+        return self.sidecar.dropped if self.sidecar else 0
+
+    def on_add(self, req: "Req") -> None:
+        p = req.capture
+        if p is None:
+            return
+        layers = sorted(set(p.layers)) or [self.num_layers - 1]
+        bad = [l for l in layers if not 0 <= l < self.num_layers]
+        if bad:  # the HTTP side validates; this guards the offline API
+            raise ValueError(f"attention_capture_layers: layer {bad[0]} is outside 0..{self.num_layers - 1}")
+        p.mask_prefix = min(max(0, p.mask_prefix), req.prompt_len - 1)
+        req.capture_state = ReqCaptureState(p, layers, req.prompt_len)
+
+    def prepare(self, reqs: list["Req"], fb: "ForwardBatch") -> CaptureBatch | None:
+        rows: list[_Row] = []
+        if fb.is_decode:
+            for i, r in enumerate(reqs):
+                st = r.capture_state
+                if st is not None and st.wants_step(len(r.output_ids)):
+                    rows.append(_Row(r, i, r.kv_len, len(r.output_ids)))
+        else:
+            start = 0
+            for r, take in zip(reqs, fb.extend_seq_lens_cpu):
+                st = r.capture_state
+                if st is not None:
+                    lo, hi = r.kv_len, r.kv_len + take  # positions computed by this forward
+                    if r.capture.include_prompt_attention:
+                        rows += self._prompt_rows(r, lo, hi, start)
+                    if hi == len(r.fill_ids) and st.wants_step(len(r.output_ids)):
+                        rows.append(_Row(r, start + take - 1, hi - 1, len(r.output_ids)))
+                start += take
+        if not rows:
+            return None
+        self.current = CaptureBatch(self, rows, fb)
+        return self.current
+
+    def _prompt_rows(self, r: "Req", lo: int, hi: int, start: int) -> list[_Row]:
+        """Prompt positions in [lo, hi) other than the last one (that is decode step 0);
+        private (masked) query positions are never captured."""
+        p, st = r.capture, r.capture_state
+        out = []
+        for pos in range(max(lo, p.mask_prefix), min(hi, r.prompt_len - 1)):
+            if pos % p.stride:
+                continue
+            if p.max_steps and st.prompt_rows_done >= p.max_steps:
+                break
+            st.prompt_rows_done += 1
+            out.append(_Row(r, start + pos - lo, pos, None))
+        return out
+
+    def after_forward(self, model: torch.nn.Module) -> None:
+        if self.current is not None:
+            self.current.after_forward(model)
+            self.current.finalize()
+            self.current = None
+
+    def after_step(self, reqs: list["Req"]) -> None:
+        pass  # records are finalized right after the forward
+
+    def on_fingerprint(self, req: "Req", rec: dict[str, Any]) -> None:
+        if self.sidecar is None:
+            return
+        # Device tensors go to the emitter's thread, which copies them to the host:
+        # the scheduler never waits on a device-to-host copy for the sidecar.
+        st = req.capture_state
+        v = rec["fingerprint"].detach().double()
+        self.sidecar.step(req.rid, rec["decode_step"], v)
+        st.fp_sum = v.clone() if st.fp_sum is None else st.fp_sum + v
+        st.fp_count += 1
+
+    def on_finish(self, req: "Req") -> None:
+        st = req.capture_state
+        if self.sidecar is not None and st is not None and st.fp_count:
+            self.sidecar.request_summary(req.rid, st.fp_sum / st.fp_count, st.fp_count)
+
+    def take_payload(self, req: "Req") -> dict[str, Any] | None:
+        st = req.capture_state
+        if st is None or not st.records:
+            return None
+        recs, st.records = st.records, []
+        from sglang.srt.capture.payload import pack_records
+
+        return pack_records(st.params, recs, self.sched.cfg.moe_layers)

@@ -1,0 +1,72 @@
+"""Non-blocking fingerprint stream to a clustering sidecar (ZMQ PUSH).
+
+Messages follow ARCHITECTURE.md's wire format. The scheduler only puts device tensors
+on a bounded queue; a background thread copies them to the host, serializes and sends
+with NOBLOCK. A full queue or a sidecar that does not read drops messages and counts
+them (``dropped``, exported in /metrics): generation never waits for the sidecar.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from sgl_kernel import zones
+
+logger = logging.getLogger(__name__)
+QUEUE_SIZE = 10_000
+SNDHWM = 10_000
+
+
+class SidecarEmitter:
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model = url, model
+        self.q: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.dropped = 0
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sidecar-emitter", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        try:
+            self.q.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def step(self, rid: str, step: int, vector: Any) -> None:
+        self._put(("step", rid, step, vector, time.time()))
+
+    def request_summary(self, rid: str, vector: Any, steps: int) -> None:
+        self._put(("request", rid, steps, vector, time.time()))
+
+    def _run(self) -> None:
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.url)
+        while not self._stop.is_set():
+            try:
+                kind, rid, step, vec, ts = self.q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            v = [float(x) for x in vec.cpu().tolist()] if hasattr(vec, "cpu") else [float(x) for x in vec]
+            msg = {"version": 1, "kind": kind, "request_id": rid, "vector": v, "manifold": zones.classify(v).zone,
+                   "model": self.model, "timestamp": ts}
+            msg["step" if kind == "step" else "steps"] = step
+            try:
+                sock.send_string(json.dumps(msg), flags=zmq.NOBLOCK)
+                self.sent += 1
+            except zmq.Again:
+                self.dropped += 1
+        sock.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)

@@ -1,0 +1,63 @@
+"""Run capturing requests through an in-process Scheduler, and the dense oracle."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from sglang.srt.capture.entries import build_entries
+from sglang.srt.capture.hook import maybe_install_capture
+from sglang.srt.managers.io_struct import CaptureParams, TokenizedGenerateReqInput
+from sglang.srt.managers.scheduler import Scheduler
+from sglang.srt.sampling.sampling_params import SamplingParams
+from sglang.srt.server_args import ServerArgs
+
+
+def capture_scheduler(model_path: str | None = None, **kw: Any) -> Scheduler:
+    sched = Scheduler(ServerArgs(model_path=model_path, return_attention_tokens=True, **kw))
+    maybe_install_capture(sched)
+    assert sched.capture_hook is not None
+    return sched
+
+
+def run_capture(sched: Scheduler, reqs: list[tuple[int, str, list[int], CaptureParams | None]],
+                n_new: int) -> dict[str, dict[str, Any]]:
+    """reqs: (arrival step, rid, prompt ids, capture params). Returns rid -> output ids + entries."""
+    res: dict[str, dict[str, Any]] = {}
+    pending = sorted(reqs, key=lambda r: r[0])
+    prompt_len = {}
+    step = 0
+    while pending or sched.has_work() or sched.finished_outputs:
+        while pending and pending[0][0] <= step:
+            _, rid, ids, cap = pending.pop(0)
+            res[rid] = {"output_ids": [], "entries": [], "payloads": 0, "error": None}
+            prompt_len[rid] = len(ids)
+            sp = SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True)
+            sched.add_request(TokenizedGenerateReqInput(rid, ids, sp, stream=True, capture=cap))
+        for o in (sched.step() if sched.has_work() else sched.step_idle()):
+            r = res[o.rid]
+            r["output_ids"] += o.new_token_ids
+            r["error"] = r["error"] or o.error
+            if o.capture:
+                r["entries"] += build_entries(o.capture, prompt_len[o.rid])
+                r["payloads"] += 1
+        step += 1
+    return res
+
+
+def dense_attention(hf_model: Any, ids: list[int]) -> list[np.ndarray]:
+    """Per layer [H, T, T] float64 attention probabilities from transformers (eager)."""
+    with torch.no_grad():
+        out = hf_model(torch.tensor([ids]), output_attentions=True)
+    return [a[0].double().numpy() for a in out.attentions]
+
+
+def hist16(p: np.ndarray, t: int) -> np.ndarray:
+    """Exact 16-bin log-distance histogram of p over keys 0..t (independent of the kernel)."""
+    h = np.zeros(16)
+    for j in range(t + 1):
+        d = t - j
+        b = 0 if d <= 1 else min(int(np.floor(np.log2(d))), 15)
+        h[b] += p[j]
+    return h

@@ -1,0 +1,162 @@
+"""Every capture number checked against transformers' dense eager attention
+(output_attentions=True) on the same tokens, for the default SmolLM2."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from capture_utils import capture_scheduler, dense_attention, hist16, run_capture
+from sglang.srt.managers.io_struct import CaptureParams
+
+N_NEW = 10
+L = 30  # SmolLM2 layers
+AUTO = [L // 4, L // 2, 3 * L // 4, L - 1]
+
+
+@pytest.fixture(scope="module")
+def sched():
+    return capture_scheduler(max_total_tokens=4096)
+
+
+@pytest.fixture(scope="module")
+def hf(sched):
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(sched.runner.files.folder, dtype=torch.float32,
+                                             attn_implementation="eager")
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def prompt(smollm_tokenizer):
+    text = ("<|im_start|>system\nYou are a careful assistant.<|im_end|>\n<|im_start|>user\n"
+            "List three rivers of Europe and one fact about each.<|im_end|>\n<|im_start|>assistant\n")
+    return smollm_tokenizer.encode(text)
+
+
+def _probs(dense, layer, t, heads=None, window=0):
+    a = dense[layer][:, t, : t + 1]  # [H, t+1]
+    if heads is not None:
+        a = a[heads]
+    if window:
+        lo = max(0, t + 1 - window)
+        a = a[:, lo:] / a[:, lo:].sum(-1, keepdims=True)
+        a = np.concatenate([np.zeros((a.shape[0], lo)), a], axis=1)
+    return a.mean(0), a
+
+
+def _check_raw(e, dense, k, heads=None, window=0, mask=0):
+    t = e["query_position"]
+    p, _ = _probs(dense, e["layer_id"], t, heads, window)
+    elig = p.copy()
+    elig[:mask] = -1
+    if window:
+        elig[: max(0, t + 1 - window)] = -1
+    n_elig = int((elig >= 0).sum())
+    order = np.argsort(-elig, kind="stable")[: min(k, n_elig)]
+    got = e["token_positions"]
+    assert len(got) == min(k, n_elig)
+    true = [math.exp(x - e["logsumexp_candidates"]) for x in e["topk_logits"]]
+    np.testing.assert_allclose(true, p[got], atol=1e-4)
+    # the top-k set: equal where the k-th and (k+1)-th values are not tied
+    ref_sorted = np.sort(elig)[::-1]
+    if len(got) < n_elig and ref_sorted[len(got) - 1] - ref_sorted[len(got)] > 1e-4:
+        assert set(got) == set(order.tolist())
+    assert all(j >= mask for j in got)
+    np.testing.assert_allclose(sum(e["attention_scores"]), 1.0, atol=1e-5)
+    np.testing.assert_allclose(e["attention_scores"], p[got] / p[got].sum(), atol=1e-4)
+    if mask:
+        np.testing.assert_allclose(e["masked_mass"], p[:mask].sum(), atol=1e-4)
+
+
+@pytest.mark.parametrize("layers,stride", [([L - 1], 1), (AUTO, 2), ([0, 7, 13], 3)])
+def test_raw_topk_matches_dense(sched, hf, prompt, layers, stride):
+    cap = CaptureParams(mode="raw", top_k=8, layers=layers, stride=stride)
+    res = run_capture(sched, [(0, "r", prompt, cap)], N_NEW)["r"]
+    dense = dense_attention(hf, prompt + res["output_ids"][:-1])
+    steps = sorted({e["decode_step"] for e in res["entries"]})
+    assert steps == list(range(0, N_NEW, stride))
+    assert len(res["entries"]) == len(steps) * len(layers)
+    for e in res["entries"]:
+        assert e["query_position"] == len(prompt) + e["decode_step"] - 1
+        assert e["layer_id"] in layers
+        _check_raw(e, dense, 8)
+
+
+def test_heads_window_mask_and_prompt_attention(sched, hf, prompt):
+    cap = CaptureParams(mode="raw", top_k=5, layers=[3, L - 1], head_ids=[1, 4], window=16, mask_prefix=12,
+                        include_prompt_attention=True, stride=4)
+    res = run_capture(sched, [(0, "h", prompt, cap)], N_NEW)["h"]
+    dense = dense_attention(hf, prompt + res["output_ids"][:-1])
+    prompt_entries = [e for e in res["entries"] if e.get("prompt")]
+    assert prompt_entries, "include_prompt_attention gave no prompt entries"
+    assert {e["query_position"] for e in prompt_entries} == {t for t in range(12, len(prompt) - 1) if t % 4 == 0}
+    for e in res["entries"]:
+        _check_raw(e, dense, 5, heads=[1, 4], window=16, mask=12)
+    # one head: the logits are that head's, lse its own
+    cap1 = CaptureParams(mode="raw", top_k=3, layers=[L - 1], head_ids=[2])
+    res1 = run_capture(sched, [(0, "one", prompt, cap1)], 3)["one"]
+    dense1 = dense_attention(hf, prompt + res1["output_ids"][:-1])
+    for e in res1["entries"]:
+        _check_raw(e, dense1, 3, heads=[2])
+
+
+def test_sketch_and_fingerprint_match_dense(sched, hf, prompt):
+    sk = CaptureParams(mode="sketch", top_k=5, layers=AUTO)
+    fp = CaptureParams(mode="fingerprint", layers=AUTO)
+    res = run_capture(sched, [(0, "s", prompt, sk), (0, "f", prompt, fp)], N_NEW)
+    assert res["s"]["output_ids"] == res["f"]["output_ids"]
+    dense = dense_attention(hf, prompt + res["s"]["output_ids"][:-1])
+    for e in res["s"]["entries"]:
+        t = e["query_position"]
+        assert e["mode"] == "sketch" and set(e["layer_sketches"]) == {str(l) for l in AUTO}
+        for l, s in e["layer_sketches"].items():
+            p, ph = _probs(dense, int(l), t)
+            np.testing.assert_allclose(s["dist_hist"], hist16(p, t), atol=1e-4)
+            assert abs(sum(s["dist_hist"]) - 1) < 1e-4
+            ent = float(np.mean([-(x[x > 0] * np.log(x[x > 0])).sum() for x in ph]))
+            assert abs(s["entropy"] - ent) < 1e-3
+            hubs = s["top_hubs"]
+            assert len(hubs) == min(32, t + 1)
+            np.testing.assert_allclose([h[1] for h in hubs], p[[h[0] for h in hubs]], atol=1e-4)
+            assert abs(s["mass_captured"] - np.sort(p)[::-1][:5].sum()) < 1e-4
+    for e in res["f"]["entries"]:
+        t = e["query_position"]
+        vecs = []
+        for l in AUTO:
+            p, ph = _probs(dense, l, t)
+            h = hist16(p, t)
+            ent = float(np.mean([-(x[x > 0] * np.log(x[x > 0])).sum() for x in ph]))
+            vecs.append(np.concatenate([[h[:3].sum(), h[3:8].sum(), h[8:].sum(), ent / math.log(t + 1)], h]))
+        np.testing.assert_allclose(e["fingerprint"], np.mean(vecs, 0), atol=1e-4)
+        assert e["manifold"] in ("syntax_floor", "semantic_bridge", "long_range", "structure_ripple", "diffuse")
+        assert e["step"] == e["decode_step"]
+
+
+def test_capture_same_alone_mixed_and_on_radix_hit(sched, prompt, smollm_tokenizer):
+    cap = CaptureParams(mode="raw", top_k=6, layers=AUTO)
+    alone = run_capture(sched, [(0, "a", prompt, cap)], N_NEW)["a"]
+    other = smollm_tokenizer.encode("Write a long story about a dragon who learns to cook.")
+    mixed = run_capture(sched, [(0, "x", other, None), (1, "b", prompt, cap), (2, "y", other[:7], CaptureParams(
+        mode="fingerprint")), (0, "hit", prompt, cap)], N_NEW)
+    for rid in ("b", "hit"):
+        assert mixed[rid]["output_ids"] == alone["output_ids"]
+        assert len(mixed[rid]["entries"]) == len(alone["entries"])
+        for e1, e2 in zip(alone["entries"], mixed[rid]["entries"]):
+            assert e1["token_positions"] == e2["token_positions"] and e1["layer_id"] == e2["layer_id"]
+            np.testing.assert_allclose(e1["topk_logits"], e2["topk_logits"], atol=1e-4)
+            assert abs(e1["logsumexp_candidates"] - e2["logsumexp_candidates"]) < 1e-4
+    assert mixed["x"]["entries"] == [] and mixed["x"]["payloads"] == 0
+    assert sched.tree.protected_size == 0
+
+
+def test_max_steps_and_invalid_layer(sched, prompt):
+    cap = CaptureParams(mode="fingerprint", layers=[L - 1], max_steps=3)
+    res = run_capture(sched, [(0, "m", prompt, cap)], N_NEW)["m"]
+    assert [e["decode_step"] for e in res["entries"]] == [0, 1, 2]
+    bad = run_capture(sched, [(0, "bad", prompt, CaptureParams(layers=[L]))], 2)["bad"]
+    assert "attention_capture_layers" in bad["error"]
+    assert sched.allocator.available() + sched.tree.evictable_size == sched.allocator.size
