@@ -245,11 +245,15 @@ class TokenizerManager:
         }
 
     def _prompt_tokens(self, st: _ReqState) -> list[dict[str, Any]]:
+        """Labels for prompt positions; private (masked) positions carry no id or text."""
         cap = st.obj.capture
         ids = st.obj.input_ids if st.obj.input_ids is not None else self.tokenizer.encode(st.obj.text)
         masked = cap.mask_prefix if cap is not None else 0
-        return [{"position": p, "id": t, "text": s, "masked": p < masked}
-                for p, (t, s) in enumerate(zip(ids, self._token_texts(ids)))]
+        texts = self._token_texts(ids[masked:])
+        out: list[dict[str, Any]] = [{"position": p, "masked": True} for p in range(min(masked, len(ids)))]
+        out += [{"position": masked + i, "id": t, "text": s, "masked": False}
+                for i, (t, s) in enumerate(zip(ids[masked:], texts))]
+        return out
 
     def abort_request(self, rid: str) -> None:
         st = self.states.get(rid)
