@@ -52,8 +52,8 @@ try {
     await page.getByLabel("max tokens").fill("24");
     await page.getByLabel("temperature").fill("0");
     await page.getByLabel("top k").fill("32");
-    await page.getByLabel("system prompt").fill("You are a concise assistant.");
-    await page.getByLabel("mask system prompt").check();
+    await page.getByLabel("system prompt", { exact: true }).fill("You are a concise assistant.");
+    await page.getByLabel("mask system prompt", { exact: true }).check();
     await page.getByText("include prompt attention").click();
   });
 

@@ -12,6 +12,10 @@ import { loadFixture, replay } from "./helpers";
 
 afterEach(cleanup);
 
+// Each hover comes from a pointer that moved (RunTokens ignores mouseovers from a still pointer).
+let px = 0;
+const hover = (el: Element) => act(() => void fireEvent.mouseOver(el, { clientX: ++px, clientY: 5 }));
+
 function Harness({ session, runId, initialOpts }: { session: TraceSession; runId: string; initialOpts?: ViewOptions }) {
   const [hover, setHover] = useState<Focus | null>(null);
   const [pinned, setPinned] = useState<Focus | null>(null);
@@ -40,7 +44,7 @@ describe("chat tokens and Token Lens", () => {
     const { session, runId } = replay(loadFixture("chat_raw_think.json"));
     const { container } = render(<Harness session={session} runId={runId} />);
     const tok = container.querySelector('.tok[data-pos="10"]')!;
-    act(() => void fireEvent.mouseOver(tok));
+    hover(tok);
     const svg = container.querySelector("svg.link-overlay")!;
     // layer 29 links of step 4: positions 0, 4, 9, 5 (none is the token itself)
     expect(svg.getAttribute("data-link-count")).toBe("4");
@@ -57,7 +61,7 @@ describe("chat tokens and Token Lens", () => {
   it("excluding sinks hides them and renormalizes", () => {
     const { session, runId } = replay(loadFixture("chat_raw_think.json"));
     const { container } = render(<Harness session={session} runId={runId} initialOpts={{ layer: 29, excludeSinks: true }} />);
-    act(() => void fireEvent.mouseOver(container.querySelector('.tok[data-pos="10"]')!));
+    hover(container.querySelector('.tok[data-pos="10"]')!);
     const l29 = screen.getByTestId("token-lens").querySelector('[data-layer="29"]') as HTMLElement;
     const cells = within(l29).getAllByRole("row").slice(1).map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent));
     expect(cells.map((c) => c[0])).toEqual(["9", "5"]);
@@ -76,6 +80,14 @@ describe("chat tokens and Token Lens", () => {
     act(() => void fireEvent.click(lens.querySelector('[data-tab="moe"]')!));
     const rows = [...lens.querySelectorAll('[data-layer="3"] tbody tr')].map((r) => r.textContent);
     expect(rows).toEqual(["#570.0%", "#230.0%"]);
+  });
+
+  it("a mouseover from a pointer that did not move (re-wrap under it) keeps the hover", () => {
+    const { session, runId } = replay(loadFixture("chat_raw_think.json"));
+    const { container } = render(<Harness session={session} runId={runId} />);
+    hover(container.querySelector('.tok[data-pos="10"]')!);
+    act(() => void fireEvent.mouseOver(container.querySelector('.tok[data-pos="7"]')!, { clientX: px, clientY: 5 }));
+    expect(container.querySelector(".tok.focus")!.getAttribute("data-pos")).toBe("10");
   });
 
   it("the think block collapses from its header", () => {

@@ -10,6 +10,8 @@ import { LinkOverlay } from "./LinkOverlay";
 import { SegmentTimeline } from "./SegmentTimeline";
 
 const LEVELS = 8;
+/** Pointer position of the last hover change, shared by all runs' token boxes. */
+const lastPointer = { x: NaN, y: NaN };
 
 interface TokenProps {
   pos: number;
@@ -110,6 +112,11 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
   const handleOver = (e: React.MouseEvent) => {
     const el = (e.target as HTMLElement).closest("[data-pos]") as HTMLElement | null;
     if (!el) return;
+    // When the lens slides in, the text re-wraps under a still pointer and the browser sends
+    // a mouseover for whatever token is now there. Only a pointer that moved changes the hover.
+    if (lastPointer.x === e.clientX && lastPointer.y === e.clientY) return;
+    lastPointer.x = e.clientX;
+    lastPointer.y = e.clientY;
     const pos = Number(el.dataset.pos);
     if (!hover || hover.runId !== run.id || hover.position !== pos) onHover({ runId: run.id, position: pos });
   };
