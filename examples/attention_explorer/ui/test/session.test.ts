@@ -12,7 +12,8 @@ describe("TraceSession from a raw capture stream", () => {
 
   it("builds prompt and output tokens at the right positions", () => {
     expect(run.promptLen).toBe(fx.expect.prompt_len);
-    expect(run.promptTokens.map((t) => t.text).join("|")).toBe("<|im_start|>|system|\n|user| Café?|\n");
+    expect(run.promptTokens.map((t) => t.text).join("|")).toBe("|||user| Café?|\n");
+    expect(run.promptTokens.map((t) => t.id)).toEqual([null, null, null, 4093, 2343, 198]);
     expect(run.tokens.map((t) => t.text).join("")).toBe(fx.expect.output_text);
     expect(run.tokens.map((t) => t.position)).toEqual([6, 7, 8, 9, 10, 11]);
     expect(session.tokenAt(run, 4)).toMatchObject({ kind: "prompt", token: { text: " Café?" } });

@@ -63,8 +63,9 @@ export interface OutputTokenInfo {
 
 export interface PromptTokenInfo {
   position: number;
-  id: number;
-  text: string;
+  /** Absent on masked positions: the server keeps private prompt tokens to itself. */
+  id?: number | null;
+  text?: string | null;
   masked: boolean;
 }
 

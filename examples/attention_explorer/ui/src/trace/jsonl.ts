@@ -304,9 +304,7 @@ export function importTrace(text: string): TraceSession {
       }
       case "token": {
         if (r.kind === "prompt") {
-          s.ingestPromptTokens(r.run_id, [{ position: r.index, id: r.token_id ?? -1, text: r.text, masked: !!r.masked }]);
-          const run = s.run(r.run_id);
-          run.promptTokens[r.index].id = r.token_id;
+          s.ingestPromptTokens(r.run_id, [{ position: r.index, id: r.token_id, text: r.text, masked: !!r.masked }]);
         } else {
           s.ingestOutputTokens(r.run_id, [{ step: r.step as number, id: r.token_id ?? -1, text: r.text, think_phase: r.think_phase }]);
           const tok = s.run(r.run_id).tokens[r.step as number];

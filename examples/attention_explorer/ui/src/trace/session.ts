@@ -327,7 +327,7 @@ export class TraceSession {
   ingestPromptTokens(runId: string, toks: PromptTokenInfo[]): void {
     const run = this.run(runId);
     for (const t of toks) {
-      run.promptTokens[t.position] = { position: t.position, id: t.id, text: t.text, masked: !!t.masked };
+      run.promptTokens[t.position] = { position: t.position, id: t.id ?? null, text: t.text ?? "", masked: !!t.masked };
     }
     run.promptLen = run.promptTokens.length;
     this.touch();
