@@ -1,0 +1,125 @@
+"""Cost of attention capture: throughput per capture mode on the same prompts, one run.
+
+    python -m sglang.bench_attention_capture --num-prompts 8 --output-len 64 --baseline transformers
+
+Modes: off, raw top-5 on the last layer, raw top-32 on `auto` layers, sketch (auto),
+fingerprint (auto), and a mixed batch where half the requests capture raw top-32/auto.
+Each runs the same prompts through the real scheduler (in-process, continuous batching);
+bytes per step is the size of the JSON entries a client receives per decode step. With
+``--baseline transformers`` the same prompts go through transformers' ``generate`` with
+eager attention and ``output_attentions=True`` (what one would do without this engine).
+Prints one JSON object.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see managers/launch.py
+
+import argparse
+import json
+import time
+from typing import Any
+
+from sglang.bench_utils import make_prompts, run_cli
+from sglang.srt.managers.io_struct import CaptureParams
+from sglang.srt.server_args import ServerArgs
+
+
+def _run(sched: Any, prompts: list[list[int]], caps: list[CaptureParams | None], out_len: int) -> dict[str, Any]:
+    from sglang.srt.capture.entries import build_entries
+    from sglang.srt.managers.io_struct import TokenizedGenerateReqInput
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    sched.flush_cache()
+    sp = SamplingParams(max_new_tokens=out_len, temperature=0.0, ignore_eos=True)
+    for i, (p, c) in enumerate(zip(prompts, caps)):
+        cap = None if c is None else CaptureParams(**vars(c))
+        sched.add_request(TokenizedGenerateReqInput(f"q{i}-{time.time()}", p, sp, stream=True, capture=cap))
+    payload_bytes = 0
+    captured_steps = 0
+    lens = {}
+    t0 = time.perf_counter()
+    tokens = 0
+    while sched.has_work():
+        for o in sched.step():
+            tokens += len(o.new_token_ids)
+            if o.capture:
+                entries = build_entries(o.capture, lens.setdefault(o.rid, o.prompt_tokens))
+                payload_bytes += len(json.dumps(entries, separators=(",", ":")))
+                captured_steps += len({e["decode_step"] for e in entries})
+    elapsed = time.perf_counter() - t0
+    return {"elapsed_s": round(elapsed, 3), "output_tok_s": round(tokens / elapsed, 2),
+            "bytes_per_step": round(payload_bytes / captured_steps, 1) if captured_steps else 0}
+
+
+def main() -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ServerArgs.add_cli_args(ap)
+    ap.add_argument("--num-prompts", type=int, default=8)
+    ap.add_argument("--input-len", type=int, default=256)
+    ap.add_argument("--output-len", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=1, help="runs per mode (the best is reported)")
+    ap.add_argument("--baseline", choices=["none", "transformers"], default="none")
+    a = ap.parse_args()
+    args = ServerArgs.from_cli_args(a)
+    args.return_attention_tokens = True
+    args.validate()
+    import torch
+
+    from sglang.srt.capture.hook import maybe_install_capture
+    from sglang.srt.managers.scheduler import Scheduler
+    from sglang.srt.model_loader.tokenizer import load_tokenizer
+
+    sched = Scheduler(args)
+    maybe_install_capture(sched)
+    L = sched.cfg.num_layers
+    auto = sorted({L // 4, L // 2, 3 * L // 4, L - 1})
+    tok = load_tokenizer(sched.runner.files)
+    prompts = make_prompts(tok, a.num_prompts, a.input_len, a.input_len)
+    n = a.num_prompts
+    raw32 = CaptureParams(mode="raw", top_k=32, layers=auto)
+    modes: dict[str, list[CaptureParams | None]] = {
+        "off": [None] * n,
+        "raw_top5_last": [CaptureParams(mode="raw", top_k=5, layers=[L - 1])] * n,
+        "raw_top32_auto": [raw32] * n,
+        "sketch_auto": [CaptureParams(mode="sketch", top_k=5, layers=auto)] * n,
+        "fingerprint_auto": [CaptureParams(mode="fingerprint", layers=auto)] * n,
+        "mixed_half_raw_top32_auto": [raw32 if i % 2 else None for i in range(n)],
+    }
+    _run(sched, [p[:16] for p in prompts[:2]], [raw32, None], 4)  # warm-up
+    results: dict[str, Any] = {}
+    for name, caps in modes.items():
+        best = None
+        for _ in range(a.repeats):
+            r = _run(sched, prompts, caps, a.output_len)
+            best = r if best is None or r["output_tok_s"] > best["output_tok_s"] else best
+        results[name] = best
+    off = results["off"]["output_tok_s"]
+    for name, r in results.items():
+        r["throughput_vs_off"] = round(r["output_tok_s"] / off, 4)
+    out: dict[str, Any] = {"benchmark": "attention_capture", "model": sched.runner.files.display_name,
+                           "device": str(sched.runner.device), "num_prompts": n, "input_len": a.input_len,
+                           "output_len": a.output_len, "threads": torch.get_num_threads(), "modes": results}
+    if a.baseline == "transformers":
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(sched.runner.files.folder, dtype=sched.runner.dtype,
+                                                  attn_implementation="eager").eval()
+        ids = torch.tensor(prompts)
+        t = time.perf_counter()
+        with torch.no_grad():
+            g = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=a.output_len,
+                            min_new_tokens=a.output_len, do_sample=False, output_attentions=True,
+                            return_dict_in_generate=True, pad_token_id=0)
+        elapsed = time.perf_counter() - t
+        att_bytes = sum(x.numel() * x.element_size() for step in g.attentions for x in step)
+        out["transformers_output_attentions"] = {
+            "elapsed_s": round(elapsed, 3), "output_tok_s": round(n * a.output_len / elapsed, 2),
+            "attention_bytes_per_step": round(att_bytes / (n * a.output_len), 1),
+        }
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)
