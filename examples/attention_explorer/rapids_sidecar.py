@@ -145,7 +145,7 @@ class BatchClusterer:
         self._lock = threading.Lock()  # the buffer is appended by the receiver, read by re-clustering
         self._fit_lock = threading.Lock()
 
-    def add_many(self, vectors: list[tuple[float, ...]]) -> None:
+    def add_many(self, vectors: list[list[float]]) -> None:
         with self._lock:
             self.buffer.extend(vectors)
 
@@ -204,7 +204,7 @@ class OnlineClusterer:
         c2 = np.sum((self.ls[j] / np.asarray(self.n[j])[..., None]) ** 2, axis=-1)
         return np.sqrt(np.maximum(self.ss[j] / self.n[j] - c2, 0.0))
 
-    def add_many(self, vectors: list[tuple[float, ...]]) -> None:
+    def add_many(self, vectors: list[list[float]]) -> None:
         with self._lock:
             for v in vectors:
                 self._add(np.asarray(v, dtype=np.float64))
@@ -305,7 +305,7 @@ class Receiver:
         while not self._stop.is_set():
             if not poller.poll(100):
                 continue
-            accepted: list[tuple[float, ...]] = []
+            accepted: list[list[float]] = []
             now = time.time()
             for _ in range(4096):
                 try:

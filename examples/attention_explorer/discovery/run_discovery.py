@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--umap-neighbors", type=int, default=15)
     ap.add_argument("--umap-min-dist", type=float, default=0.0)
     ap.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN; default max(10, n/100), <= 1000")
-    ap.add_argument("--hdbscan-min-samples", type=int, default=None, help="HDBSCAN min_samples (default: min cluster size)")
+    ap.add_argument("--hdbscan-min-samples", type=int, default=None, help="HDBSCAN min_samples (default: min(min cluster size, 50))")
     ap.add_argument("--kind", choices=["all", "step", "request"], default="all")
     ap.add_argument("--limit", type=int, default=None, help="use only the most recent N fingerprints")
     ap.add_argument("--seed", type=int, default=42, help="random seed (-1: unseeded, lets UMAP use threads)")

@@ -15,7 +15,7 @@ def test_full_message_round_trips_every_field() -> None:
     m = parse_frame(json.dumps(GOOD).encode(), 99.0)
     assert (m.request_id, m.session_id, m.kind, m.step, m.think_phase, m.manifold, m.model, m.timestamp) == (
         "r-1", "s", "request", 7, "think", "syntax_floor", "m", 12.5)
-    assert m.received_at == 99.0 and m.vector == tuple([0.05] * 20)
+    assert m.received_at == 99.0 and m.vector == [0.05] * 20
 
 
 def test_only_vector_is_required_and_ints_are_numbers() -> None:
@@ -42,6 +42,7 @@ def test_only_vector_is_required_and_ints_are_numbers() -> None:
     (b'{"vector": [Infinity' + b", 0" * 19 + b"]}", "non_finite"),
     (b'{"vector": [-Infinity' + b", 0" * 19 + b"]}", "non_finite"),
     (json.dumps({"vector": [10 ** 400] * 20}).encode(), "non_finite"),
+    (json.dumps({"vector": [10 ** 400, -10 ** 400] + [0] * 18}).encode(), "non_finite"),  # sum is 0
     (json.dumps({"vector": [0.0] * 20, "version": 2}).encode(), "unsupported_version"),
     (json.dumps({"vector": [0.0] * 20, "kind": "token"}).encode(), "bad_field"),
     (json.dumps({"vector": [0.0] * 20, "step": -1}).encode(), "bad_field"),

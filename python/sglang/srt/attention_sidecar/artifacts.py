@@ -66,8 +66,10 @@ def write_artifact_set(out_dir: str, writers: dict[str, Callable[[str], None]], 
         files: dict[str, dict[str, Any]] = {}
         for name, write in writers.items():
             p = os.path.join(staging, name)
+            t0 = time.perf_counter()
             write(p)
-            files[name] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
+            files[name] = {"sha256": sha256_file(p), "bytes": os.path.getsize(p),
+                           "write_s": round(time.perf_counter() - t0, 3)}
         man = {**manifest, "format": FORMAT, "files": files}
         mp = os.path.join(staging, MANIFEST)
         with open(mp, "w") as f:

@@ -32,6 +32,13 @@ def _pcts(xs: list[float]) -> dict[str, float]:
             "mean_ms": round(float(a.mean()), 4), "n": len(xs)}
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_ingest(n: int, flush_size: int) -> dict[str, Any]:
     import zmq
 
@@ -51,6 +58,7 @@ def bench_ingest(n: int, flush_size: int) -> dict[str, Any]:
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.connect(svc.zmq_endpoint)
             time.sleep(0.2)  # connection established before the clock starts
+            cpu0 = _proc_cpu_s(svc.proc.pid)
             sent_at: list[float] = []
 
             def send() -> None:
@@ -70,6 +78,7 @@ def bench_ingest(n: int, flush_size: int) -> dict[str, Any]:
                     break
                 time.sleep(0.01)
             t_stored = time.perf_counter()
+            cpu_s = _proc_cpu_s(svc.proc.pid) - cpu0
             t.join()
             sock.close(linger=0)
             final = svc.get("/stats").json()
@@ -82,7 +91,11 @@ def bench_ingest(n: int, flush_size: int) -> dict[str, Any]:
         "send_s": round(sent_at[0] - t0, 3), "all_received_s": round((received_at or t_stored) - t0, 3),
         "all_stored_s": round(wall, 3), "stored_per_s": round(n / wall), "rows_in_db": rows, "distinct_steps": distinct,
         "lost": n - distinct, "rejected": final["rejected"], "flushes": final["flushes"],
-        "last_flush_ms": final["last_flush_ms"], "cpu_count": os.cpu_count(),
+        "last_flush_ms": final["last_flush_ms"],
+        # CPU time the service spent (its /stats answers included): what one free core sustains
+        "service_cpu_s": round(cpu_s, 3), "service_cpu_us_per_fingerprint": round(cpu_s / n * 1e6, 2),
+        "one_free_core_capacity_per_s": round(n / cpu_s) if cpu_s > 0 else None,
+        "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
     }
 
 
@@ -114,10 +127,16 @@ def bench_classify(directory: str, requests: int) -> dict[str, Any]:
             r = c.post("/classify", content=body, headers={"content-type": "application/json"})
             lat.append(time.perf_counter() - t)
             assert r.status_code == 200, r.text
+        health = []  # the same HTTP round trip doing nothing: the floor set by HTTP and scheduling
+        for _ in range(len(X)):
+            t = time.perf_counter()
+            c.get("/health")
+            health.append(time.perf_counter() - t)
         svc.terminate()
     return {"bench": "classify", "artifact_points": int(len(arts.index_pca)), "clusters": len(arts.centroids),
             "artifact_load_s": round(load_s, 3), "http": _pcts(lat), "in_process": _pcts(inproc),
-            "cpu_count": os.cpu_count()}
+            "http_health_baseline": _pcts(health),
+            "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
