@@ -43,7 +43,7 @@ export async function waitForHealth(url, timeoutMs, child) {
 }
 
 /** Start `python -m sglang.launch_server` with capture on, or use E2E_SERVER_URL. */
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], nice = 0) {
   if (process.env.E2E_SERVER_URL) {
     const url = process.env.E2E_SERVER_URL.replace(/\/+$/, "");
     await waitForHealth(url, 30_000);
@@ -52,7 +52,8 @@ export async function startServer(extraArgs = []) {
   const port = await freePort();
   const python = process.env.PYTHON || "python";
   const args = ["-m", "sglang.launch_server", "--return-attention-tokens", "--attention-tokens-top-k", "32", "--port", String(port), "--host", "127.0.0.1", ...extraArgs];
-  const child = spawn(python, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
+  const [cmd, argv] = nice > 0 ? ["nice", ["-n", String(nice), python, ...args]] : [python, args];
+  const child = spawn(cmd, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env } });
   let log = "";
   const keep = (d) => {
     log += d.toString();

@@ -167,6 +167,8 @@ export class TraceSession {
   private summaryCache = new Map<string, { key: string; value: RunSummary }>();
   private sinkCache = new Map<string, { n: number; set: ReadonlySet<number> }>();
   private notifyScheduled = false;
+  /** Opt-in timing of view updates (render + commit per notification), for measurements. */
+  perf: { enabled: boolean; renderMs: number[] } = { enabled: false, renderMs: [] };
   /** When false, notifications are synchronous (tests, import). */
   batchWithAnimationFrame = typeof requestAnimationFrame !== "undefined";
 
@@ -196,7 +198,11 @@ export class TraceSession {
     requestAnimationFrame(() => {
       this.notifyScheduled = false;
       this.version += 1;
+      const t0 = this.perf.enabled ? now() : 0;
       this.listeners.forEach((l) => l());
+      // React flushes these updates in a microtask queued by the listeners; ours runs after it,
+      // so the difference is the views' render + commit time for this batch.
+      if (this.perf.enabled) queueMicrotask(() => this.perf.renderMs.push(now() - t0));
     });
   }
 
