@@ -19,7 +19,8 @@ N_NEW = 24
 
 @pytest.fixture(scope="module")
 def engine():
-    e = sglang.Engine(max_total_tokens=8192)
+    # capture allowed on the server; only requests that ask for it capture
+    e = sglang.Engine(max_total_tokens=8192, return_attention_tokens=True)
     yield e
     e.shutdown()
 
@@ -95,3 +96,41 @@ def test_invalid_requests_raise_value_error(engine):
         engine.generate("hi", {"bogus": 1})
     # the engine still serves after bad requests
     assert engine.generate("hi", {"temperature": 0, "max_new_tokens": 2})["meta_info"]["completion_tokens"] == 2
+
+
+def test_capture_travels_with_tokens(engine, hf_reference):
+    from sglang.srt.managers.io_struct import CaptureParams
+
+    ids, ref = hf_reference[0]
+    sp = {"temperature": 0, "max_new_tokens": 8, "ignore_eos": True}
+    out = engine.generate(input_ids=ids, sampling_params=sp, capture=CaptureParams(mode="raw", top_k=4, layers=[29]))
+    entries = out["meta_info"]["attention_tokens"]
+    assert out["output_ids"] == ref[:8]
+    assert [e["decode_step"] for e in entries] == list(range(8))
+    assert all(len(e["token_positions"]) == 4 and e["query_position"] == len(ids) + e["decode_step"] - 1
+               for e in entries)
+    chunks = list(engine.generate(input_ids=ids, sampling_params=sp, stream=True,
+                                  capture=CaptureParams(mode="fingerprint", layers=[7, 29])))
+    # each streamed chunk carries exactly the entries of its new tokens
+    seen = 0
+    for c in chunks:
+        steps = [e["decode_step"] for e in c["meta_info"]["attention_tokens"]]
+        assert steps == list(range(seen, seen + len(c["new_token_ids"])))
+        seen += len(c["new_token_ids"])
+    assert seen == 8
+    plain = engine.generate(input_ids=ids, sampling_params=sp)
+    assert "attention_tokens" not in plain["meta_info"] and plain["output_ids"] == ref[:8]
+
+
+def test_stop_string_is_trimmed_and_never_streamed(engine):
+    sp = {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
+    full = engine.generate(PROMPTS[2], sp)["text"]
+    stop = full[6:10]
+    assert stop.strip() and full.index(stop) == 6
+    out = engine.generate(PROMPTS[2], dict(sp, stop=[stop]))
+    assert out["text"] == full[:6]
+    assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop}
+    chunks = list(engine.generate(PROMPTS[2], dict(sp, stop=[stop]), stream=True))
+    assert "".join(c["delta"] for c in chunks) == full[:6]
+    kept = engine.generate(PROMPTS[2], dict(sp, stop=[stop], no_stop_trim=True))
+    assert kept["text"].startswith(full[:10])
