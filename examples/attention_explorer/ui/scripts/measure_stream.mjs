@@ -21,6 +21,9 @@ const { values: a } = parseArgs({
     // Run the server at a lower CPU priority so that, on a small machine, the numbers show
     // the dashboard's own cost rather than the model competing with the browser for cores.
     "server-nice": { type: "string", default: "0" },
+    // Frames recorded on the idle page first: on a shared machine this shows how long frames
+    // get with no dashboard work at all, the floor the streaming numbers should be read against.
+    "idle-baseline-s": { type: "string", default: "15" },
   },
 });
 const nTokens = Number(a.tokens);
@@ -86,6 +89,17 @@ try {
   await page.goto(ui.url);
   await page.getByTestId("connection").filter({ hasText: /connected/ }).waitFor({ timeout: 30_000 });
   await page.getByLabel("message").fill(a.prompt);
+  const idle = await page.evaluate(async (ms) => {
+    const p = window.__probe;
+    p.recording = true;
+    await new Promise((r) => setTimeout(r, ms));
+    p.recording = false;
+    const d = [...p.deltas].sort((x, y) => x - y);
+    const lt = p.longTasks.length;
+    p.deltas = [];
+    p.longTasks = [];
+    return { seconds: ms / 1000, frames: d.length, longest_frame_ms: d[d.length - 1] ?? null, p99_frame_ms: d[Math.floor(d.length * 0.99)] ?? null, frames_over_50ms: d.filter((x) => x > 50).length, long_tasks: lt };
+  }, Number(a["idle-baseline-s"]) * 1000);
   await page.evaluate(() => {
     window.__attentionExplorer.session().perf.enabled = true;
     window.__probe.recording = true;
@@ -141,6 +155,7 @@ try {
     target_longest_frame_ms: 50,
     server_nice: Number(a["server-nice"]),
     load_average_1m_at_end: loadavg()[0],
+    idle_page_baseline: idle,
     cpus: cpus().length,
   };
   writeFileSync(join(resultsDir(), "measure-stream.json"), JSON.stringify(report, null, 1));
