@@ -58,6 +58,11 @@ class ServerArgs:
     attention_max_concurrent_capture: int = 0  # 0 = unlimited
     attention_disable_in_production: bool = False
     attention_capture_default: str = "off"
+    # manifold hints and adaptive sampling (docs/deploy.md)
+    attention_hints_url: str | None = None
+    attention_hints_refresh_interval: float = 10.0
+    attention_adaptive_sampling: bool = False
+    attention_adaptive_steps: int = 8
 
     @property
     def tp(self) -> int:
@@ -95,6 +100,10 @@ class ServerArgs:
         need(self.attention_max_concurrent_capture >= 0, "--attention-max-concurrent-capture must be >= 0")
         need(not (self.attention_sketch_mode and self.attention_fingerprint_mode),
              "--attention-sketch-mode and --attention-fingerprint-mode are exclusive")
+        need(self.attention_hints_refresh_interval > 0, "--attention-hints-refresh-interval must be positive")
+        need(self.attention_adaptive_steps >= 1, "--attention-adaptive-steps must be at least 1")
+        need(self.attention_hints_url is None or self.attention_hints_url.startswith(("http://", "https://")),
+             "--attention-hints-url must be an http:// address of a sidecar")
         need(self.attention_capture_default in CAPTURE_DEFAULTS,
              f"--attention-capture-default: choose one of {', '.join(CAPTURE_DEFAULTS)}")
 
@@ -161,6 +170,15 @@ class ServerArgs:
                        help="turn capture off unless SGLANG_ATTENTION_DEBUG=1 is set")
         g.add_argument("--attention-capture-default", default="off", choices=CAPTURE_DEFAULTS,
                        help="capture every request in this mode without any request field")
+        g.add_argument("--attention-hints-url", default=None,
+                       help="HTTP address of a sidecar whose cluster centroids and sampling hints the scheduler "
+                            "refreshes in the background")
+        g.add_argument("--attention-hints-refresh-interval", type=float, default=10.0,
+                       help="seconds between centroid refreshes")
+        g.add_argument("--attention-adaptive-sampling", action="store_true",
+                       help="default for the request field attention_adaptive_sampling")
+        g.add_argument("--attention-adaptive-steps", type=int, default=8,
+                       help="consecutive fingerprint steps in one cluster before sampling switches to its hint")
         del a
 
     @classmethod

@@ -26,6 +26,8 @@ class CaptureParams:
     window: int = 0  # 0 = all keys
     max_steps: int = 0  # 0 = unlimited (--attention-tokens-max / fingerprint max steps)
     chunk_size: int = 2048
+    # switch temperature/top_p to the manifold hint once the fingerprint settles in a cluster
+    adaptive_sampling: bool = False
 
 
 @dataclass
