@@ -92,6 +92,9 @@ def build_entries(payload: dict[str, Any], prompt_len: int) -> list[dict[str, An
             z = zones.classify(fp)
             e = {"mode": "fingerprint", **base, "step": step, "fingerprint": [_r(x) for x in fp],
                  "manifold": z.zone, "manifold_confidence": z.confidence, "layers": layers}
+            if payload.get("cluster_id") is not None and payload["cluster_id"][s] is not None:
+                e["cluster_id"] = payload["cluster_id"][s]  # from the sidecar's centroids (-1 = noise)
+                e["cluster_zone"] = payload["cluster_zone"][s]
             moe = _moe(payload, s, layers)
             if moe:
                 e["moe_routing"] = moe

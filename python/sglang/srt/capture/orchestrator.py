@@ -12,6 +12,7 @@ last prompt position, computed by the prefill.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ class ReqCaptureState:
     records: list[dict[str, Any]] = field(default_factory=list)  # not yet sent
     fp_sum: torch.Tensor | None = None  # running sum of step fingerprints, on the device
     fp_count: int = 0
+    cluster_run: tuple[int, int] = (-1, 0)  # (cluster id, consecutive steps in it), adaptive sampling
 
     def wants_step(self, decode_step: int) -> bool:
         p = self.params
@@ -144,6 +146,10 @@ class CaptureBatch:
                     rec["entropy"] = torch.stack([r.entropy[j] for r in res])
                 if p.mode == "fingerprint":
                     rec["fingerprint"] = torch.stack([r.fingerprint[j] for r in res]).mean(0)
+                    if self.hook.hints is not None and row.decode_step is not None:
+                        assigned = self.hook.hints.assign(rec["fingerprint"])
+                        if assigned is not None:
+                            rec["cluster"] = (assigned[0][0], assigned[1])
                 moe = {l: (self.moe[l][0][row.token_index], self.moe[l][1][row.token_index])
                        for l in st.layers if l in self.moe}
                 if moe:
@@ -153,6 +159,8 @@ class CaptureBatch:
                     st.captured_steps += 1
                     if p.mode == "fingerprint":
                         self.hook.on_fingerprint(row.req, rec)
+                        if p.adaptive_sampling and "cluster" in rec:
+                            self.hook.adapt(row.req, rec)
 
 
 class CaptureHook:
@@ -162,6 +170,13 @@ class CaptureHook:
         self.sched = sched
         self.num_layers = sched.cfg.num_layers
         self.current: CaptureBatch | None = None
+        self.adaptive_steps = sched.args.attention_adaptive_steps
+        self.hints = None
+        if sched.args.attention_hints_url:
+            from sglang.srt.capture.hints import HintsClient
+
+            self.hints = HintsClient(sched.args.attention_hints_url, sched.args.attention_hints_refresh_interval,
+                                     sched.device)
         self.sidecar = None
         if sched.args.attention_sidecar_url:
             from sglang.srt.capture.sidecar import SidecarEmitter
@@ -182,6 +197,8 @@ class CaptureHook:
         if bad:  # the HTTP side validates; this guards the offline API
             raise ValueError(f"attention_capture_layers: layer {bad[0]} is outside 0..{self.num_layers - 1}")
         p.mask_prefix = min(max(0, p.mask_prefix), req.prompt_len - 1)
+        if p.adaptive_sampling and p.mode != "fingerprint":
+            raise ValueError("attention_adaptive_sampling: needs fingerprint capture (attention_fingerprint_mode)")
         req.capture_state = ReqCaptureState(p, layers, req.prompt_len)
 
     def prepare(self, reqs: list["Req"], fb: "ForwardBatch") -> CaptureBatch | None:
@@ -240,6 +257,26 @@ class CaptureHook:
         self.sidecar.step(req.rid, rec["decode_step"], v)
         st.fp_sum = v.clone() if st.fp_sum is None else st.fp_sum + v
         st.fp_count += 1
+
+    def adapt(self, req: "Req", rec: dict[str, Any]) -> None:
+        """Adaptive sampling: after ``adaptive_steps`` consecutive fingerprint steps in one
+        cluster, switch the request's temperature and top_p to that cluster's hint, once.
+        The switch takes effect for the token of the step that completed the run."""
+        if req.sampling_switch is not None:
+            return
+        st = req.capture_state
+        idx, snap = rec["cluster"]
+        i = int(idx)  # one host sync, only for adaptive requests
+        cid = snap.ids[i] if i >= 0 else -1
+        last, n = st.cluster_run
+        st.cluster_run = (cid, n + 1 if cid == last else 1)
+        if cid < 0 or st.cluster_run[1] < self.adaptive_steps:
+            return
+        hint = snap.hints[i]
+        before = {"temperature": req.params.temperature, "top_p": req.params.top_p}
+        req.params = dataclasses.replace(req.params, temperature=hint["temperature"], top_p=hint["top_p"])
+        req.sampling_switch = {"step": rec["decode_step"], "before": before, "after": dict(hint),
+                               "cluster_id": cid, "zone": snap.zones[i]}
 
     def on_finish(self, req: "Req") -> None:
         st = req.capture_state

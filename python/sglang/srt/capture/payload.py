@@ -33,6 +33,18 @@ def pack_records(p: CaptureParams, recs: list[dict[str, Any]], moe_layers: list[
         out["entropy"] = _stack(recs, "entropy", np.float32)
     if p.mode == "fingerprint":
         out["fingerprint"] = _stack(recs, "fingerprint", np.float32)
+        if any("cluster" in r for r in recs):
+            ids, zs = [], []
+            for r in recs:
+                if "cluster" not in r:
+                    ids.append(None)
+                    zs.append(None)
+                    continue
+                i = int(r["cluster"][0])
+                snap = r["cluster"][1]
+                ids.append(snap.ids[i] if i >= 0 else -1)
+                zs.append(snap.zones[i] if i >= 0 else None)
+            out["cluster_id"], out["cluster_zone"] = ids, zs
     cap_moe = [l for l in out["layers"] if l in moe_layers and all("moe" in r and l in r["moe"] for r in recs)]
     if cap_moe:
         out["moe_layers"] = cap_moe

@@ -90,6 +90,8 @@ class ReqOutput:
     top_logprobs: list[list[tuple[float, int]]] | None = None
     # Capture payload: dict of numpy arrays for the steps in this message (see capture package).
     capture: dict[str, Any] | None = None
+    # Adaptive sampling switch {"step", "before", "after", "cluster_id", "zone"}, once it happened.
+    sampling_switch: dict[str, Any] | None = None
     error: str | None = None
 
 

@@ -17,6 +17,7 @@ class Req:
     params: SamplingParams
     stream: bool
     generator: torch.Generator
+    seed: int
     return_logprob: bool = False
     top_logprobs_num: int = 0
     capture: CaptureParams | None = None
@@ -33,6 +34,8 @@ class Req:
     pending_logprobs: list[tuple[float, int]] = field(default_factory=list)
     pending_top_logprobs: list[list[tuple[float, int]]] = field(default_factory=list)
     capture_state: Any = None  # sglang.srt.capture.ReqCaptureState
+    # Adaptive sampling (manifold hints): the switch, once it happened.
+    sampling_switch: dict[str, Any] | None = None
 
     @property
     def fill_ids(self) -> list[int]:

@@ -60,13 +60,13 @@ class Scheduler:
     # ------------------------------------------------------------------ requests in / out
     def add_request(self, r: TokenizedGenerateReqInput) -> None:
         params = r.sampling_params
-        gen = torch.Generator(device="cpu")
         if params.seed is not None:
-            gen.manual_seed(params.seed)
+            seed = params.seed
         else:
-            gen.manual_seed(self.args.random_seed * 1_000_003 + self._seed_counter)
+            seed = self.args.random_seed * 1_000_003 + self._seed_counter
             self._seed_counter += 1
-        req = Req(r.rid, list(r.input_ids), params, r.stream, gen, r.return_logprob, r.top_logprobs_num, r.capture)
+        req = Req(r.rid, list(r.input_ids), params, r.stream, torch.Generator(device="cpu"), seed, r.return_logprob,
+                  r.top_logprobs_num, r.capture)
         error = self._validate(req)
         if error:
             req.finished_reason = {"type": "abort", "message": error}
@@ -386,7 +386,7 @@ class Scheduler:
     def _sample_and_update(self, reqs: list[Req], logits: torch.Tensor | None) -> None:
         if not reqs or logits is None:
             return
-        infos = [SamplingInfo(r.params, r.generator, r.origin_input_ids, r.output_ids) for r in reqs]
+        infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids) for r in reqs]
         next_ids, logprobs = sample(logits, infos)
         want_lp = [i for i, r in enumerate(reqs) if r.return_logprob]
         if want_lp:
@@ -451,4 +451,5 @@ class Scheduler:
                 out.top_logprobs, req.pending_top_logprobs = req.pending_top_logprobs, []
         if self.capture_hook is not None:
             out.capture = self.capture_hook.take_payload(req)
+        out.sampling_switch = req.sampling_switch
         return out

@@ -229,6 +229,8 @@ class TokenizerManager:
                     [[lp, t, s] for (lp, t), s in zip(row, self._token_texts([t for _, t in row]))]
                     for row in out.top_logprobs
                 ]
+        if out.sampling_switch is not None:
+            meta["attention_adaptive_sampling"] = out.sampling_switch
         if st.obj.capture is not None:
             from sglang.srt.capture.entries import build_entries  # numpy only; no model code
 

@@ -1,8 +1,11 @@
 """Batched sampling: penalties, temperature, top-k, top-p, min-p, per-request seeds.
 
-Temperature 0 (or top_k 1) is exact argmax. Every request has its own torch.Generator
-(seeded from its ``seed``, else from the server seed and its arrival order), so a seeded
-request samples the same tokens whatever else is in the batch.
+Temperature 0 (or top_k 1) is exact argmax. The random draw for a token depends only on
+the request's seed (its ``seed``, else one derived from the server seed and its arrival
+order) and the token's absolute position: the per-request generator is re-seeded with
+(seed, position) before each draw. So a seeded request samples the same tokens whatever
+else is in the batch, and a request resumed from a prefix of its own output (same seed)
+continues exactly as the original would have.
 """
 from __future__ import annotations
 
@@ -19,8 +22,14 @@ class SamplingInfo:
 
     params: SamplingParams
     generator: torch.Generator
+    seed: int
     prompt_ids: list[int]
     output_ids: list[int]
+
+    @property
+    def position(self) -> int:
+        """Absolute position of the token being sampled."""
+        return len(self.prompt_ids) + len(self.output_ids)
 
 
 def _apply_penalties(logits: torch.Tensor, info: SamplingInfo) -> torch.Tensor:
@@ -70,5 +79,6 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int], 
             continue
         probs = torch.softmax(logits[row] / p.temperature, dim=-1)
         probs = _filter(probs, p)
+        info.generator.manual_seed((info.seed * 1_000_003 + info.position) % (1 << 63))
         out.append(int(torch.multinomial(probs, 1, generator=info.generator).item()))
     return out, logprobs
