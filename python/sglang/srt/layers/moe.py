@@ -1,14 +1,24 @@
-"""Mixture-of-experts MLP (Qwen3-MoE): softmax router, top-k experts, optional renormalization."""
+"""Mixture-of-experts MLP (Qwen3-MoE): softmax router, top-k experts, optional renormalization.
+
+Tensor parallelism splits every expert's intermediate size over the ranks (the router is
+replicated, so all ranks route alike): each rank computes its slice of every routed
+expert and the partial outputs are all-reduced, like a column- then row-parallel MLP.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sglang.srt.distributed import divide, get_tp_rank, get_tp_size, tensor_model_parallel_all_reduce
+
 
 class SparseMoE(nn.Module):
     def __init__(self, hidden: int, inter: int, num_experts: int, top_k: int, norm_topk_prob: bool) -> None:
         super().__init__()
+        self.tp_rank, self.tp_size = get_tp_rank(), get_tp_size()
+        self.full_inter = inter
+        inter = divide(inter, self.tp_size, "moe_intermediate_size")
         self.num_experts, self.top_k, self.norm_topk_prob, self.inter = num_experts, top_k, norm_topk_prob, inter
         self.gate = nn.Linear(hidden, num_experts, bias=False)
         # Stacked expert weights: w13[e] = [gate; up] (2I x H), w2[e] = down (H x I).
@@ -19,12 +29,17 @@ class SparseMoE(nn.Module):
         self.last_topk_weights: torch.Tensor | None = None
 
     def load_expert(self, expert: int, proj: str, tensor: torch.Tensor) -> None:
-        if proj == "gate_proj":
-            self.w13.data[expert, : self.inter].copy_(tensor)
-        elif proj == "up_proj":
-            self.w13.data[expert, self.inter :].copy_(tensor)
+        """Full checkpoint tensors (gate/up [I, H], down [H, I]): keep this rank's slice of I."""
+        lo, n = self.tp_rank * self.inter, self.inter
+        if proj in ("gate_proj", "up_proj"):
+            if tensor.shape[0] != self.full_inter:
+                raise ValueError(f"expert {expert} {proj} has {tensor.shape[0]} rows, expected {self.full_inter}")
+            dst = self.w13.data[expert, :n] if proj == "gate_proj" else self.w13.data[expert, n:]
+            dst.copy_(tensor[lo : lo + n])
         else:
-            self.w2.data[expert].copy_(tensor)
+            if tensor.shape[-1] != self.full_inter:
+                raise ValueError(f"expert {expert} down_proj has {tensor.shape[-1]} columns, expected {self.full_inter}")
+            self.w2.data[expert].copy_(tensor[:, lo : lo + n])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.gate(x)
@@ -52,4 +67,4 @@ class SparseMoE(nn.Module):
             y = (F.silu(gate) * up) @ self.w2[e].t()
             w = weights.flatten()[sel].unsqueeze(-1)
             out.index_add_(0, tok, y * w)
-        return out
+        return tensor_model_parallel_all_reduce(out)

@@ -31,46 +31,59 @@ def stop_processes(procs: list[Any]) -> None:
 
 
 def launch_engine_processes(args: ServerArgs) -> TokenizerManager:
-    """Validate the arguments, start the scheduler, wait until the model is loaded.
+    """Validate the arguments, start the scheduler(s), wait until the model is loaded.
 
+    With ``--tp N`` one scheduler process per rank is started (they join one
+    torch.distributed group: NCCL on GPUs, gloo on CPU); rank 0 talks to the front end.
     Raises ValueError with one clear message (bad flag, missing model, unsupported
-    architecture, corrupt weights); nothing is left running in that case.
+    architecture, corrupt weights, heads not divisible by tp); nothing is left running
+    in that case.
     """
     args.validate()
-    if args.tp_size != 1:
-        raise ValueError("--tp > 1 is not supported yet by this engine")
     from sglang.srt.model_loader.locate import locate_model
     from sglang.srt.model_loader.tokenizer import load_tokenizer
 
     from sglang.srt.model_loader.gguf_cache import materialize
 
-    # Fail fast on a bad path, and convert a GGUF once here rather than in two processes.
+    # Fail fast on a bad path, and convert a GGUF once here rather than in every process.
     files = materialize(locate_model(args.model_path))
     ipc = _ipc_names()
     # OpenMP threads that spin while waiting are catastrophic when another process shares
     # the cores (measured: a 0.4 ms matmul took 10-23 ms): let them sleep instead.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ctx = mp.get_context("spawn")
-    reader, writer = ctx.Pipe(duplex=False)
+    from sglang.srt.distributed import free_port
     from sglang.srt.managers.scheduler_process import run_scheduler_process
 
-    proc = ctx.Process(target=run_scheduler_process, args=(args, ipc, writer), daemon=True)
-    proc.start()
-    writer.close()
+    dist_init = f"tcp://127.0.0.1:{free_port()}" if args.tp_size > 1 else None
+    procs, readers = [], []
+    for rank in range(args.tp_size):
+        reader, writer = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=run_scheduler_process, args=(args, ipc, writer, rank, dist_init), daemon=True)
+        proc.start()
+        writer.close()
+        procs.append(proc)
+        readers.append(reader)
+    info: dict[str, Any] = {}
     try:
         tokenizer = load_tokenizer(files, args.tokenizer_path, args.chat_template)
-        while not reader.poll(0.5):
-            if not proc.is_alive():
-                raise ValueError(f"the scheduler process exited during start-up (code {proc.exitcode})")
-        kind, payload = reader.recv()
+        pending = set(range(args.tp_size))
+        while pending:
+            # Any rank's error first: a failed rank leaves the others blocked waiting for it.
+            for rank in sorted(pending):
+                if readers[rank].poll(0.2 / len(pending)):
+                    kind, payload = readers[rank].recv()
+                    if kind != "ready":
+                        raise ValueError(payload if args.tp_size == 1 else f"tp rank {rank}: {payload}")
+                    if rank == 0:
+                        info = dict(payload)
+                    pending.discard(rank)
+                elif not procs[rank].is_alive() and not readers[rank].poll(0):
+                    raise ValueError(f"the scheduler process exited during start-up (code {procs[rank].exitcode})")
     except BaseException:
-        stop_processes([proc])
+        stop_processes(procs)
         raise
-    if kind != "ready":
-        stop_processes([proc])
-        raise ValueError(payload)
-    info = dict(payload)
     info["served_model_name"] = args.served_model_name or info["display_name"]
     tm = TokenizerManager(args, tokenizer, info, ipc)
-    tm.scheduler_procs = [proc]
+    tm.scheduler_procs = procs
     return tm

@@ -1,6 +1,17 @@
-"""The scheduler process: owns the model and KV cache, talks to the front end over ZMQ."""
+"""The scheduler process(es): own the model and KV cache, talk to the front end over ZMQ.
+
+With ``--tp N`` there is one scheduler process per rank, all running the same Scheduler in
+lockstep: rank 0 alone talks to the front end; at every loop iteration it broadcasts the
+messages it received (over the tp group's gloo group) and every rank applies them in the
+same order, then all ranks run the same step. The schedulers are deterministic and the
+logits are all-gathered (byte-identical on every rank), so the ranks build the same
+batches and sample the same tokens without further coordination; only rank 0 sends
+outputs. Attention capture runs on every rank (so admission decisions stay identical),
+but only rank 0's results travel: they cover rank 0's query heads.
+"""
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -31,7 +42,11 @@ def model_info(sched: Any) -> dict[str, Any]:
         "display_name": runner.files.display_name,
         "architecture": cfg.architecture,
         "num_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
+        # with tp, capture sees rank 0's heads: head ids index them (see docs/gpu.md)
+        "num_attention_heads": runner.num_heads,
+        "num_attention_heads_total": cfg.num_heads,
+        "tp_size": runner.tp_size,
+        "cuda_graph": runner.graph_runner is not None,
         "num_kv_heads": cfg.num_kv_heads,
         "head_dim": cfg.head_dim,
         "hidden_size": cfg.hidden_size,
@@ -49,54 +64,83 @@ def model_info(sched: Any) -> dict[str, Any]:
     }
 
 
-def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any) -> None:
+def _apply(sched: Any, msg: Any, send: Any) -> None:
+    """Apply one front-end message; only rank 0 (``send`` set) answers queries."""
+    if isinstance(msg, TokenizedGenerateReqInput):
+        sched.add_request(msg)
+    elif isinstance(msg, AbortReq):
+        sched.abort(msg.rid)
+    elif isinstance(msg, FlushCacheReq):
+        ok = sched.flush_cache()  # every rank flushes: the radix trees must stay identical
+        if send is not None:
+            send.send_pyobj(ok)
+    elif isinstance(msg, GetLoadReq):
+        if send is not None:
+            send.send_pyobj(sched.load())
+
+
+def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_rank: int = 0,
+                          dist_init_method: str | None = None) -> None:
     faulthandler.enable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    logging.basicConfig(level=args.log_level.upper(), format="[scheduler] %(levelname)s %(message)s")
+    tag = f"scheduler tp{tp_rank}" if args.tp_size > 1 else "scheduler"
+    logging.basicConfig(level=args.log_level.upper(), format=f"[{tag}] %(levelname)s %(message)s")
     parent = os.getppid()
+    leader = tp_rank == 0
     try:
+        from sglang.srt.distributed import broadcast_objects
         from sglang.srt.managers.scheduler import Scheduler
         from sglang.srt.model_executor.model_runner import ModelRunner
         from sglang.srt.model_loader.tokenizer import load_tokenizer
 
-        runner = ModelRunner(args)
+        if not leader:  # one sidecar stream per server: rank 0's
+            args = dataclasses.replace(args, attention_sidecar_url=None)
+        runner = ModelRunner(args, tp_rank, dist_init_method)
         tokenizer = load_tokenizer(runner.files, args.tokenizer_path, args.chat_template)
         sched = Scheduler(args, runner, tokenizer)
         from sglang.srt.capture.hook import maybe_install_capture
 
         maybe_install_capture(sched)
-        ctx = zmq.Context()
-        recv = ctx.socket(zmq.PULL)
-        recv.bind(ipc["to_scheduler"])
-        send = ctx.socket(zmq.PUSH)
-        send.bind(ipc["to_tokenizer"])
+        recv = send = poller = None
+        if leader:
+            ctx = zmq.Context()
+            recv = ctx.socket(zmq.PULL)
+            recv.bind(ipc["to_scheduler"])
+            send = ctx.socket(zmq.PUSH)
+            send.bind(ipc["to_tokenizer"])
+            poller = zmq.Poller()
+            poller.register(recv, zmq.POLLIN)
         pipe.send(("ready", model_info(sched)))
     except Exception as e:  # report the reason to the launcher, which prints one clear line
         pipe.send(("error", f"{e}" if isinstance(e, ValueError) else traceback.format_exc()))
         return
-    poller = zmq.Poller()
-    poller.register(recv, zmq.POLLIN)
+    tp = args.tp_size
     while True:
-        timeout = 0 if sched.has_work() else 1000
-        while poller.poll(timeout):
-            timeout = 0
-            msg = recv.recv_pyobj()
-            if isinstance(msg, TokenizedGenerateReqInput):
-                sched.add_request(msg)
-            elif isinstance(msg, AbortReq):
-                sched.abort(msg.rid)
-            elif isinstance(msg, FlushCacheReq):
-                send.send_pyobj(sched.flush_cache())
-            elif isinstance(msg, GetLoadReq):
-                send.send_pyobj(sched.load())
-        if os.getppid() != parent:  # the front end died: do not linger as an orphan
+        msgs: list[Any] = []
+        stop = False
+        if leader:
+            timeout = 0 if sched.has_work() else 1000
+            while poller.poll(timeout):
+                timeout = 0
+                msgs.append(recv.recv_pyobj())
+            stop = os.getppid() != parent  # the front end died: do not linger as an orphan
+        if tp > 1:
+            try:
+                stop, msgs = broadcast_objects([stop, msgs] if leader else None)
+            except Exception:  # rank 0 is gone (its end of the group closed): stop too
+                logger.warning("tp group closed; rank %d stops", tp_rank)
+                return
+            stop = stop or os.getppid() != parent
+        if stop:
             return
+        for msg in msgs:
+            _apply(sched, msg, send)
         try:
             outs = sched.step() if sched.has_work() else sched.step_idle()
         except Exception:  # a bug must not kill the server: fail the batch's requests, keep serving
             logger.error("scheduler step failed:\n%s", traceback.format_exc())
             outs = sched.fail_all("internal error in the scheduler step; see the server log")
-        if outs:
+        if outs and leader:
             send.send_pyobj(BatchTokenOut(outs))
 
 

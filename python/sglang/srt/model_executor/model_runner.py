@@ -1,4 +1,10 @@
-"""ModelRunner: owns the model, the KV memory and the attention backend; runs one forward."""
+"""ModelRunner: owns the model, the KV memory and the attention backend; runs one forward.
+
+With ``--tp N`` there is one ModelRunner per rank (one process each): it joins the tp
+group before building the model, so every layer is built with its rank's slice, and its
+KV pool holds only the rank's KV heads. On CUDA it records decode CUDA graphs after the
+KV pool exists (see cuda_graph_runner.py for when they are used).
+"""
 from __future__ import annotations
 
 import logging
@@ -7,6 +13,7 @@ import os
 import torch
 
 from sglang.srt.configs.model_config import ModelConfig, resolve_dtype
+from sglang.srt.distributed import divide, init_tensor_parallel
 from sglang.srt.layers.attention.base import AttentionBackend
 from sglang.srt.mem_cache.memory_pool import KVPool, ReqToTokenPool, TokenAllocator
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
@@ -21,13 +28,18 @@ CPU_KV_FRACTION = 0.10  # default share of available RAM for the KV cache on CPU
 CPU_KV_CAP_BYTES = 4 << 30
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, tp_rank: int = 0, tp_size: int = 1) -> torch.device:
+    """The device of one tp rank: GPU tp_rank (one GPU per rank) or the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA device is available")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"--device: unknown device {name!r} (cpu, cuda)")
+    if name.startswith("cuda") and tp_size > 1:
+        if torch.cuda.device_count() < tp_size:
+            raise ValueError(f"--tp {tp_size} needs {tp_size} GPUs, {torch.cuda.device_count()} visible")
+        return torch.device("cuda", tp_rank)
     return torch.device(name)
 
 
@@ -44,9 +56,14 @@ def make_attention_backend(name: str, device: torch.device) -> AttentionBackend:
 
 
 class ModelRunner:
-    def __init__(self, args: ServerArgs) -> None:
+    def __init__(self, args: ServerArgs, tp_rank: int = 0, dist_init_method: str | None = None) -> None:
         self.args = args
-        self.device = resolve_device(args.device)
+        self.tp_rank, self.tp_size = tp_rank, args.tp_size
+        self.device = resolve_device(args.device, tp_rank, self.tp_size)
+        if self.tp_size > 1 and self.device.type == "cpu":
+            # the ranks share the cores: one rank per share, not every rank on every core
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.tp_size))
+        init_tensor_parallel(self.tp_size, tp_rank, dist_init_method, self.device)
         self.files: ModelFiles = locate_model(args.model_path)
         self.source_files = self.files
         self.files = materialize(self.files)  # GGUF -> cached HF folder (converted once)
@@ -55,21 +72,25 @@ class ModelRunner:
         torch.manual_seed(args.random_seed)
         self.model = load_model(self.files, self.model_config, self.dtype, self.device)
         cfg = self.model_config
+        self.num_kv_heads = divide(cfg.num_kv_heads, self.tp_size, "the number of KV heads")  # this rank's
+        self.num_heads = divide(cfg.num_heads, self.tp_size, "the number of attention heads")
         self.max_total_tokens = self._kv_budget()
         self.max_running_requests = args.max_running_requests
         self.req_to_token_pool = ReqToTokenPool(self.max_running_requests, cfg.context_length + 1, self.device)
         self.allocator = TokenAllocator(self.max_total_tokens, self.device)
-        self.kv_pool = KVPool(self.max_total_tokens, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim,
+        self.kv_pool = KVPool(self.max_total_tokens, cfg.num_layers, self.num_kv_heads, cfg.head_dim,
                               self.dtype, self.device)
         backend = args.attention_backend or ("triton" if self.device.type == "cuda" else "torch_native")
         self.attention_backend_name = backend
         self.attn_backend = make_attention_backend(backend, self.device)
+        self.graph_runner = None
+        self._init_cuda_graphs()
         logger.info("model %s loaded: %s, %s, KV pool %d tokens", self.files.display_name, cfg.architecture,
                     self.dtype, self.max_total_tokens)
 
     def _kv_budget(self) -> int:
         cfg = self.model_config
-        per_tok = KVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype)
+        per_tok = KVPool.bytes_per_token(cfg.num_layers, self.num_kv_heads, cfg.head_dim, self.dtype)
         if self.args.max_total_tokens is not None:
             return self.args.max_total_tokens
         if self.device.type == "cuda":
@@ -88,6 +109,27 @@ class ModelRunner:
                              "--mem-fraction-static / --max-total-tokens")
         return tokens
 
+    def _init_cuda_graphs(self) -> None:
+        from sglang.srt.model_executor.cuda_graph_runner import (
+            CudaGraphRunner,
+            capture_batch_sizes,
+            graph_ineligibility,
+        )
+
+        why = graph_ineligibility(self)
+        if why is not None:
+            if self.device.type == "cuda":
+                logger.info("decode runs without CUDA graphs: %s", why)
+            return
+        # One extra req_to_token row of zeros that no request can own: padding rows of a
+        # replayed graph point at it, so they only touch the pool's padding slot 0.
+        pool = self.req_to_token_pool
+        pad_row = pool.req_to_token.shape[0]
+        pool.req_to_token = torch.cat([pool.req_to_token, torch.zeros_like(pool.req_to_token[:1])])
+        self.graph_runner = CudaGraphRunner(self, capture_batch_sizes(self.max_running_requests), pad_row)
+
     def forward(self, fb: ForwardBatch) -> torch.Tensor:
+        if self.graph_runner is not None and self.graph_runner.can_run(fb):
+            return self.graph_runner.replay(fb)
         self.attn_backend.init_forward_metadata(fb)
         return self.model(fb.input_ids, fb.positions, fb)

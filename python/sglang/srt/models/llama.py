@@ -2,6 +2,12 @@
 
 Qwen2 (q/k/v bias), Qwen3 (per-head q/k RMSNorm) and Qwen3-MoE (sparse MLP) reuse this
 file through the switches in ``DecoderSpec``; their modules only set them.
+
+Tensor parallelism (``--tp``): attention heads, KV heads and the MLP's intermediate size
+are split over the ranks (column-parallel q/k/v and gate/up, row-parallel o and down),
+embedding and LM head over the vocabulary. Every layer reads the tp rank and size when it
+is built, so the same code runs unsplit with tp 1. Checkpoint tensors arrive whole; each
+module keeps its rank's slice (``load_shard`` / ``load_full``).
 """
 from __future__ import annotations
 
@@ -13,12 +19,14 @@ import torch
 from torch import nn
 
 from sglang.srt.configs.model_config import ModelConfig
+from sglang.srt.distributed import divide, get_tp_size
 from sglang.srt.layers.activation import SiluAndMul
 from sglang.srt.layers.layernorm import RMSNorm
-from sglang.srt.layers.linear import MergedLinear
+from sglang.srt.layers.linear import MergedLinear, RowParallelLinear
 from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.layers.radix_attention import RadixAttention
 from sglang.srt.layers.rotary_embedding import RotaryEmbedding
+from sglang.srt.layers.vocab_parallel import ParallelLMHead, VocabParallelEmbedding
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 
 
@@ -32,7 +40,7 @@ class MLP(nn.Module):
     def __init__(self, hidden: int, inter: int) -> None:
         super().__init__()
         self.gate_up_proj = MergedLinear(hidden, {"gate_proj": inter, "up_proj": inter})
-        self.down_proj = nn.Linear(inter, hidden, bias=False)
+        self.down_proj = RowParallelLinear(inter, hidden, bias=False)
         self.act = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,11 +50,15 @@ class MLP(nn.Module):
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_id: int, spec: DecoderSpec) -> None:
         super().__init__()
-        self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q, kv = self.nh * self.hd, self.nkv * self.hd
+        tp = get_tp_size()
+        self.hd = cfg.head_dim
+        # this rank's heads; q head h of the rank is global head rank * nh + h
+        self.nh = divide(cfg.num_heads, tp, "the number of attention heads")
+        self.nkv = divide(cfg.num_kv_heads, tp, "the number of KV heads")
+        q, kv = cfg.num_heads * self.hd, cfg.num_kv_heads * self.hd
         self.qkv_proj = MergedLinear(cfg.hidden_size, {"q_proj": q, "k_proj": kv, "v_proj": kv},
                                      bias=spec.qkv_bias or cfg.attention_bias)
-        self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
+        self.o_proj = RowParallelLinear(q, cfg.hidden_size, bias=False)
         self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps) if spec.qk_norm else None
         self.rotary = RotaryEmbedding(self.hd, cfg.context_length, cfg.rope_theta, cfg.rope_scaling)
@@ -88,7 +100,7 @@ class DecoderLayer(nn.Module):
 class DecoderModel(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: DecoderSpec) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, spec) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -112,7 +124,7 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = DecoderModel(cfg, self.spec)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -153,6 +165,14 @@ class LlamaForCausalLM(nn.Module):
                     continue
             if name not in params:
                 raise ValueError(f"checkpoint tensor {name!r} does not fit this model")
+            owner = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+            if hasattr(owner, "load_full"):  # tensor-parallel module: keeps its rank's slice
+                try:
+                    owner.load_full(name.rsplit(".", 1)[1], w)
+                except ValueError as e:
+                    raise ValueError(f"checkpoint tensor {name!r} {e}") from None
+                loaded.add(name)
+                continue
             p = params[name]
             if p.shape != w.shape:
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(w.shape)}, expected {tuple(p.shape)}")
