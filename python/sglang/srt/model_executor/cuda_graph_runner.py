@@ -35,6 +35,13 @@ def capture_batch_sizes(max_running_requests: int) -> list[int]:
     return sizes
 
 
+def padded_batch_size(sizes: list[int], bs: int) -> int:
+    """The smallest recorded size >= bs (sizes sorted ascending; bs <= sizes[-1])."""
+    if not 0 < bs <= sizes[-1]:
+        raise ValueError(f"batch size {bs} is outside 1..{sizes[-1]}")
+    return sizes[bisect.bisect_left(sizes, bs)]
+
+
 def graph_ineligibility(runner: "ModelRunner") -> str | None:
     """Why this runner cannot use CUDA graphs, or None when it can."""
     from sglang.srt.layers.moe import SparseMoE
@@ -67,6 +74,7 @@ class CudaGraphRunner:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.pool = None
+        self.replays = 0  # batches served by a graph (tests and benchmarks read it)
         self.stream = torch.cuda.Stream(device=dev)
         # Largest first: the smaller graphs then fit in the memory pool the first one made.
         for bs in reversed(self.batch_sizes):
@@ -100,12 +108,10 @@ class CudaGraphRunner:
     def can_run(self, fb: ForwardBatch) -> bool:
         return fb.is_decode and fb.capture is None and 0 < fb.batch_size <= self.max_bs
 
-    def padded_size(self, bs: int) -> int:
-        return self.batch_sizes[bisect.bisect_left(self.batch_sizes, bs)]
-
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
         bs = fb.batch_size
-        pbs = self.padded_size(bs)
+        pbs = padded_batch_size(self.batch_sizes, bs)
+        self.replays += 1
         self.input_ids[:bs].copy_(fb.input_ids)
         self.positions[:bs].copy_(fb.positions)
         self.req_pool_indices[:bs].copy_(fb.req_pool_indices)
