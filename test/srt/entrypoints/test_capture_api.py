@@ -159,3 +159,11 @@ def test_placer_tags_entries_by_decode_step() -> None:
     assert g["attention_output_tokens"][0]["step"] == 2 and g["attention_tokens"][0]["think_phase"] == "output"
     untagged = CapturePlacer(tagging=False).chunk(first, None)
     assert all("think_phase" not in e for e in untagged["attention_tokens"])
+
+
+def test_adaptive_sampling_field_and_server_default() -> None:
+    on = {"return_attention_tokens": True, "attention_fingerprint_mode": True}
+    assert build_capture_params(fields(**on), args(return_attention_tokens=True), INFO).adaptive_sampling is False
+    srv = args(return_attention_tokens=True, attention_adaptive_sampling=True)
+    assert build_capture_params(fields(**on), srv, INFO).adaptive_sampling is True
+    assert build_capture_params(fields(**on, attention_adaptive_sampling=False), srv, INFO).adaptive_sampling is False

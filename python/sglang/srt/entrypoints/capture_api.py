@@ -123,6 +123,8 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         window=args.attention_tokens_window,
         max_steps=max_steps,
         chunk_size=args.attention_chunk_size,
+        adaptive_sampling=(req.attention_adaptive_sampling if req.attention_adaptive_sampling is not None
+                           else args.attention_adaptive_sampling),
     )
 
 
@@ -252,6 +254,9 @@ class CapturePlacer:
                 if ds is not None and ds in self.phase_by_step:
                     entries[i] = {**e, "think_phase": self.phase_by_step[ds]}
         fields: dict[str, Any] = {"attention_tokens": entries, "attention_output_tokens": tokens}
+        if meta.get("attention_adaptive_sampling") is not None:
+            # the scheduler switched temperature/top_p to a manifold hint at this point
+            fields["attention_adaptive_sampling"] = meta["attention_adaptive_sampling"]
         if self.first:
             self.first = False
             prompt = meta.get("attention_prompt_tokens")

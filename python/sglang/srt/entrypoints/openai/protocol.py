@@ -32,6 +32,7 @@ class CaptureFields(_Strict):
     attention_mask_prefix: StrictInt | None = None
     attention_mask_system_prompt: StrictBool | None = None
     include_prompt_attention: StrictBool | None = None
+    attention_adaptive_sampling: StrictBool | None = None
 
 
 class SamplingFields(_Strict):

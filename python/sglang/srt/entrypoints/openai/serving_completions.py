@@ -169,6 +169,8 @@ class CompletionServing:
                     fields["attention_output_tokens"] += f["attention_output_tokens"]
                     if "attention_prompt_tokens" in f:
                         fields["attention_prompt_tokens"] = f["attention_prompt_tokens"]
+                    if "attention_adaptive_sampling" in f:
+                        fields["attention_adaptive_sampling"] = f["attention_adaptive_sampling"]
                 choice.update(fields)
             reason, matched = finish_reason_of(meta)
             choice["finish_reason"] = reason
