@@ -29,7 +29,7 @@ function visible(text: string): string {
 }
 
 /**
- * Split a segment's tokens into blocks that end at a newline (or every BLOCK_MAX tokens).
+ * Split a segment's tokens into blocks that end at a newline (or at a sentence end past BLOCK_MAX tokens).
  * Each block is its own line layout, so appending a token re-lays out only the last block
  * instead of the whole answer: without this, layout grows with the answer and long streams
  * drop frames. Blocks that scroll out of view also skip rendering (content-visibility).
@@ -40,7 +40,9 @@ function toBlocks<T extends { text: string }>(toks: T[]): T[][] {
   let cur: T[] = [];
   for (const t of toks) {
     cur.push(t);
-    if (t.text.includes("\n") || cur.length >= BLOCK_MAX) {
+    // Past BLOCK_MAX, break at the next sentence end so the forced line break reads naturally.
+    const long = cur.length >= BLOCK_MAX && (/[.!?;:]["')\]]?\s*$/.test(t.text) || cur.length >= 2 * BLOCK_MAX);
+    if (t.text.includes("\n") || long) {
       out.push(cur);
       cur = [];
     }
@@ -95,6 +97,9 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
     if (!rec) return m;
     let max = 1e-9;
     for (const [p, v] of rec) if (!sinks.has(p)) max = Math.max(max, v);
+    // Snap the scale up to a power of 1.25: levels of old tokens then stay put while the
+    // maximum creeps up, so each new token restyles and repaints only what really changed.
+    max = Math.pow(1.25, Math.ceil(Math.log(max) / Math.log(1.25)));
     for (const [p, v] of rec) if (!sinks.has(p)) m.set(p, Math.round((v / max) * (LEVELS - 3)));
     return m;
   }, [focus, links, run, layer, sinks, version]);
