@@ -43,6 +43,7 @@ class DiscoveryConfig:
     pca_components: int = 8
     umap_neighbors: int = 15
     umap_min_dist: float = 0.0
+    umap_max_fit: int = 30000  # UMAP is fitted on at most this many points (0 = all); see _embed
     min_cluster_size: int | None = None  # default: max(10, n // 100), at most 1000
     hdbscan_min_samples: int | None = None  # default: min(min_cluster_size, 50)
     kind: str = "all"
@@ -59,6 +60,8 @@ class DiscoveryConfig:
             raise DiscoveryError(f"--pca-components must be in 2..{zones.FINGERPRINT_DIM}")
         if self.umap_neighbors < 2:
             raise DiscoveryError("--umap-neighbors must be at least 2")
+        if self.umap_max_fit != 0 and self.umap_max_fit < 100:
+            raise DiscoveryError("--umap-max-fit must be 0 (fit on all points) or at least 100")
         if not 0.0 <= self.umap_min_dist <= 1.0:
             raise DiscoveryError("--umap-min-dist must be in [0, 1]")
         if self.min_cluster_size is not None and self.min_cluster_size < 2:
@@ -164,7 +167,7 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
     reducer = umap.UMAP(n_components=2, n_neighbors=min(cfg.umap_neighbors, n - 1), min_dist=cfg.umap_min_dist,
                         random_state=cfg.seed, low_memory=True,
                         n_jobs=1 if cfg.seed is not None else -1)
-    xy = np.asarray(reducer.fit_transform(Z), dtype=np.float64)
+    xy, n_fit = _embed(reducer, Z, cfg.umap_max_fit, cfg.seed, cKDTree)
     done("umap", t0)
 
     t0 = stage("cluster")
@@ -220,7 +223,7 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
         "created_at": time.time(),
         "db": os.path.abspath(cfg.db),
         "n_points": n,
-        "parameters": {**params_doc, "min_cluster_size_used": mcs, "hdbscan_min_samples_used": hms,
+        "parameters": {**params_doc, "umap_fit_points": n_fit, "min_cluster_size_used": mcs, "hdbscan_min_samples_used": hms,
                        "pca_components_used": k,
                        "clusterer_backend": backend},
         "metrics": metrics,
@@ -237,6 +240,26 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
     conn.close()
     return DiscoveryResult(run_id, os.path.abspath(cfg.output_dir), n, len(clusters), metrics["noise_fraction"],
                            timings, metrics)
+
+
+def _embed(reducer: Any, Z: np.ndarray, max_fit: int, seed: int | None, cKDTree: Any) -> tuple[np.ndarray, int]:
+    """2-D map of every point. UMAP's cost grows faster than the data (and dominated the 100k
+    run), so above ``max_fit`` points it is fitted on a random subset and every other point is
+    placed at the inverse-distance weighted mean of its 10 nearest fitted points in PCA space:
+    the same rule /classify uses for new fingerprints, so stored and new points land alike."""
+    n = len(Z)
+    if not max_fit or n <= max_fit:
+        return np.asarray(reducer.fit_transform(Z), dtype=np.float64), n
+    rng = np.random.default_rng(seed if seed is not None else 0)
+    fit = np.sort(rng.choice(n, size=max_fit, replace=False))
+    xy = np.empty((n, 2))
+    xy[fit] = np.asarray(reducer.fit_transform(Z[fit]), dtype=np.float64)
+    rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
+    d, idx = cKDTree(Z[fit]).query(Z[rest], k=10)
+    w = 1.0 / (d + 1e-9)
+    w /= w.sum(axis=1, keepdims=True)
+    xy[rest] = np.einsum("mk,mkd->md", w, xy[fit][idx])
+    return xy, max_fit
 
 
 def _make_clusterer(choice: str, min_cluster_size: int, min_samples: int | None) -> tuple[Any, str]:

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pca-components", type=int, default=8, help="intermediate PCA size (20-D -> this)")
     ap.add_argument("--umap-neighbors", type=int, default=15)
     ap.add_argument("--umap-min-dist", type=float, default=0.0)
+    ap.add_argument("--umap-max-fit", type=int, default=30000,
+                    help="fit UMAP on at most N points, place the others by nearest neighbours (0 = all)")
     ap.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN; default max(10, n/100), <= 1000")
     ap.add_argument("--hdbscan-min-samples", type=int, default=None, help="HDBSCAN min_samples (default: min(min cluster size, 50))")
     ap.add_argument("--kind", choices=["all", "step", "request"], default="all")
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = DiscoveryConfig(
         db=a.db, output_dir=a.output_dir, min_samples=a.min_samples, pca_components=a.pca_components,
-        umap_neighbors=a.umap_neighbors, umap_min_dist=a.umap_min_dist, min_cluster_size=a.min_cluster_size,
+        umap_neighbors=a.umap_neighbors, umap_min_dist=a.umap_min_dist, umap_max_fit=a.umap_max_fit, min_cluster_size=a.min_cluster_size,
         hdbscan_min_samples=a.hdbscan_min_samples, kind=a.kind, limit=a.limit,
         seed=None if a.seed < 0 else a.seed, plot=not a.no_plot, clusterer=a.clusterer, progress=not a.no_progress)
     try:

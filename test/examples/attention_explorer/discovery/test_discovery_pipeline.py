@@ -41,6 +41,8 @@ def test_artifacts_points_and_clusters(discovery_run) -> None:
             assert zone == cents[[c["cluster_id"] for c in cents].index(cid)]["zone"]
     man = json.load(open(os.path.join(art, "manifest.json")))
     assert man["n_points"] == n and man["metrics"]["n_clusters"] == 5 and "umap-learn" in man["versions"]
+    # UMAP was fitted on 2/3 of the points; the rest were placed by nearest neighbours
+    assert man["parameters"]["umap_fit_points"] == n * 2 // 3 < n
     assert man["metrics"]["silhouette_2d"] > 0.5 and set(man["timings_s"]) >= {"pca", "umap", "cluster"}
     with open(os.path.join(art, "map.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
