@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sgl_kernel.zones import FINGERPRINT_DIM
 from sglang.srt.attention_sidecar.describe import describe
-from sglang.srt.attention_sidecar.errors import ApiError, parse_json_object, parse_vectors
+from sglang.srt.attention_sidecar.errors import ApiError, fast_json_response, parse_json_object, parse_vectors
 from sglang.srt.attention_sidecar.wire import RejectCounter, RejectedMessage, parse_frame
 
 log = logging.getLogger("rapids_sidecar")
@@ -412,7 +412,7 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
             clusterer.refresh()
         snap = clusterer.snapshot
         results = [snap.predict(np.asarray(v, dtype=np.float64)) for v in vectors]
-        return {"results": results} if batch else results[0]
+        return fast_json_response({"results": results} if batch else results[0])
 
     @app.post("/recluster")
     async def recluster() -> dict[str, Any]:

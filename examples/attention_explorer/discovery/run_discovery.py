@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = DiscoveryConfig(
         db=a.db, output_dir=a.output_dir, min_samples=a.min_samples, pca_components=a.pca_components,
-        umap_neighbors=a.umap_neighbors, umap_min_dist=a.umap_min_dist, umap_max_fit=a.umap_max_fit, min_cluster_size=a.min_cluster_size,
+        umap_neighbors=a.umap_neighbors, umap_min_dist=a.umap_min_dist, umap_max_fit=a.umap_max_fit,
+        min_cluster_size=a.min_cluster_size,
         hdbscan_min_samples=a.hdbscan_min_samples, kind=a.kind, limit=a.limit,
         seed=None if a.seed < 0 else a.seed, plot=not a.no_plot, clusterer=a.clusterer, progress=not a.no_progress)
     try:

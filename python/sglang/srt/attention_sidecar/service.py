@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from sglang.srt.attention_sidecar import pca_interpretation
 from sglang.srt.attention_sidecar.artifacts import ArtifactError
 from sglang.srt.attention_sidecar.discovery_state import DiscoveryState
-from sglang.srt.attention_sidecar.errors import ApiError, parse_json_object, parse_vectors
+from sglang.srt.attention_sidecar.errors import ApiError, fast_json_response, parse_json_object, parse_vectors
 from sglang.srt.attention_sidecar.ingest import Ingestor
 
 log = logging.getLogger("attention_sidecar")
@@ -115,7 +115,7 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
             for r, v in zip(results, vectors):
                 r["pca_explanation"] = pca_interpretation.explain(v, cur.interpretation)
         counters.classified += len(results)
-        return {"results": results} if batch else results[0]
+        return fast_json_response({"results": results} if batch else results[0])
 
     @app.get("/centroids")
     async def centroids() -> dict[str, Any]:

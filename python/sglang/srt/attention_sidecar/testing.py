@@ -177,7 +177,8 @@ def shared_discovery(root: str, script: str, n: int = 1200, seed: int = 3) -> di
     synthetic.write_db(db, X, y)
     art = os.path.join(out, "artifacts")
     proc = subprocess.run([sys.executable, script, "--db", db, "--output-dir", art, "--min-samples", "100",
-                           "--umap-max-fit", str(n * 2 // 3), "--no-progress"], capture_output=True, text=True, env=subprocess_env(), timeout=600)
+                           "--umap-max-fit", str(n * 2 // 3), "--no-progress"],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"discovery failed ({proc.returncode}): {proc.stderr[-3000:]}")
     res = {"db": db, "artifacts": art, "stdout": json.loads(proc.stdout.strip().splitlines()[-1]),
