@@ -96,6 +96,8 @@ class CaptureBatch:
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
                 "chunk": min(r.req.capture.chunk_size for r in rs),
                 "layers": {l for r in rs for l in r.req.capture_state.layers},
+                # with no window the attention kernel's lse is exactly capture's first pass
+                "full": all(r.req.capture.window == 0 for r in rs),
             })
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
         self.moe: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -115,6 +117,7 @@ class CaptureBatch:
                 q[g["token_index"]], k_buf, fb.req_to_token_pool.req_to_token, g["row_req"], g["row_pos"],
                 scale=layer.scaling, top_k=g["top_k"], window=g["window"], head_ids=g["heads"],
                 mask_prefix=g["mask"], logit_softcap=layer.logit_softcap, chunk_size=g["chunk"],
+                head_lse=lse[g["token_index"]] if lse is not None and g["full"] else None,
             )
 
     def after_forward(self, model: torch.nn.Module) -> None:
