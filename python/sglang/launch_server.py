@@ -92,7 +92,16 @@ def reap_children(timeout: float = 5.0) -> None:
                 p.kill()
         return
     me = psutil.Process()
-    kids = me.children(recursive=True)
+
+    def is_tracker(p: "psutil.Process") -> bool:
+        # multiprocessing's resource tracker ignores SIGTERM by design and exits (after
+        # cleaning up leaked semaphores) as soon as this process's pipe to it closes.
+        try:
+            return any("resource_tracker" in part for part in p.cmdline())
+        except psutil.Error:
+            return False
+
+    kids = [k for k in me.children(recursive=True) if not is_tracker(k)]
     for k in kids:
         try:
             k.terminate()
