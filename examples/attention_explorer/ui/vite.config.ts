@@ -1,11 +1,16 @@
 /// <reference types="vitest/config" />
 import { defineConfig } from "vite";
 import react from "@vitejs/plugin-react";
+import { fileURLToPath } from "node:url";
+
+// The browser reads the shipped PCA defaults straight from the Python package (one copy).
+const UI_DIR = fileURLToPath(new URL(".", import.meta.url));
+const PCA_DATA = fileURLToPath(new URL("../../../python/sglang/srt/attention_sidecar/data/", import.meta.url));
 
 // The dashboard serves on :3001 (the spec's port); `--host` still works from the CLI.
 export default defineConfig({
   plugins: [react()],
-  server: { port: 3001, host: "127.0.0.1", strictPort: true },
+  server: { port: 3001, host: "127.0.0.1", strictPort: true, fs: { allow: [UI_DIR, PCA_DATA] } },
   preview: { port: 3001, host: "127.0.0.1", strictPort: true },
   test: {
     environment: "node",

@@ -2,6 +2,10 @@
 // the active view, the Token Lens drawer and the HUD. Every view reads one TraceSession.
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ChatView } from "./components/ChatView";
+import { CompareView } from "./components/CompareView";
+import { ManifoldView } from "./components/ManifoldView";
+import { PendingApply, RouterView } from "./components/RouterView";
+import { SavedView } from "./components/SavedView";
 import { type Focus, type ViewOptions } from "./components/focus";
 import { Hud } from "./components/Hud";
 import { InspectView } from "./components/InspectView";
@@ -9,17 +13,30 @@ import { SettingsPanel } from "./components/SettingsPanel";
 import { TokenLens } from "./components/TokenLens";
 import { startGeneration, type RunHandle } from "./state/chat";
 import { useConnection } from "./state/connection";
+import { loadPendingApply, type RouterApply, savePendingApply, withApply } from "./state/routerApply";
 import { loadSettings, saveSettings, type Settings } from "./state/settings";
+import { useSidecar } from "./state/sidecar";
+import { deleteSaved, listSaved, loadTrace, renameSaved, type SavedMeta, saveSession } from "./storage/savedSessions";
 import { useSessionVersion } from "./state/useSession";
 import { exportTrace, importTrace, TraceImportError } from "./trace/jsonl";
 import { TraceSession } from "./trace/session";
 
-type View = "chat" | "inspect";
+type View = "chat" | "inspect" | "manifold" | "router" | "compare" | "saved";
+const VIEWS: { id: View; label: string }[] = [
+  { id: "chat", label: "Chat" },
+  { id: "inspect", label: "Inspect" },
+  { id: "manifold", label: "Manifold" },
+  { id: "router", label: "Router" },
+  { id: "compare", label: "Compare" },
+  { id: "saved", label: "Saved" },
+];
 
 interface Loaded {
   session: TraceSession;
   label: string;
   live: boolean;
+  /** Set when the session was opened from the saved list (IndexedDB). */
+  savedId?: string;
 }
 
 declare global {
@@ -52,6 +69,22 @@ export function App() {
   const [busy, setBusy] = useState(false);
   const handle = useRef<RunHandle | null>(null);
   const fileInput = useRef<HTMLInputElement>(null);
+  const sidecar = useSidecar(settings.sidecarUrl);
+  const [saved, setSaved] = useState<SavedMeta[]>([]);
+  const [savedError, setSavedError] = useState<string | null>(null);
+  const [pending, setPending] = useState<RouterApply | null>(loadPendingApply);
+
+  const refreshSaved = useCallback(async () => {
+    try {
+      setSaved(await listSaved());
+      setSavedError(null);
+    } catch (e) {
+      setSavedError(`Saved sessions unavailable: ${(e as Error).message}`);
+    }
+  }, []);
+  useEffect(() => {
+    void refreshSaved();
+  }, [refreshSaved]);
 
   const setSettings = useCallback((s: Settings) => {
     setSettingsState(s);
@@ -66,14 +99,64 @@ export function App() {
 
   const generate = useCallback(() => {
     const live = loaded[0].session;
-    const h = startGeneration(live, settings, captureAllowed, conn.models[0]);
+    // A Router recommendation applies to this one request, then it is used up.
+    const h = startGeneration(live, withApply(settings, pending), captureAllowed, conn.models[0]);
+    if (pending) {
+      live.run(h.runId).routerApplied = { zone: pending.zone, temperature: pending.temperature, top_p: pending.top_p, capture_mode: pending.capture_mode };
+      setBanner({ kind: "info", text: `Router settings (${pending.zone}) applied to this run: temperature ${pending.temperature}, top_p ${pending.top_p}, capture ${pending.capture_mode}.` });
+      savePendingApply(null);
+      setPending(null);
+    }
     handle.current = h;
     setBusy(true);
     void h.done.finally(() => {
       if (handle.current === h) handle.current = null;
       setBusy(false);
     });
-  }, [loaded, settings, captureAllowed, conn.models]);
+  }, [loaded, settings, captureAllowed, conn.models, pending]);
+
+  const onSave = async () => {
+    try {
+      const meta = await saveSession(session);
+      await refreshSaved();
+      setBanner({ kind: "info", text: `Saved “${meta.name}” (${meta.digest.nSteps} fingerprint steps).` });
+    } catch (e) {
+      setBanner({ kind: "error", text: `Not saved: ${(e as Error).message}` });
+    }
+  };
+
+  const openSaved = useCallback(
+    async (id: string) => {
+      const at = loaded.findIndex((l) => l.savedId === id);
+      if (at >= 0) {
+        setActive(at);
+        return;
+      }
+      const meta = saved.find((m) => m.id === id);
+      try {
+        const s = importTrace(await loadTrace(id));
+        const next = [...loaded, { session: s, label: `Saved: ${meta?.name ?? id}`, live: false, savedId: id }];
+        setLoaded(next);
+        setActive(next.length - 1);
+        setPinned(null);
+        setHover(null);
+        setLastHover(null);
+      } catch (e) {
+        const msg = e instanceof TraceImportError ? e.message : (e as Error).message;
+        setBanner({ kind: "error", text: `Saved session could not be opened: ${msg}` });
+      }
+    },
+    [loaded, saved, setHover],
+  );
+
+  const onApply = (a: RouterApply) => {
+    savePendingApply(a);
+    setPending(a);
+  };
+  const onCancelApply = () => {
+    savePendingApply(null);
+    setPending(null);
+  };
 
   const onSend = (text: string) => {
     loaded[0].session.addMessage("user", text);
@@ -131,9 +214,9 @@ export function App() {
           Attention Explorer
         </div>
         <nav className="views" role="tablist">
-          {(["chat", "inspect"] as View[]).map((v) => (
-            <button key={v} role="tab" aria-selected={view === v} className={view === v ? "tab active" : "tab"} onClick={() => setView(v)} data-view={v}>
-              {v === "chat" ? "Chat" : "Inspect"}
+          {VIEWS.map((v) => (
+            <button key={v.id} role="tab" aria-selected={view === v.id} className={view === v.id ? "tab active" : "tab"} onClick={() => setView(v.id)} data-view={v.id}>
+              {v.label}
             </button>
           ))}
         </nav>
@@ -155,6 +238,9 @@ export function App() {
           ))}
         </select>
         <div className="spacer" />
+        <button className="btn" onClick={() => void onSave()} disabled={session.runs.size === 0} title="keep this trace in the browser (IndexedDB)">
+          Save
+        </button>
         <button className="btn" onClick={onExport} disabled={session.messages.length === 0}>
           Export
         </button>
@@ -176,6 +262,11 @@ export function App() {
         <button className={`btn ${showSettings ? "active" : ""}`} onClick={() => setShowSettings(!showSettings)}>
           Settings
         </button>
+        {sidecar.state !== "off" && (
+          <span className={`conn conn-${sidecar.state === "up" ? "up" : sidecar.state === "down" ? "down" : "checking"} ${sidecar.state === "up" && !sidecar.ready ? "conn-nocapture" : ""}`} data-testid="sidecar-connection" title={settings.sidecarUrl}>
+            <span className="dot" /> sidecar {sidecar.state === "up" ? (sidecar.ready ? `run ${sidecar.status?.current?.run_id}` : "no artifacts") : sidecar.state}
+          </span>
+        )}
         <span className={`conn conn-${conn.state} ${conn.captureProblem ? "conn-nocapture" : ""}`} data-testid="connection" title={settings.serverUrl}>
           <span className="dot" /> {connLabel}
         </span>
@@ -204,7 +295,39 @@ export function App() {
           <SettingsPanel key={settings.serverUrl} settings={settings} caps={conn.caps} models={conn.models} onChange={setSettings} />
         )}
         <section className="view">
-          {view === "chat" ? (
+          {view === "chat" && pending && <PendingApply pending={pending} onCancel={onCancelApply} />}
+          {view === "manifold" ? (
+            <ManifoldView session={session} live={loaded[0].session} version={version} sessionLabel={cur.label} saved={saved} sidecar={sidecar} onOpenSaved={(id) => void openSaved(id)} />
+          ) : view === "router" ? (
+            <RouterView session={session} version={version} sidecar={sidecar} pending={pending} onApply={onApply} onCancel={onCancelApply} />
+          ) : view === "compare" ? (
+            <CompareView saved={saved} pca={sidecar.pca} />
+          ) : view === "saved" ? (
+            <SavedView
+              saved={saved}
+              error={savedError}
+              onOpen={(id) => {
+                void openSaved(id).then(() => setView("chat"));
+              }}
+              onRename={async (id, name) => {
+                try {
+                  await renameSaved(id, name);
+                  setLoaded((ls) => ls.map((l) => (l.savedId === id ? { ...l, label: `Saved: ${name.trim()}` } : l)));
+                } catch (e) {
+                  setBanner({ kind: "error", text: (e as Error).message });
+                }
+                await refreshSaved();
+              }}
+              onDelete={async (id) => {
+                try {
+                  await deleteSaved(id);
+                } catch (e) {
+                  setBanner({ kind: "error", text: (e as Error).message });
+                }
+                await refreshSaved();
+              }}
+            />
+          ) : view === "chat" ? (
             <ChatView
               session={session}
               version={version}

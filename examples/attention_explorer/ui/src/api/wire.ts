@@ -48,6 +48,9 @@ export interface FingerprintEntry {
   fingerprint: number[];
   manifold: string;
   manifold_confidence: number;
+  /** Set when the server runs with --attention-hints-url: the sidecar cluster of this step (-1 = noise). */
+  cluster_id?: number;
+  cluster_zone?: string;
   think_phase?: ThinkPhase;
   moe_routing?: MoeRouting;
 }
@@ -77,6 +80,16 @@ export interface ChunkChoice {
   attention_tokens?: AttentionEntry[];
   attention_output_tokens?: OutputTokenInfo[];
   attention_prompt_tokens?: PromptTokenInfo[];
+  /** Adaptive sampling switch (meta_info.attention_adaptive_sampling), once it happened. */
+  attention_adaptive_sampling?: AdaptiveSamplingSwitch | null;
+}
+
+export interface AdaptiveSamplingSwitch {
+  step: number;
+  before: { temperature?: number; top_p?: number; [k: string]: unknown };
+  after: { temperature?: number; top_p?: number; [k: string]: unknown };
+  cluster_id: number | null;
+  zone: string | null;
 }
 
 export interface Usage {

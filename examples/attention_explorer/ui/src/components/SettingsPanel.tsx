@@ -14,6 +14,7 @@ interface Props {
 export const SettingsPanel = memo(function SettingsPanel({ settings, caps, models, onChange }: Props) {
   const [layersText, setLayersText] = useState(Array.isArray(settings.capture.layers) ? settings.capture.layers.join(",") : settings.capture.layers);
   const [serverText, setServerText] = useState(settings.serverUrl);
+  const [sidecarText, setSidecarText] = useState(settings.sidecarUrl);
   const layersOk = parseLayers(layersText) !== null;
   const extra = parseExtra(settings.extraJson);
   const maxK = caps?.max_top_k ?? 64;
@@ -49,6 +50,20 @@ export const SettingsPanel = memo(function SettingsPanel({ settings, caps, model
               <option key={m} value={m} />
             ))}
           </datalist>
+        </label>
+      </fieldset>
+      <fieldset>
+        <legend>Sidecar (optional)</legend>
+        <label>
+          attention_sidecar URL
+          <input
+            aria-label="sidecar url"
+            value={sidecarText}
+            placeholder="e.g. http://127.0.0.1:9010"
+            onChange={(e) => setSidecarText(e.target.value)}
+            onBlur={() => set({ sidecarUrl: sidecarText.trim() })}
+            onKeyDown={(e) => e.key === "Enter" && set({ sidecarUrl: sidecarText.trim() })}
+          />
         </label>
       </fieldset>
       <fieldset>

@@ -12,6 +12,8 @@ export interface Settings {
   systemPrompt: string;
   /** Extra request fields as JSON text, e.g. {"ignore_eos": true}. */
   extraJson: string;
+  /** python -m sglang.srt.attention_sidecar base URL; empty = none (the browser's PCA is used). */
+  sidecarUrl: string;
 }
 
 const KEY = "attention-explorer.settings.v1";
@@ -39,6 +41,7 @@ export function defaultSettings(): Settings {
     sampling: { maxTokens: 256, temperature: 0.7, topP: 0.95 },
     systemPrompt: "",
     extraJson: "",
+    sidecarUrl: (import.meta as unknown as { env?: Record<string, string | undefined> }).env?.VITE_SIDECAR_URL || "",
   };
 }
 
@@ -56,6 +59,8 @@ export function loadSettings(): Settings {
   }
   const fromQuery = new URLSearchParams(location.search).get("server");
   if (fromQuery) s = { ...s, serverUrl: fromQuery };
+  const sidecarQuery = new URLSearchParams(location.search).get("sidecar");
+  if (sidecarQuery !== null) s = { ...s, sidecarUrl: sidecarQuery };
   return s;
 }
 

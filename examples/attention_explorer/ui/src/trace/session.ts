@@ -6,6 +6,7 @@
 // each with its prompt tokens, output tokens, per-step captures, segments and metrics,
 // so later views (manifold, router, compare) can work across runs.
 import type {
+  AdaptiveSamplingSwitch,
   AttentionEntry,
   CaptureSettings,
   ChatChunk,
@@ -118,6 +119,10 @@ export interface Run {
   clock: { start: number; firstByte: number | null };
   /** prompt length if known from the prompt tokens, usage, or inferred from entries. */
   promptLen: number | null;
+  /** The server's adaptive sampling switch for this run (choices[0].attention_adaptive_sampling). */
+  adaptiveSampling: AdaptiveSamplingSwitch | null;
+  /** Settings the Router applied to this run ("Apply to next run"), if any. */
+  routerApplied?: { zone: string; temperature: number; top_p: number; capture_mode: string };
 }
 
 export interface RunSummary {
@@ -247,6 +252,7 @@ export class TraceSession {
       rawSteps: new Map(),
       clock: { start: now(), firstByte: null },
       promptLen: null,
+      adaptiveSampling: null,
     };
     this.runs.set(run.id, run);
     const msg = this.messages.find((m) => m.id === opts.messageId);
@@ -318,6 +324,7 @@ export class TraceSession {
       }
       if (delta) this.appendText(run, delta.content ?? "", delta.reasoning_content ?? "");
       if (choice.finish_reason) run.metrics.finishReason = choice.finish_reason;
+      if (choice.attention_adaptive_sampling) run.adaptiveSampling = choice.attention_adaptive_sampling;
     }
     this.touch();
   }

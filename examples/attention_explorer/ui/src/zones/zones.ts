@@ -25,6 +25,15 @@ export const SAMPLING_HINTS: Record<Zone, { temperature: number; top_p: number }
   diffuse: { temperature: 0.9, top_p: 0.98 },
 };
 
+/** Capture mode suggested per zone (CAPTURE_MODE_HINTS in zones.py). */
+export const CAPTURE_MODE_HINTS: Record<Zone, "raw" | "sketch" | "fingerprint"> = {
+  syntax_floor: "fingerprint",
+  semantic_bridge: "sketch",
+  long_range: "raw",
+  structure_ripple: "sketch",
+  diffuse: "fingerprint",
+};
+
 export const ZONE_DESCRIPTIONS: Record<Zone, string> = {
   syntax_floor: "Local syntax: attention stays on the last few tokens",
   semantic_bridge: "Semantic bridge: attention reaches back a sentence or paragraph",
@@ -130,7 +139,18 @@ export function traits(fp: number[]): string[] {
   return out;
 }
 
-export function samplingHints(fp: number[]): { temperature: number; top_p: number; zone: Zone } {
-  const zone = classify(fp).zone;
-  return { ...SAMPLING_HINTS[zone], zone };
+export interface SamplingHint {
+  temperature: number;
+  top_p: number;
+  capture_mode: "raw" | "sketch" | "fingerprint";
+  zone: Zone;
+}
+
+/** zones.py sampling_hints for a zone (what the sidecars document and the Router recommends). */
+export function hintsForZone(zone: Zone): SamplingHint {
+  return { ...SAMPLING_HINTS[zone], capture_mode: CAPTURE_MODE_HINTS[zone], zone };
+}
+
+export function samplingHints(fp: number[]): SamplingHint {
+  return hintsForZone(classify(fp).zone);
 }

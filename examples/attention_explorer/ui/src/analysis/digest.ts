@@ -1,0 +1,89 @@
+// Fingerprint summary of a trace ("digest"): what the Manifold, Router and Compare views
+// work from, and what a saved session stores next to its JSONL. The formulas match
+// test/fixtures/make_analysis_expectations.py (numpy), which Vitest checks against.
+import type { TraceSession } from "../trace/session";
+import { classify, FINGERPRINT_DIM, ripple, type Zone, ZONES } from "../zones/zones";
+
+export interface StepPoint {
+  runId: string;
+  step: number;
+  fingerprint: number[];
+  zone: Zone;
+}
+
+export interface Digest {
+  /** Mean step fingerprint (20 floats). */
+  mean: number[];
+  /** Share of steps in each zone (sums to 1 when nSteps > 0). */
+  zoneShare: Record<Zone, number>;
+  /** Mean normalized entropy (fingerprint[3]). */
+  entropy: number;
+  /** Ripple (periodicity) of the mean distance histogram. */
+  ripple: number;
+  dominantZone: Zone | null;
+  nSteps: number;
+  tokenCount: number;
+  runCount: number;
+}
+
+function zoneOf(fp: number[], serverZone?: string): Zone {
+  if (serverZone && (ZONES as readonly string[]).includes(serverZone)) return serverZone as Zone;
+  return classify(fp).zone;
+}
+
+/** One point per decode step that has a signal, over every run of the session. */
+export function stepPoints(session: TraceSession, runIds?: string[]): StepPoint[] {
+  const out: StepPoint[] = [];
+  for (const run of session.runs.values()) {
+    if (runIds && !runIds.includes(run.id)) continue;
+    const steps = [...run.steps.keys()].sort((a, b) => a - b);
+    for (const step of steps) {
+      const sig = session.stepSignal(run, step);
+      if (!sig || sig.fingerprint.length !== FINGERPRINT_DIM || sig.fingerprint.some((x) => !Number.isFinite(x))) continue;
+      const fpEntry = run.steps.get(step)?.fingerprint;
+      out.push({ runId: run.id, step, fingerprint: sig.fingerprint, zone: zoneOf(sig.fingerprint, fpEntry?.manifold) });
+    }
+  }
+  return out;
+}
+
+/** Digest of a list of step fingerprints (zones from classify unless given). */
+export function digestOf(fps: number[][], zones?: Zone[], extra: { tokenCount?: number; runCount?: number } = {}): Digest {
+  const n = fps.length;
+  const mean = new Array<number>(FINGERPRINT_DIM).fill(0);
+  const share = Object.fromEntries(ZONES.map((z) => [z, 0])) as Record<Zone, number>;
+  for (let i = 0; i < n; i++) {
+    const f = fps[i];
+    for (let j = 0; j < FINGERPRINT_DIM; j++) mean[j] += f[j];
+    const z = zones ? zones[i] : classify(f).zone;
+    share[z] += 1;
+  }
+  if (n) {
+    for (let j = 0; j < FINGERPRINT_DIM; j++) mean[j] /= n;
+    for (const z of ZONES) share[z] /= n;
+  }
+  let dominant: Zone | null = null;
+  for (const z of ZONES) if (share[z] > (dominant ? share[dominant] : 0)) dominant = z;
+  return {
+    mean,
+    zoneShare: share,
+    entropy: mean[3],
+    ripple: n ? ripple(mean.slice(4)) : 0,
+    dominantZone: dominant,
+    nSteps: n,
+    tokenCount: extra.tokenCount ?? 0,
+    runCount: extra.runCount ?? 0,
+  };
+}
+
+/** Digest of a whole session (every run, regenerations included). */
+export function sessionDigest(session: TraceSession): Digest {
+  const pts = stepPoints(session);
+  let tokens = 0;
+  for (const run of session.runs.values()) tokens += session.rates(run).tokenCount;
+  return digestOf(
+    pts.map((p) => p.fingerprint),
+    pts.map((p) => p.zone),
+    { tokenCount: tokens, runCount: session.runs.size },
+  );
+}

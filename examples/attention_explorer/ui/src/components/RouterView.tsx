@@ -1,0 +1,186 @@
+// Router: the zone of the running generation (a rolling window of its step fingerprints),
+// the evidence behind it, and the sampling settings the zone rules recommend
+// (sgl_kernel/zones.py SAMPLING_HINTS + CAPTURE_MODE_HINTS, the ones the sidecars serve).
+// "Apply to next run" stores the recommendation; the next request uses it once.
+import { useEffect, useMemo, useState } from "react";
+import { digestOf, stepPoints } from "../analysis/digest";
+import type { ClassifyResult } from "../api/sidecar";
+import type { RouterApply } from "../state/routerApply";
+import type { SidecarState } from "../state/sidecar";
+import type { Run, TraceSession } from "../trace/session";
+import { classify, FOCUSED_ENTROPY, hintsForZone, ripple, THRESHOLDS, type Zone, ZONE_DESCRIPTIONS, ZONES } from "../zones/zones";
+import { PALETTE } from "../manifold/PointCloud";
+
+export const WINDOW = 16;
+
+interface Props {
+  session: TraceSession;
+  version: number;
+  sidecar: SidecarState;
+  pending: RouterApply | null;
+  onApply: (a: RouterApply) => void;
+  onCancel: () => void;
+}
+
+function Meter({ label, value, threshold, note, testId }: { label: string; value: number; threshold: number; note: string; testId: string }) {
+  const pct = Math.max(0, Math.min(1, value)) * 100;
+  const over = value >= threshold;
+  return (
+    <div className="meter" data-testid={testId} data-value={value.toFixed(4)}>
+      <div className="meter-head">
+        <span>{label}</span>
+        <b>{value.toFixed(2)}</b>
+      </div>
+      <div className="meter-track">
+        <div className={`meter-fill ${over ? "over" : ""}`} style={{ width: `${pct}%` }} />
+        <div className="meter-threshold" style={{ left: `${threshold * 100}%` }} title={`threshold ${threshold}`} />
+      </div>
+      <div className="muted small">{note}</div>
+    </div>
+  );
+}
+
+export function RouterView({ session, version, sidecar, pending, onApply, onCancel }: Props) {
+  const run: Run | undefined = session.latestRun();
+  const pts = useMemo(() => {
+    void version;
+    return run ? stepPoints(session, [run.id]) : [];
+  }, [session, run, version]);
+  const recent = pts.slice(-WINDOW);
+  const digest = recent.length ? digestOf(recent.map((p) => p.fingerprint)) : null;
+  const result = digest ? classify(digest.mean) : null;
+  const zone: Zone | null = result?.zone ?? null;
+  const hint = zone ? hintsForZone(zone) : null;
+
+  // The sidecar's view of the same window (cluster of the discovery run), at most once a second.
+  const [remote, setRemote] = useState<ClassifyResult | null>(null);
+  const [remoteErr, setRemoteErr] = useState<string | null>(null);
+  const meanKey = digest ? digest.mean.map((x) => x.toFixed(4)).join(",") : "";
+  useEffect(() => {
+    if (!digest || !sidecar.ready || !sidecar.client) {
+      setRemote(null);
+      return;
+    }
+    const ctrl = new AbortController();
+    const t = setTimeout(() => {
+      sidecar
+        .client!.classify([digest.mean], ctrl.signal)
+        .then((r) => {
+          setRemote(r[0] ?? null);
+          setRemoteErr(null);
+        })
+        .catch((e) => !ctrl.signal.aborted && setRemoteErr((e as Error).message));
+    }, 1000);
+    return () => {
+      clearTimeout(t);
+      ctrl.abort();
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [meanKey, sidecar.ready, sidecar.client]);
+
+  if (!run || !digest || !result || !hint || !zone) {
+    return (
+      <div className="router empty" data-testid="router">
+        <h2>No fingerprints yet</h2>
+        <p>Run a generation with capture on (any mode): the Router classifies its last {WINDOW} steps as they stream.</p>
+        {pending && <PendingApply pending={pending} onCancel={onCancel} />}
+      </div>
+    );
+  }
+  const m = digest.mean;
+  const rip = ripple(m.slice(4));
+  const lastFp = run.steps.get(pts[pts.length - 1].step)?.fingerprint;
+  const zi = ZONES.indexOf(zone);
+  return (
+    <div className="router" data-testid="router">
+      <section className="router-zone" style={{ borderColor: `rgb(${PALETTE[zi].join(",")})` }}>
+        <div className="muted small">
+          {run.status === "streaming" ? "live" : run.status} · run {run.id} · last {recent.length} of {pts.length} steps
+        </div>
+        <h2 data-testid="router-zone" data-zone={zone}>
+          {zone}
+        </h2>
+        <div>
+          confidence <b data-testid="router-confidence">{(result.confidence * 100).toFixed(0)}%</b>
+        </div>
+        <p className="muted">{ZONE_DESCRIPTIONS[zone]}</p>
+        <div className="zone-strip" title="zone of each step (oldest left)">
+          {pts.slice(-120).map((p, i) => (
+            <i key={i} style={{ background: `rgb(${PALETTE[ZONES.indexOf(p.zone)].join(",")})` }} title={`step ${p.step}: ${p.zone}`} />
+          ))}
+        </div>
+      </section>
+      <section className="router-evidence">
+        <h3>Evidence (mean of the window)</h3>
+        <Meter testId="meter-local" label="local mass (d < 8)" value={m[0]} threshold={THRESHOLDS.syntax_floor} note={`syntax_floor at ≥ ${THRESHOLDS.syntax_floor}`} />
+        <Meter testId="meter-mid" label="mid mass (8 ≤ d < 256)" value={m[1]} threshold={THRESHOLDS.semantic_bridge} note={`semantic_bridge at ≥ ${THRESHOLDS.semantic_bridge}`} />
+        <Meter testId="meter-long" label="long mass (d ≥ 256)" value={m[2]} threshold={THRESHOLDS.long_range} note={`long_range at ≥ ${THRESHOLDS.long_range}`} />
+        <Meter testId="meter-entropy" label="entropy (normalized)" value={m[3]} threshold={THRESHOLDS.diffuse} note={`diffuse at ≥ ${THRESHOLDS.diffuse}, focused at ≤ ${FOCUSED_ENTROPY}`} />
+        <Meter testId="meter-periodicity" label="periodicity (ripple)" value={rip} threshold={THRESHOLDS.structure_ripple} note={`structure_ripple at ≥ ${THRESHOLDS.structure_ripple}`} />
+      </section>
+      <section className="router-rec">
+        <h3>Recommended for the next run</h3>
+        <table className="kv" data-testid="router-recommendation">
+          <tbody>
+            <tr><td>temperature</td><td data-testid="rec-temperature">{hint.temperature}</td></tr>
+            <tr><td>top_p</td><td data-testid="rec-top-p">{hint.top_p}</td></tr>
+            <tr><td>capture mode</td><td data-testid="rec-capture">{hint.capture_mode}</td></tr>
+          </tbody>
+        </table>
+        <p className="muted small">From the zone rules in sgl_kernel/zones.py (SAMPLING_HINTS, CAPTURE_MODE_HINTS), the same the sidecars serve.</p>
+        <button
+          className="btn primary"
+          onClick={() =>
+            onApply({ zone, temperature: hint.temperature, top_p: hint.top_p, capture_mode: hint.capture_mode, basis: `${run.id}, last ${recent.length} steps`, appliedAt: new Date().toISOString() })
+          }
+        >
+          Apply to next run
+        </button>
+        {pending && <PendingApply pending={pending} onCancel={onCancel} />}
+        <h3>Server and sidecar</h3>
+        <ul className="small">
+          {lastFp?.cluster_id !== undefined && (
+            <li data-testid="router-server-cluster">
+              server hint (latest step): cluster {lastFp.cluster_id} · {lastFp.cluster_zone}
+            </li>
+          )}
+          {run.adaptiveSampling ? (
+            <li data-testid="router-adaptive">
+              adaptive sampling switched at step {run.adaptiveSampling.step} ({run.adaptiveSampling.zone ?? "?"}, cluster {String(run.adaptiveSampling.cluster_id)}): T{" "}
+              {String(run.adaptiveSampling.before.temperature)} → {String(run.adaptiveSampling.after.temperature)}, top_p {String(run.adaptiveSampling.before.top_p)} →{" "}
+              {String(run.adaptiveSampling.after.top_p)}
+            </li>
+          ) : (
+            <li className="muted">no adaptive sampling switch reported for this run</li>
+          )}
+          {run.routerApplied && (
+            <li data-testid="router-run-applied">
+              this run used the Router's {run.routerApplied.zone} settings: T {run.routerApplied.temperature}, top_p {run.routerApplied.top_p}, capture {run.routerApplied.capture_mode}
+            </li>
+          )}
+          {sidecar.state === "off" && <li className="muted">no sidecar configured (Settings → sidecar URL)</li>}
+          {sidecar.state !== "off" && !sidecar.ready && <li className="muted">sidecar {sidecar.state}{sidecar.error ? `: ${sidecar.error}` : ", no discovery artifacts loaded"}</li>}
+          {remote && (
+            <li data-testid="router-sidecar">
+              sidecar: cluster {remote.cluster_id} ({remote.zone}, confidence {(remote.confidence * 100).toFixed(0)}%
+              {remote.out_of_distribution ? ", out of distribution" : ""}) → T {remote.sampling_hints.temperature}, top_p {remote.sampling_hints.top_p}, capture{" "}
+              {remote.sampling_hints.capture_mode}
+            </li>
+          )}
+          {remoteErr && <li className="error">sidecar: {remoteErr}</li>}
+        </ul>
+      </section>
+    </div>
+  );
+}
+
+export function PendingApply({ pending, onCancel }: { pending: RouterApply; onCancel: () => void }) {
+  return (
+    <div className="pending-apply" data-testid="pending-apply">
+      Next run uses the Router's <b>{pending.zone}</b> settings: T {pending.temperature}, top_p {pending.top_p}, capture {pending.capture_mode}{" "}
+      <button className="link-btn" onClick={onCancel}>
+        cancel
+      </button>
+    </div>
+  );
+}
