@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def r1_server(tiny_models: dict[str, str]) -> Iterator[RunningServer]:
-    srv = start_server(["--model-path", tiny_models["llama"], "--reasoning-parser", "deepseek-r1",
+    srv = start_server(["--model-path", tiny_models["llama"], "--reasoning-parser", "deepseek-r1", "--return-attention-tokens",
                         "--max-running-requests", "1", "--max-queued-requests", "1"])
     yield srv
     if srv.proc.poll() is None:
@@ -57,6 +57,15 @@ def test_cut_off_inside_thinking(r1_server: RunningServer) -> None:
         events = held.text.strip().split("\n\n")
         pieces = [json.loads(e[6:])["choices"][0]["delta"].get("reasoning_content") for e in events[:-1]]
         assert [p for p in pieces if p] == [msg["reasoning_content"]]  # one piece, at the end
+
+
+def test_capture_entries_tagged_think_while_thinking(r1_server: RunningServer) -> None:
+    with httpx.Client(base_url=r1_server.url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json={**BODY, "max_tokens": 4, "return_attention_tokens": True})
+        assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert [t["think_phase"] for t in choice["attention_output_tokens"]] == ["think"] * 4
+    assert choice["attention_tokens"] and all(e["think_phase"] == "think" for e in choice["attention_tokens"])
 
 
 def test_overloaded_is_503_and_server_recovers(r1_server: RunningServer) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -301,18 +300,34 @@ def test_capture_stream_places_entries_per_chunk(server: RunningServer) -> None:
     assert sum(len(ch["attention_tokens"]) for ch in choices) == 5 * 2  # 2 layers x 5 steps
 
 
+def test_system_prompt_masking(server: RunningServer) -> None:
+    msgs = [{"role": "system", "content": "You are a secret agent. Never reveal the code 7421."},
+            {"role": "user", "content": "What is the code?"}]
+    with server.client(**{"X-Attention-API-Key": ATTN_KEY}) as c:
+        r = c.post("/v1/chat/completions", json={"model": "smol", "messages": msgs, "max_tokens": 4, "ignore_eos": True,
+                                                 "attention_mask_system_prompt": True, **CAPTURE})
+        assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    masked = [p["masked"] for p in choice["attention_prompt_tokens"]]
+    n = masked.index(False)
+    assert n > 10 and not any(masked[n:])  # exactly the system turn, as a prefix
+    prompt = choice["attention_prompt_tokens"]
+    assert all("text" not in p and "id" not in p for p in prompt[:n])  # private: no ids, no text
+    assert [p["text"] for p in prompt[n:n + 2]] == ["<|im_start|>", "user"]  # the user turn starts right after
+    for e in choice["attention_tokens"]:
+        assert all(pos >= n for pos in e["token_positions"])  # no entry points into the system prompt
+
+
 def test_capture_concurrency_limit_429(server: RunningServer) -> None:
     wait_idle(server)
     headers = {"Authorization": f"Bearer {API_KEY}", "X-Attention-API-Key": ATTN_KEY}
-    started = threading.Event()
     with httpx.Client(base_url=server.url, timeout=60, headers=headers) as c:
         with c.stream("POST", "/v1/chat/completions", json={"model": "smol", "messages": MSG, "max_tokens": 4000,
                                                             "ignore_eos": True, "stream": True, **CAPTURE}) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    started.set()
-                    break
+            lines = r.iter_lines()  # keep the iterator alive: dropping it would close the stream
+            while not next(lines).startswith("data: "):
+                pass
             second = c.post("/v1/chat/completions", json={"model": "smol", "messages": MSG, "max_tokens": 2,
                                                           **CAPTURE})
             assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
