@@ -139,6 +139,31 @@ def test_native_generate(server: RunningServer) -> None:
         assert len(last["output_ids"]) == 4 and last["meta_info"]["finish_reason"]["type"] == "length"
 
 
+def test_batches_on_completions_and_generate(server: RunningServer) -> None:
+    with server.client() as c:
+        r = c.post("/v1/completions", json={"model": "smol", "prompt": ["Hello", "The sky is"], "max_tokens": 3,
+                                            "temperature": 0, "ignore_eos": True}).json()
+        assert [ch["index"] for ch in r["choices"]] == [0, 1] and r["usage"]["completion_tokens"] == 6
+        s = c.post("/v1/completions", json={"model": "smol", "prompt": [[1, 2, 3], [4, 5]], "max_tokens": 3,
+                                            "ignore_eos": True, "stream": True})
+        events = sse_events(s.content)
+        assert events[-1] == "[DONE]"
+        idx = {json.loads(e)["choices"][0]["index"] for e in events[:-1]}
+        assert idx == {0, 1}
+        g = c.post("/generate", json={"text": ["a", "b", "c"], "sampling_params": {"max_new_tokens": 2}}).json()
+        assert isinstance(g, list) and len(g) == 3 and all(len(x["output_ids"]) <= 2 for x in g)
+
+
+def test_capture_through_openai_client(server: RunningServer) -> None:
+    r = oai(server, **{"X-Attention-API-Key": ATTN_KEY}).chat.completions.create(
+        model="smol", messages=MSG, max_tokens=3, extra_body={**CAPTURE, "ignore_eos": True})
+    extra = r.choices[0].model_extra
+    assert len(extra["attention_tokens"]) == 3 * 2 and len(extra["attention_output_tokens"]) == 3
+    e = extra["attention_tokens"][0]
+    total = sum(__import__("math").exp(x - e["logsumexp_candidates"]) for x in e["topk_logits"])
+    assert 0 < total <= 1 + 1e-5 and abs(sum(e["attention_scores"]) - 1) < 1e-4
+
+
 def test_32_concurrent_streams_then_kv_free(server: RunningServer) -> None:
     def one(i: int) -> tuple[list[str], int]:
         with server.client() as c:
