@@ -1,14 +1,11 @@
 """Start a real ``python -m sglang.launch_server`` process for the e2e tests."""
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import httpx
 

@@ -7,13 +7,8 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sglang.srt.entrypoints.capture_api import (
-    CapturePlacer,
-    build_capture_params,
-    explicit_capture,
-    mask_system_prompt,
-)
-from sglang.srt.entrypoints.openai.errors import APIError, from_value_error
+from sglang.srt.entrypoints.capture_api import CapturePlacer, mask_system_prompt
+from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import OPENAI_PARAM_NAMES, ChatCompletionRequest, sampling_dict
 from sglang.srt.entrypoints.openai.request_prep import (
     json_response,
