@@ -5,9 +5,9 @@
 //
 //   npm run test:e2e                      # starts python -m sglang.launch_server itself
 //   E2E_SERVER_URL=http://127.0.0.1:30000 npm run test:e2e
-import { readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, resultsDir, startServer, startUi } from "./lib.mjs";
+import { launchBrowser, resultsDir, startServer, startUi, UI_DIR } from "./lib.mjs";
 
 const results = [];
 let failed = 0;
@@ -218,6 +218,12 @@ try {
   await ui?.stop();
   if (failed && server?.log) writeFileSync(join(out, "e2e-server.log"), server.log());
   await server?.stop();
+  if (!failed && process.argv.includes("--docs")) {
+    // screenshots for docs/dashboard.md
+    const docs = join(UI_DIR, "docs/screenshots");
+    mkdirSync(docs, { recursive: true });
+    for (const f of readdirSync(out).filter((f) => /^e2e-\d\d-.*\.png$/.test(f))) copyFileSync(join(out, f), join(docs, f));
+  }
   writeFileSync(join(out, "e2e-results.json"), JSON.stringify(results, null, 1));
   const passed = results.filter((r) => r.ok).length;
   console.log(`${passed} passed, ${failed} failed`);

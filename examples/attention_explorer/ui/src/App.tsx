@@ -149,6 +149,18 @@ export function App() {
     [loaded, saved, setHover],
   );
 
+  // A fresh live chat; the previous one stays in the session selector (read-only).
+  const onNewChat = () => {
+    const old = loaded[0];
+    const rest = loaded.slice(1);
+    const kept = old.session.messages.length ? [{ ...old, live: false, label: `Earlier chat (${new Date().toLocaleTimeString()})` }] : [];
+    setLoaded([{ session: new TraceSession(), label: "Live session", live: true }, ...kept, ...rest]);
+    setActive(0);
+    setPinned(null);
+    setHover(null);
+    setLastHover(null);
+  };
+
   const onApply = (a: RouterApply) => {
     savePendingApply(a);
     setPending(a);
@@ -238,6 +250,9 @@ export function App() {
           ))}
         </select>
         <div className="spacer" />
+        <button className="btn" onClick={onNewChat} disabled={busy} title="start an empty chat; the current one stays in the session list">
+          New chat
+        </button>
         <button className="btn" onClick={() => void onSave()} disabled={session.runs.size === 0} title="keep this trace in the browser (IndexedDB)">
           Save
         </button>

@@ -112,7 +112,7 @@ export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca: PcaModel 
             <tbody>
               <tr><td>cosine of mean fingerprints</td><td>{sim.cosine.toFixed(4)} × {WEIGHTS.cosine}</td></tr>
               <tr><td>zone agreement</td><td>{sim.zoneAgreement.toFixed(4)} × {WEIGHTS.zoneAgreement}</td></tr>
-              <tr><td>entropy difference</td><td>1 − {sim.entropyDiff.toFixed(4)} × {WEIGHTS.entropy}</td></tr>
+              <tr><td>entropy difference</td><td>(1 − {sim.entropyDiff.toFixed(4)}) × {WEIGHTS.entropy}</td></tr>
             </tbody>
           </table>
         </section>

@@ -26,7 +26,7 @@ function Meter({ label, value, threshold, note, testId }: { label: string; value
   const pct = Math.max(0, Math.min(1, value)) * 100;
   const over = value >= threshold;
   return (
-    <div className="meter" data-testid={testId} data-value={value.toFixed(4)}>
+    <div className="ev-meter" data-testid={testId} data-value={value.toFixed(4)}>
       <div className="meter-head">
         <span>{label}</span>
         <b>{value.toFixed(2)}</b>
