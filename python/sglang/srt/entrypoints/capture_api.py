@@ -98,6 +98,10 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         raise APIError(400, f"attention_mask_prefix: must be >= 0, got {req.attention_mask_prefix}",
                        "attention_mask_prefix")
     if not wants_capture(req, args):
+        if req.attention_adaptive_sampling:
+            raise APIError(400, "attention_adaptive_sampling: needs fingerprint capture; set return_attention_tokens "
+                           "and attention_fingerprint_mode (or start the server with "
+                           "--attention-capture-default fingerprint)", "attention_adaptive_sampling")
         return None
     if not capture_allowed(args):
         why = ("capture is disabled in production (set SGLANG_ATTENTION_DEBUG=1 to enable)"
@@ -112,6 +116,7 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
     sk = req.attention_sketch_mode if req.attention_sketch_mode is not None else server_sk
     mode = "fingerprint" if fp else "sketch" if sk else "raw"
     max_steps = args.attention_fingerprint_max_steps if mode == "fingerprint" else args.attention_tokens_max
+    adaptive = resolve_adaptive(req, args, mode)
     return CaptureParams(
         mode=mode,  # type: ignore[arg-type]
         top_k=req.top_k_attention if req.top_k_attention is not None else args.attention_tokens_top_k,
@@ -123,9 +128,29 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         window=args.attention_tokens_window,
         max_steps=max_steps,
         chunk_size=args.attention_chunk_size,
-        adaptive_sampling=(req.attention_adaptive_sampling if req.attention_adaptive_sampling is not None
-                           else args.attention_adaptive_sampling),
+        adaptive_sampling=adaptive,
     )
+
+
+def resolve_adaptive(req: CaptureFields, args: ServerArgs, mode: str) -> bool:
+    """Adaptive sampling for a capturing request in ``mode``.
+
+    An explicit ``true`` that cannot work is a 400 (the client asked for a behaviour it
+    would silently not get); the server default only applies to fingerprint-mode
+    requests, so a raw or sketch request on a server with --attention-adaptive-sampling
+    still runs.
+    """
+    if req.attention_adaptive_sampling is None:
+        return bool(args.attention_adaptive_sampling) and mode == "fingerprint"
+    if not req.attention_adaptive_sampling:
+        return False
+    if mode != "fingerprint":
+        raise APIError(400, f"attention_adaptive_sampling: needs fingerprint mode, but this request captures in "
+                       f"{mode} mode; set attention_fingerprint_mode: true", "attention_adaptive_sampling")
+    if not args.attention_hints_url:
+        raise APIError(400, "attention_adaptive_sampling: this server has no manifold hints (start it with "
+                       "--attention-hints-url pointing at a sidecar)", "attention_adaptive_sampling")
+    return True
 
 
 def mask_system_prompt(req: CaptureFields, args: ServerArgs) -> bool:
@@ -134,8 +159,10 @@ def mask_system_prompt(req: CaptureFields, args: ServerArgs) -> bool:
 
 
 def explicit_capture(req: CaptureFields) -> bool:
-    """The request itself asks for capture (what the API-key guardrail looks at)."""
-    return bool(req.return_attention_tokens)
+    """The request itself asks for capture (what the API-key guardrail looks at).
+
+    Adaptive sampling runs on captured fingerprints, so asking for it is asking for capture."""
+    return bool(req.return_attention_tokens or req.attention_adaptive_sampling)
 
 
 @dataclass
@@ -193,6 +220,19 @@ def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_pars
         "default_mode": _default_mode(args),
         "capture_by_default": args.attention_capture_default != "off",
         "layers_default": layers_default,
+        # --attention-capture-default: what a request without capture fields gets (behind a
+        # router that drops the fields, this is the only way to capture)
+        "capture_default": args.attention_capture_default,
+        "manifold_hints": {
+            "enabled": args.attention_hints_url is not None,
+            "refresh_interval_s": args.attention_hints_refresh_interval,
+        },
+        "adaptive_sampling": {
+            "supported": allowed and args.attention_hints_url is not None,
+            "default": bool(args.attention_adaptive_sampling),
+            "steps": args.attention_adaptive_steps,
+            "requires_mode": "fingerprint",
+        },
         "features": {
             "include_prompt_attention": True,
             "head_filtering": True,
@@ -226,7 +266,9 @@ class CapturePlacer:
     ``chunk(out, phases)`` takes one TokenizerManager yield and the phases of its new
     tokens and returns the fields to put on the choice: ``attention_tokens`` (entries
     of exactly these tokens, each tagged with think_phase when a parser is on),
-    ``attention_output_tokens``, and on the first chunk ``attention_prompt_tokens``.
+    ``attention_output_tokens``, on the first chunk ``attention_prompt_tokens``, and
+    ``attention_adaptive_sampling`` on the chunk where the sampling switch first shows and
+    on the ``final`` chunk.
     """
 
     def __init__(self, tagging: bool) -> None:
@@ -234,8 +276,9 @@ class CapturePlacer:
         self.step = 0  # decode step of the next new token
         self.first = True
         self.phase_by_step: dict[int, str] = {}
+        self.switch: dict[str, Any] | None = None  # adaptive sampling switch, once reported
 
-    def chunk(self, out: Mapping[str, Any], phases: list[str] | None) -> dict[str, Any]:
+    def chunk(self, out: Mapping[str, Any], phases: list[str] | None, final: bool = False) -> dict[str, Any]:
         meta = out.get("meta_info", {})
         ids = out.get("new_token_ids") or []
         texts = out.get("token_texts") or []
@@ -254,9 +297,15 @@ class CapturePlacer:
                 if ds is not None and ds in self.phase_by_step:
                     entries[i] = {**e, "think_phase": self.phase_by_step[ds]}
         fields: dict[str, Any] = {"attention_tokens": entries, "attention_output_tokens": tokens}
-        if meta.get("attention_adaptive_sampling") is not None:
-            # the scheduler switched temperature/top_p to a manifold hint at this point
-            fields["attention_adaptive_sampling"] = meta["attention_adaptive_sampling"]
+        sw = meta.get("attention_adaptive_sampling")
+        if sw is not None and self.switch is None:
+            # the scheduler switched temperature/top_p to a manifold hint: say so on the
+            # chunk where it first shows (the TokenizerManager repeats it on every later yield)
+            self.switch = dict(sw)
+            fields["attention_adaptive_sampling"] = self.switch
+        elif final and self.switch is not None:
+            # and again on the last chunk, so a client reading only the end sees it
+            fields["attention_adaptive_sampling"] = self.switch
         if self.first:
             self.first = False
             prompt = meta.get("attention_prompt_tokens")

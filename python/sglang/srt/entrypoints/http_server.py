@@ -9,7 +9,6 @@ first, so a taken port is reported before minutes of model loading).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import logging
 import socket
@@ -32,6 +31,7 @@ from sglang.srt.entrypoints.openai.serving_chat import ChatServing
 from sglang.srt.entrypoints.openai.serving_common import ServingContext
 from sglang.srt.entrypoints.openai.serving_completions import CompletionServing
 from sglang.srt.entrypoints.openai.serving_native import GenerateServing
+from sglang.srt.entrypoints.server_info import model_info_body, server_info_body
 from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.metrics import CONTENT_TYPE, ServerMetrics
 from sglang.srt.server_args import ServerArgs
@@ -168,27 +168,21 @@ def create_app(state: ServerState) -> FastAPI:
             return error_response(503, f"generation probe failed: {type(e).__name__}: {e}")
         return Response(status_code=200)
 
+    # sglang-router 0.3.2 probes /server_info and /model_info first (the /get_ names are
+    # SGLang's older spellings, still used by clients): same bodies under both names.
+    @app.get("/model_info")
     @app.get("/get_model_info")
     async def get_model_info() -> Response:
         ctx = state.require()
-        info = dict(ctx.model_info)
-        info.update({"model_path": info.get("model_path", args.model_path),
-                     "tokenizer_path": args.tokenizer_path or info.get("model_path", args.model_path),
-                     "served_model_name": ctx.model_name, "is_generation": True,
-                     "reasoning_parser": args.reasoning_parser})
-        return FastJSONResponse(info)
+        return FastJSONResponse(model_info_body(args, ctx.model_info, ctx.model_name))
 
+    @app.get("/server_info")
     @app.get("/get_server_info")
     async def get_server_info() -> Response:
         ctx = state.require()
         load = await ctx.tm.get_load()
-        d = dataclasses.asdict(args)
-        for secret in ("api_key", "attention_api_key"):
-            if d.get(secret):
-                d[secret] = "***"
-        return FastJSONResponse({**d, "version": sglang.__version__, "load": load, "model_info": ctx.model_info,
-                               "uptime_s": time.time() - state.started_at,
-                               "capture_active": state.guard.active if state.guard else 0})
+        return FastJSONResponse(server_info_body(args, ctx.model_info, ctx.model_name, load, state.started_at,
+                                                 state.guard.active if state.guard else 0))
 
     @app.get("/v1/models")
     async def models() -> Response:

@@ -268,7 +268,7 @@ class ChatServing:
                     choice["logprobs"] = chat_logprobs(ctx, meta)
                 if placer is not None:
                     phases = tracker.feed(out.get("token_texts") or []) if tracker else None
-                    choice.update(placer.chunk(out, phases))
+                    choice.update(placer.chunk(out, phases, final=reason is not None))
                 # Skip empty chunks (text held back by the parser or the detokenizer),
                 # except when capture entries or the finish reason must go out.
                 if delta or reason is not None or placer is not None or choice["logprobs"] is not None:

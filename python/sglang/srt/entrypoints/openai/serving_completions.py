@@ -209,7 +209,8 @@ class CompletionServing:
                 choice["logprobs"] = lps[i].block(meta, req.logprobs > 0)
             placer, tracker = placers[i]
             if placer is not None:
-                choice.update(placer.chunk(out, tracker.feed(out.get("token_texts") or []) if tracker else None))
+                choice.update(placer.chunk(out, tracker.feed(out.get("token_texts") or []) if tracker else None,
+                                          final=reason is not None))
             if not text and reason is None and placer is None and choice["logprobs"] is None:
                 return None
             return sse({**base, "choices": [choice]})
