@@ -387,10 +387,11 @@ class Scheduler:
         if not reqs or logits is None:
             return
         infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids) for r in reqs]
-        next_ids, logprobs = sample(logits, infos)
+        next_ids, penalized = sample(logits, infos)
         want_lp = [i for i, r in enumerate(reqs) if r.return_logprob]
         if want_lp:
-            self._record_logprobs([reqs[i] for i in want_lp], logprobs[want_lp], [next_ids[i] for i in want_lp])
+            logprobs = torch.log_softmax(penalized[want_lp], dim=-1)
+            self._record_logprobs([reqs[i] for i in want_lp], logprobs, [next_ids[i] for i in want_lp])
         if self.capture_hook is not None:
             self.capture_hook.after_step(reqs)
         for req, tok in zip(reqs, next_ids):

@@ -62,14 +62,16 @@ def _filter(probs: torch.Tensor, p: SamplingParams) -> torch.Tensor:
 
 
 def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int], torch.Tensor]:
-    """logits [B, V] float32 -> (next token ids, log-probabilities [B, V] after penalties)."""
+    """logits [B, V] float32 -> (next token ids, logits after penalties).
+
+    Log-probabilities are ``torch.log_softmax`` of the returned logits; the caller computes
+    them only for the rows that asked (a full-vocabulary softmax per row is not free)."""
     needs_penalty = any(i.params.repetition_penalty != 1.0 or i.params.frequency_penalty != 0.0
                         or i.params.presence_penalty != 0.0 for i in infos)
     if needs_penalty:
         logits = logits.clone()
         for row, info in enumerate(infos):
             _apply_penalties(logits[row], info)
-    logprobs = torch.log_softmax(logits, dim=-1)
     greedy = torch.argmax(logits, dim=-1).tolist()
     out: list[int] = []
     for row, info in enumerate(infos):
@@ -81,4 +83,4 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int], 
         probs = _filter(probs, p)
         info.generator.manual_seed((info.seed * 1_000_003 + info.position) % (1 << 63))
         out.append(int(torch.multinomial(probs, 1, generator=info.generator).item()))
-    return out, logprobs
+    return out, logits
