@@ -202,6 +202,11 @@ try {
     await goto(); // persisted in localStorage
     await page.getByTestId("connection").filter({ hasText: /connected/ }).waitFor({ timeout: 30_000 });
     await page.getByTestId("pending-apply").waitFor();
+    // Settings that differ from the recommendation, so the request shows which one won.
+    const otherMode = ["raw", "sketch", "fingerprint"].find((m) => m !== rec.capture);
+    await page.getByLabel("capture mode").selectOption(otherMode);
+    await page.getByLabel("top p").fill("0.5");
+    await page.getByLabel("temperature").fill(rec.temperature === 0 ? "1" : "0");
     const n = requests.length;
     await page.getByLabel("max tokens").fill("8");
     await runPrompt("Thanks!");
@@ -211,6 +216,11 @@ try {
     assert(body.attention_fingerprint_mode === (rec.capture === "fingerprint") && body.attention_sketch_mode === (rec.capture === "sketch"), `request capture fields ${body.attention_fingerprint_mode}/${body.attention_sketch_mode}`);
     await page.getByTestId("banner").filter({ hasText: "Router settings" }).waitFor();
     assert((await page.getByTestId("pending-apply").count()) === 0, "the recommendation was not used up");
+    // one request only: the stored settings are unchanged, and the request after uses them
+    assert((await page.getByLabel("capture mode").inputValue()) === otherMode, "stored capture mode changed");
+    await runPrompt("Bye!");
+    const after = requests[requests.length - 1];
+    assert(after.top_p === 0.5 && after.attention_sketch_mode === (otherMode === "sketch") && after.attention_fingerprint_mode === (otherMode === "fingerprint"), `second request ${JSON.stringify({ top_p: after.top_p, s: after.attention_sketch_mode, f: after.attention_fingerprint_mode })}`);
     await shot(page, "08-router-applied");
   });
 

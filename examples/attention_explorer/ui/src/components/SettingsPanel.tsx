@@ -139,7 +139,7 @@ export const SettingsPanel = memo(function SettingsPanel({ settings, caps, model
         </label>
         <label>
           top_p
-          <input type="number" step={0.05} min={0} max={1} value={settings.sampling.topP} onChange={(e) => setSam({ topP: Math.min(1, Math.max(0, Number(e.target.value) || 0)) })} />
+          <input aria-label="top p" type="number" step={0.05} min={0} max={1} value={settings.sampling.topP} onChange={(e) => setSam({ topP: Math.min(1, Math.max(0, Number(e.target.value) || 0)) })} />
         </label>
         <label>
           Extra request fields (JSON)
