@@ -48,8 +48,13 @@ class ServingContext:
         return int(self.model_info.get("context_length") or 0)
 
     def check_model(self, name: str) -> None:
-        """404 unless ``name`` is this server's model (SGLang clients also send "default")."""
-        allowed = {self.model_name, "default", self.model_info.get("model_path") or "", self.server_args.model_path or ""}
+        """404 unless ``name`` is this server's model.
+
+        SGLang clients also send "default"; sglang-router 0.3.2 re-serializes a request
+        that had no model field with ``"unknown"``, so that name means "whatever you serve".
+        """
+        allowed = {self.model_name, "default", "unknown", self.model_info.get("model_path") or "",
+                   self.server_args.model_path or ""}
         if name not in allowed:
             raise APIError(404, f"model: the model {name!r} does not exist; this server serves {self.model_name!r}",
                            "model")
