@@ -76,6 +76,12 @@ def test_router_registers_replicas_from_info_endpoints(cluster: Cluster) -> None
         assert w["metadata"]["model_path"].endswith(".gguf")
     models = httpx.get(cluster.router.url + "/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["smol"]
+    # it found the new names: no fallback to the deprecated /get_ endpoints
+    assert "falling back to '/get_" not in open(cluster.router.log_path, errors="replace").read()
+    for rep in cluster.replicas:
+        for new_name, old_name in (("/server_info", "/get_server_info"), ("/model_info", "/get_model_info")):
+            a, b = httpx.get(rep.url + new_name, timeout=30), httpx.get(rep.url + old_name, timeout=30)
+            assert a.status_code == b.status_code == 200 and set(a.json()) == set(b.json())
 
 
 def test_16_concurrent_streams_through_router(cluster: Cluster) -> None:
