@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -174,9 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.threads_per_replica < 0:
         p.error("--threads-per-replica must be >= 0")
-    try:
-        import sglang_router  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sglang_router") is None:
         p.error("sglang-router is not installed: pip install sglang-router==0.3.2")
     return a
 
