@@ -48,12 +48,10 @@ def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
             yield idx[b : b + per_block]
 
 
-def _grouped_queries(rows: Rows, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Queries laid out per KV head so one batched matmul scores a tile of keys.
-
-    Returns (kv heads used [U], queries [n, U, G, D] zero-padded to the largest group G,
-    index of each selected head in the flattened U*G scores, or None when it is the identity).
-    """
+def _head_layout(rows: Rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
+    """How selected heads sit in their KV groups (depends only on the head subset):
+    (kv heads used [U], group of each head, rank of each head in its group, largest group
+    size G, index of each selected head in the flattened U*G scores or None for identity)."""
     uniq, inverse = torch.unique(rows.kv_ids, sorted=True, return_inverse=True)
     n_u = uniq.numel()
     rank = torch.zeros_like(inverse)
@@ -61,15 +59,25 @@ def _grouped_queries(rows: Rows, idx: torch.Tensor) -> tuple[torch.Tensor, torch
         members = (inverse == u).nonzero().flatten()
         rank[members] = torch.arange(members.numel(), device=rank.device)
     g = int(rank.max()) + 1
-    qsel = rows.q[idx][:, rows.head_ids].float()  # [n, H, D]
-    qg = torch.zeros(idx.numel(), n_u, g, qsel.shape[2], dtype=torch.float32, device=qsel.device)
-    qg[:, inverse, rank] = qsel
     flat = inverse * g + rank
     identity = flat.numel() == n_u * g and bool((flat == torch.arange(flat.numel(), device=flat.device)).all())
-    return uniq, qg, None if identity else flat
+    return uniq, inverse, rank, g, None if identity else flat
 
 
-def _chunks(rows: Rows, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _grouped_queries(rows: Rows, idx: torch.Tensor, layout: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Queries laid out per KV head so one batched matmul scores a tile of keys.
+
+    Returns (kv heads used [U], queries [n, U, G, D] zero-padded to the largest group G,
+    index of each selected head in the flattened U*G scores, or None when it is the identity).
+    """
+    uniq, inverse, rank, g, sel = layout
+    qsel = rows.q[idx][:, rows.head_ids].float()  # [n, H, D]
+    qg = torch.zeros(idx.numel(), uniq.numel(), g, qsel.shape[2], dtype=torch.float32, device=qsel.device)
+    qg[:, inverse, rank] = qsel
+    return uniq, qg, sel
+
+
+def _chunks(rows: Rows, idx: torch.Tensor, layout: tuple) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key tile of a row block."""
     c_size = _tile(rows)
     lo = rows.row_lo[idx]
@@ -77,7 +85,7 @@ def _chunks(rows: Rows, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch
     r = int(rows.row_req[idx[0]])
     first = int(lo.min()) // c_size * c_size
     end = int(t.max()) + 1
-    uniq, qg, sel = _grouped_queries(rows, idx)
+    uniq, qg, sel = _grouped_queries(rows, idx, layout)
     all_kv = uniq.numel() == rows.k_buffer.shape[1]
     table = rows.req_to_token[r]
     for c0 in range(first, end, c_size):
@@ -97,10 +105,11 @@ def _chunks(rows: Rows, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch
 def lse_pass(rows: Rows) -> torch.Tensor:
     """Each selected head's lse over its row's window, with a running max per (row, head)."""
     out = torch.empty(rows.n, rows.n_heads, dtype=torch.float32, device=rows.q.device)
+    layout = _head_layout(rows)
     for idx in _blocks(rows):
         m = torch.full((idx.numel(), rows.n_heads), -torch.inf, device=rows.q.device)
         l = torch.zeros_like(m)
-        for _, s, inside in _chunks(rows, idx):
+        for _, s, inside in _chunks(rows, idx, layout):
             s = s.masked_fill(~inside[:, None, :], -torch.inf)
             m_new = torch.maximum(m, s.amax(dim=2))
             # A row with no key in this chunk yet keeps m = -inf: avoid exp(-inf - -inf).
@@ -119,6 +128,7 @@ def stats_pass(rows: Rows, head_lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
     masked = torch.zeros(n, dtype=torch.float32, device=dev)
     entropy = torch.zeros(n, dtype=torch.float32, device=dev)
     keys = torch.full((n, k), NO_KEY, dtype=torch.int64, device=dev)
+    layout = _head_layout(rows)
     for idx in _blocks(rows):
         lse = head_lse[idx][:, :, None]  # [n, H, 1]
         t = rows.row_pos[idx]
@@ -127,7 +137,7 @@ def stats_pass(rows: Rows, head_lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b_masked = torch.zeros(idx.numel(), dtype=torch.float32, device=dev)
         b_ent = torch.zeros(idx.numel(), dtype=torch.float32, device=dev)
         b_keys = torch.full((idx.numel(), k), NO_KEY, dtype=torch.int64, device=dev)
-        for pos, s, inside in _chunks(rows, idx):
+        for pos, s, inside in _chunks(rows, idx, layout):
             ph = torch.where(inside[:, None, :], torch.exp(s - lse), torch.zeros_like(s))
             # -sum p log p = sum p (lse - s); every term >= 0, so no cancellation.
             b_ent += (ph * (lse - s)).sum(dim=(1, 2)) / h
