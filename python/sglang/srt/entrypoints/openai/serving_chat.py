@@ -211,17 +211,7 @@ class ChatServing:
                 tops += m.get("output_top_logprobs") or []
             choice["logprobs"] = chat_logprobs(ctx, {"output_token_logprobs": merged, "output_top_logprobs": tops})
         if placer is not None:
-            fields: dict[str, Any] = {"attention_tokens": [], "attention_output_tokens": []}
-            for o in outs:
-                phases = tracker.feed(o.get("token_texts") or []) if tracker else None
-                f = placer.chunk(o, phases)
-                fields["attention_tokens"] += f["attention_tokens"]
-                fields["attention_output_tokens"] += f["attention_output_tokens"]
-                if "attention_prompt_tokens" in f:
-                    fields["attention_prompt_tokens"] = f["attention_prompt_tokens"]
-                if "attention_adaptive_sampling" in f:
-                    fields["attention_adaptive_sampling"] = f["attention_adaptive_sampling"]
-            choice.update(fields)
+            choice.update(placer.merge(outs, tracker))
         reason, matched = finish_reason_of(meta)
         choice["finish_reason"] = reason
         choice["matched_stop"] = matched

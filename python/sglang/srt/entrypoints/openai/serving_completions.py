@@ -162,16 +162,7 @@ class CompletionServing:
                 choice["logprobs"] = merged
             placer, tracker = self._placer(capturing)
             if placer is not None:
-                fields: dict[str, Any] = {"attention_tokens": [], "attention_output_tokens": []}
-                for o in outs:
-                    f = placer.chunk(o, tracker.feed(o.get("token_texts") or []) if tracker else None)
-                    fields["attention_tokens"] += f["attention_tokens"]
-                    fields["attention_output_tokens"] += f["attention_output_tokens"]
-                    if "attention_prompt_tokens" in f:
-                        fields["attention_prompt_tokens"] = f["attention_prompt_tokens"]
-                    if "attention_adaptive_sampling" in f:
-                        fields["attention_adaptive_sampling"] = f["attention_adaptive_sampling"]
-                choice.update(fields)
+                choice.update(placer.merge(outs, tracker))
             reason, matched = finish_reason_of(meta)
             choice["finish_reason"] = reason
             choice["matched_stop"] = matched
