@@ -3,9 +3,10 @@
 Both passes stream over the keys keeping a running state per (row, head), so nothing
 here grows with the context. Keys go in tiles of at most ``_TILE_KEYS`` (and never more
 than ``chunk_size``): the gathered K tile, its float32 copy and the scores are the whole
-workspace, a couple of MiB at 9 heads x 64 dims. Rows are grouped by request, so one
-tile of keys serves all rows of that request (an extend batch has many), and rows go in
-blocks so the score tile [rows, heads, keys] stays bounded. Math is float32, like the
+workspace, a couple of MiB at 9 heads x 64 dims. Rows are sorted by request and go in
+blocks that keep the score and K tiles bounded; a block of one request's rows (an extend
+batch has many) shares one K tile, a block of several requests' rows (a decode batch)
+gathers each row's keys, so the per-tile overhead is paid once per block, not per request. Math is float32, like the
 Triton kernels.
 """
 from __future__ import annotations
@@ -36,16 +37,15 @@ def _tile(rows: Rows) -> int:
 
 
 def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
-    """Row indices grouped by request, in blocks that keep a score tile bounded."""
-    per_block = max(1, _TILE_ELEMS // (rows.n_heads * _tile(rows)))
+    """Row indices in blocks that keep the score tile [rows, heads, keys] and the gathered
+    K tile [rows, keys, kv heads, dim] bounded. Rows of different requests share a block
+    (each gathers its own keys), so a decode batch costs one pass per key tile, not one
+    per request."""
+    per_row = _tile(rows) * max(rows.n_heads, rows.k_buffer.shape[1] * rows.k_buffer.shape[2])
+    per_block = max(1, _TILE_ELEMS // per_row)
     order = torch.argsort(rows.row_req, stable=True)
-    _, counts = torch.unique_consecutive(rows.row_req[order], return_counts=True)
-    start = 0
-    for c in counts.tolist():
-        idx = order[start : start + c]
-        start += c
-        for b in range(0, c, per_block):
-            yield idx[b : b + per_block]
+    for b in range(0, rows.n, per_block):
+        yield order[b : b + per_block]
 
 
 def _head_layout(rows: Rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
@@ -82,19 +82,21 @@ def _chunks(rows: Rows, idx: torch.Tensor, layout: tuple) -> Iterator[tuple[torc
     c_size = _tile(rows)
     lo = rows.row_lo[idx]
     t = rows.row_pos[idx]
-    r = int(rows.row_req[idx[0]])
     first = int(lo.min()) // c_size * c_size
     end = int(t.max()) + 1
     uniq, qg, sel = _grouped_queries(rows, idx, layout)
     all_kv = uniq.numel() == rows.k_buffer.shape[1]
-    table = rows.req_to_token[r]
+    reqs = rows.row_req[idx]
+    one_req = bool((reqs == reqs[0]).all())
+    tables = rows.req_to_token[reqs[:1] if one_req else reqs]  # [1 or n, max_ctx]
     for c0 in range(first, end, c_size):
         c1 = min(c0 + c_size, end)
         pos = torch.arange(c0, c1, device=qg.device)
-        k = rows.k_buffer.index_select(0, table[c0:c1].long())  # [c, Hkv, D]
+        slots = tables[:, c0:c1].long()  # positions past a row's t are masked below
+        k = rows.k_buffer.index_select(0, slots.reshape(-1)).view(*slots.shape, *rows.k_buffer.shape[1:])
         if not all_kv:
-            k = k.index_select(1, uniq)
-        s = torch.einsum("nugd,cud->nugc", qg, k.float()).flatten(1, 2)  # [n, U*G, c]
+            k = k.index_select(2, uniq)
+        s = torch.einsum("nugd,mcud->nugc" if one_req else "nugd,ncud->nugc", qg, k.float()).flatten(1, 2)
         if sel is not None:
             s = s[:, sel]
         s = softcap_(s * rows.scale, rows.softcap)
