@@ -380,6 +380,9 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
+        online_points = clusterer.points if clusterer.mode == "online" else 0  # read first: the snapshot covers them
+        if clusterer.mode == "online":
+            clusterer.refresh()  # like /centroids and /predict: report the clusters of every point absorbed so far
         snap = clusterer.snapshot
         out = {
             "received": receiver.received,
@@ -399,7 +402,7 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
                        last_recluster_s=clusterer.last_recluster_s, last_error=clusterer.last_error,
                        recluster_interval=args.recluster_interval)
         else:
-            out.update(micro_clusters=len(clusterer.n), online_points=clusterer.points, merges=clusterer.merges,
+            out.update(micro_clusters=len(clusterer.n), online_points=online_points, merges=clusterer.merges,
                        online_threshold=clusterer.threshold)
         return out
 
