@@ -7,26 +7,10 @@
 //   E2E_SERVER_URL=http://127.0.0.1:30000 npm run test:e2e
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, resultsDir, startServer, startUi, UI_DIR } from "./lib.mjs";
+import { launchBrowser, resultsDir, startServer, startUi, UI_DIR, assert, stepRunner } from "./lib.mjs";
 
-const results = [];
-let failed = 0;
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true, ms: Date.now() - t0 });
-    console.log(`ok - ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed += 1;
-    results.push({ name, ok: false, error: String(e?.stack || e) });
-    console.log(`not ok - ${name}\n  ${String(e?.message || e).split("\n").join("\n  ")}`);
-    throw e;
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
+const runner = stepRunner();
+const { results, step } = runner;
 
 const out = resultsDir();
 const shot = (page, name) => page.screenshot({ path: join(out, `e2e-${name}.png`), fullPage: false });
@@ -216,9 +200,9 @@ try {
 } finally {
   await browser?.close();
   await ui?.stop();
-  if (failed && server?.log) writeFileSync(join(out, "e2e-server.log"), server.log());
+  if (runner.failed && server?.log) writeFileSync(join(out, "e2e-server.log"), server.log());
   await server?.stop();
-  if (!failed && process.argv.includes("--docs")) {
+  if (!runner.failed && process.argv.includes("--docs")) {
     // screenshots for docs/dashboard.md
     const docs = join(UI_DIR, "docs/screenshots");
     mkdirSync(docs, { recursive: true });
@@ -226,6 +210,6 @@ try {
   }
   writeFileSync(join(out, "e2e-results.json"), JSON.stringify(results, null, 1));
   const passed = results.filter((r) => r.ok).length;
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  console.log(`${passed} passed, ${runner.failed} failed`);
+  process.exit(runner.failed ? 1 : 0);
 }

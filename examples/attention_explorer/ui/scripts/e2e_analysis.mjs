@@ -9,27 +9,11 @@
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { freePort, launchBrowser, REPO, resultsDir, startServer, startUi, UI_DIR } from "./lib.mjs";
+import { freePort, launchBrowser, REPO, resultsDir, startServer, startUi, UI_DIR, assert, stepRunner } from "./lib.mjs";
 import { runDiscovery, seedFingerprints, startSidecar } from "./sidecar_setup.mjs";
 
-const results = [];
-let failed = 0;
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true, ms: Date.now() - t0 });
-    console.log(`ok - ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed += 1;
-    results.push({ name, ok: false, error: String(e?.stack || e) });
-    console.log(`not ok - ${name}\n  ${String(e?.message || e).split("\n").join("\n  ")}`);
-    throw e;
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
+const runner = stepRunner();
+const { results, step } = runner;
 
 const out = resultsDir();
 const shots = [];
@@ -257,11 +241,11 @@ try {
   await browser?.close();
   await ui?.stop();
   explorerHttp?.kill("SIGTERM");
-  if (failed && server?.log) writeFileSync(join(out, "e2e8-server.log"), server.log());
-  if (failed && sidecar?.log) writeFileSync(join(out, "e2e8-sidecar.log"), sidecar.log());
+  if (runner.failed && server?.log) writeFileSync(join(out, "e2e8-server.log"), server.log());
+  if (runner.failed && sidecar?.log) writeFileSync(join(out, "e2e8-sidecar.log"), sidecar.log());
   await server?.stop();
   await sidecar?.stop();
-  if (!failed && process.argv.includes("--docs")) {
+  if (!runner.failed && process.argv.includes("--docs")) {
     const docs = join(UI_DIR, "docs/screenshots");
     mkdirSync(docs, { recursive: true });
     for (const p of shots) copyFileSync(p, join(docs, p.split("/").pop()));
@@ -269,6 +253,6 @@ try {
   }
   writeFileSync(join(out, "e2e8-results.json"), JSON.stringify(results, null, 1));
   const passed = results.filter((r) => r.ok).length;
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  console.log(`${passed} passed, ${runner.failed} failed`);
+  process.exit(runner.failed ? 1 : 0);
 }

@@ -111,3 +111,30 @@ export function resultsDir() {
   mkdirSync(RESULTS, { recursive: true });
   return RESULTS;
 }
+
+/** Step runner shared by the e2e scripts: each step's result in order, and the failure count. */
+export function stepRunner() {
+  const results = [];
+  return {
+    results,
+    get failed() {
+      return results.filter((r) => !r.ok).length;
+    },
+    async step(name, fn) {
+      const t0 = Date.now();
+      try {
+        await fn();
+        results.push({ name, ok: true, ms: Date.now() - t0 });
+        console.log(`ok - ${name} (${Date.now() - t0} ms)`);
+      } catch (e) {
+        results.push({ name, ok: false, error: String(e?.stack || e) });
+        console.log(`not ok - ${name}\n  ${String(e?.message || e).split("\n").join("\n  ")}`);
+        throw e;
+      }
+    },
+  };
+}
+
+export function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
