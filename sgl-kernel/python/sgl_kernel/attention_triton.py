@@ -25,6 +25,21 @@ def _cap(s, softcap, HAS_CAP: tl.constexpr):
 
 
 @triton.jit
+def _online_softmax_step(m, l, acc, s, v, FP32: tl.constexpr):
+    """One key tile of streaming softmax-attention: fold scores s [M, N] and values
+    v [N, DV] into the running max m, sum l and output accumulator acc."""
+    m_new = tl.maximum(m, tl.max(s, axis=1))
+    alpha = tl.exp(m - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l = l * alpha + tl.sum(p, axis=1)
+    if FP32:
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l, acc
+
+
+@triton.jit
 def _decode_stage1(
     Q, K, V, ReqToToken, ReqPool, SeqLens, MidO, MidLse,
     stride_qb, stride_qh, stride_ks, stride_kh, stride_vs, stride_vh, stride_rt,
@@ -63,17 +78,10 @@ def _decode_stage1(
             s = tl.dot(q, k)
         s = _cap(s * scale, softcap, HAS_CAP)
         s = tl.where(mask_n[None, :], s, -float("inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))  # finite: the tile has >= 1 key
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, axis=1)
+        # the running max stays finite: the tile has >= 1 key
         v = tl.load(V + slots[:, None] * stride_vs + g * stride_vh + offs_dv[None, :],
                     mask=mask_n[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        if FP32:
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m = m_new
+        m, l, acc = _online_softmax_step(m, l, acc, s, v, FP32)
     has = l > 0  # an empty split (short sequence) contributes nothing
     o = tl.where(has[:, None], acc / tl.where(has, l, 1.0)[:, None], 0.0)
     lse = tl.where(has, m + tl.log(tl.where(has, l, 1.0)), -float("inf"))
@@ -194,17 +202,9 @@ def _extend_kernel(
         s = _cap(s * scale, softcap, HAS_CAP)
         # causal; key 0 is in the first tile and visible to every row, so m stays finite
         s = tl.where(mask_n[None, :] & (offs[None, :] <= qpos[:, None]), s, -float("inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l = l * alpha + tl.sum(p, axis=1)
         v = tl.load(V + slots[:, None] * stride_vs + g * stride_vh + offs_dv[None, :],
                     mask=mask_n[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        if FP32:
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m = m_new
+        m, l, acc = _online_softmax_step(m, l, acc, s, v, FP32)
     o = acc / l[:, None]
     tl.store(O + rows[:, None] * stride_ot + h * stride_oh + offs_dv[None, :], o.to(O.dtype.element_ty),
              mask=mask_m[:, None] & (offs_dv[None, :] < DV))
