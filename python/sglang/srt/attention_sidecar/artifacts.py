@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -36,11 +37,15 @@ import numpy as np
 from sgl_kernel.zones import FINGERPRINT_DIM
 from sglang.srt.attention_sidecar.describe import describe
 
+log = logging.getLogger("attention_sidecar.artifacts")
+
 FORMAT = "sglang-discovery/1"
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("points.parquet", "centroids.json", "pca.npz", "index.npz", "pca_interpretation.json")
 MODEL_FILES = ("pca.joblib", "umap.joblib", "clusterer.joblib")
 NEIGHBORS = 10
+UNKNOWN_ZONE = "unknown"
+POINT_COLUMNS = ("request_id", "session_id", "step", "point_zone")  # optional columns of points.parquet
 OOD_FACTOR = 3.0  # a point farther than 3x the training 99th-percentile 1-NN distance is "unknown"
 
 
@@ -116,6 +121,8 @@ class ArtifactSet:
         self._nn_p99 = float(self.manifest.get("metrics", {}).get("nn_distance_p99") or 0.0)
         self._exact_lock = threading.Lock()
         self._exact_models: tuple[Any, Any] | None = None
+        self._points_lock = threading.Lock()
+        self._point_columns: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> Any:
@@ -220,6 +227,48 @@ class ArtifactSet:
             "method": method,
             "run_id": self.run_id,
         }
+
+    def point_columns(self) -> dict[str, Any]:
+        """Per training point, in index order: ``x``, ``y`` float32[n], ``label`` int32[n], ``zone``
+        (the cluster's zone; for noise, the point's own zone from points.parquet, else
+        "unknown"), and the request_id / session_id / step lists from points.parquet when it
+        has them. Built on first use (reading the parquet costs ~0.1 s per 100k rows), then cached."""
+        with self._points_lock:
+            if self._point_columns is None:
+                self._point_columns = self._build_point_columns()
+            return self._point_columns
+
+    def _build_point_columns(self) -> dict[str, Any]:
+        n = len(self.index_xy)
+        labels = self.index_labels.astype(np.int32)
+        extra = self._read_points_parquet(n)
+        own = extra.pop("point_zone", None)
+        zone_of = {cid: str(c.get("zone") or UNKNOWN_ZONE) for cid, c in self._cluster_by_id.items()}
+        zones = [zone_of.get(int(l), UNKNOWN_ZONE) if l >= 0 else (own[i] if own and own[i] else UNKNOWN_ZONE)
+                 for i, l in enumerate(labels.tolist())]
+        # index.npz stores float32: keep it, so the JSON carries the shortest float32 text
+        xy = self.index_xy.astype(np.float32)
+        return {"x": np.ascontiguousarray(xy[:, 0]), "y": np.ascontiguousarray(xy[:, 1]), "label": labels,
+                "zone": zones, **extra}
+
+    def _read_points_parquet(self, n: int) -> dict[str, list[Any]]:
+        """The optional per-point columns of points.parquet; {} when unreadable or of another length."""
+        try:
+            import pyarrow.parquet as pq
+
+            path = os.path.join(self.directory, "points.parquet")
+            names = set(pq.read_schema(path).names)
+            cols = [c for c in POINT_COLUMNS if c in names]
+            if not cols:
+                return {}
+            table = pq.read_table(path, columns=cols)
+        except Exception as e:  # pyarrow missing or the file gone since load: coordinates still serve
+            log.warning("points.parquet not used: %s", e)
+            return {}
+        if table.num_rows != n:
+            log.warning("points.parquet has %d rows, index.npz %d: per-point ids not served", table.num_rows, n)
+            return {}
+        return {c: table.column(c).to_pylist() for c in cols}
 
     def status(self) -> dict[str, Any]:
         m = self.manifest

@@ -34,9 +34,10 @@ def fast_json_response(obj: Any, status: int = 200) -> Any:
     try:
         import orjson
 
-        body = orjson.dumps(obj)
+        # numpy arrays are written directly (float32 with its shortest float32 text)
+        body = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     except ImportError:  # pragma: no cover
-        body = json.dumps(obj).encode()
+        body = json.dumps(obj, default=lambda o: o.tolist()).encode()
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -88,3 +89,18 @@ def parse_vectors(body: dict[str, Any], max_batch: int = 10000) -> tuple[list[li
     if "vector" not in body:
         raise ApiError("missing required field 'vector'", param="vector", code="missing_field")
     return [parse_vector(body["vector"])], False
+
+
+def parse_int_param(params: Any, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter in [lo, hi] (decimal digits only), or ApiError naming it."""
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        raise ApiError(f"'{name}' must be an integer in [{lo}, {hi}], got {json.dumps(raw)[:40]}", param=name,
+                       code="invalid_parameter")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise ApiError(f"'{name}' must be an integer in [{lo}, {hi}], got {value}", param=name,
+                       code="invalid_parameter")
+    return value

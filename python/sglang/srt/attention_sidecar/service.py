@@ -15,13 +15,16 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sglang.srt.attention_sidecar import pca_interpretation
-from sglang.srt.attention_sidecar.artifacts import ArtifactError
+from sglang.srt.attention_sidecar.artifacts import FORMAT, ArtifactError, ArtifactSet
 from sglang.srt.attention_sidecar.discovery_state import DiscoveryState
-from sglang.srt.attention_sidecar.errors import ApiError, fast_json_response, parse_json_object, parse_vectors
+from sglang.srt.attention_sidecar.errors import (ApiError, fast_json_response, parse_int_param, parse_json_object,
+                                                  parse_vectors)
 from sglang.srt.attention_sidecar.ingest import Ingestor
 
 log = logging.getLogger("attention_sidecar")
 METHODS = ("knn", "umap")
+POINTS_DEFAULT_LIMIT = 100_000
+POINTS_MAX_LIMIT = 1_000_000
 
 
 class Counters:
@@ -101,11 +104,7 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise ApiError("'explain' must be true or false", param="explain")
-        cur = discovery.current
-        if cur is None:
-            raise ApiError(f"no discovery artifacts loaded ({discovery.last_error or 'none yet'}); run discovery "
-                           "and POST /discovery/reload", status=503, type="service_unavailable",
-                           code="no_artifacts")
+        cur = _loaded(discovery)
         X = np.asarray(vectors, dtype=np.float64)
         if method == "umap":  # slow (numba); keep the event loop free
             results = await run_in_threadpool(cur.classify, X, method)
@@ -121,6 +120,13 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
     async def centroids() -> dict[str, Any]:
         cur = discovery.current
         return {"run_id": cur.run_id if cur else None, "clusters": cur.centroids if cur else []}
+
+    @app.get("/discovery/points")
+    async def discovery_points(request: Request) -> Any:
+        limit = parse_int_param(request.query_params, "limit", POINTS_DEFAULT_LIMIT, 0, POINTS_MAX_LIMIT)
+        offset = parse_int_param(request.query_params, "offset", 0, 0, 10**12)
+        cur = _loaded(discovery)
+        return fast_json_response(await run_in_threadpool(_points_page, cur, offset, limit))
 
     @app.get("/pca/interpretation")
     async def interpretation() -> dict[str, Any]:
@@ -159,3 +165,31 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
 
 def _storage_stats(ingestor: Ingestor | None) -> dict[str, Any] | None:
     return ingestor.stats() if ingestor is not None else None
+
+
+def _loaded(discovery: DiscoveryState) -> ArtifactSet:
+    cur = discovery.current
+    if cur is None:
+        raise ApiError(f"no discovery artifacts loaded ({discovery.last_error or 'none yet'}); run discovery "
+                       "and POST /discovery/reload", status=503, type="service_unavailable", code="no_artifacts")
+    return cur
+
+
+def _points_page(cur: ArtifactSet, offset: int, limit: int) -> dict[str, Any]:
+    """Columnar page of the discovery run's training points: one list per field, same order."""
+    cols = cur.point_columns()
+    total = len(cols["label"])
+    a, b = min(offset, total), min(offset + limit, total)
+    out: dict[str, Any] = {
+        "run_id": cur.run_id,
+        "format": FORMAT,
+        "manifest_sha256": cur.manifest.get("_sha256"),
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "count": b - a,
+    }
+    for name in ("x", "y", "label", "zone", "request_id", "session_id", "step"):
+        if name in cols:
+            out[name] = cols[name][a:b]
+    return out
