@@ -1,5 +1,6 @@
 // HTTP client of `python -m sglang.srt.attention_sidecar` (docs/sidecar.md): discovery status,
-// /classify (cluster, zone, 2-D map coordinates of fingerprints), /centroids, /pca/interpretation.
+// /classify (cluster, zone, 2-D map coordinates of fingerprints), /centroids, /discovery/points
+// (the discovery run's training points), /pca/interpretation.
 // The sidecar allows the dashboard's origin through CORS (--cors-origins, default "*").
 import { errorMessage, trimUrl } from "./client";
 
@@ -38,6 +39,30 @@ export interface DiscoveryStatus {
   last_error: string | null;
 }
 
+/** GET /discovery/points: the discovery run's training points, one list per field (same order). */
+export interface DiscoveryPoints {
+  run_id: number | null;
+  format: string;
+  manifest_sha256: string | null;
+  /** Training points in the run; the lists hold `count` of them from `offset`. */
+  total: number;
+  offset: number;
+  limit: number;
+  count: number;
+  x: number[];
+  y: number[];
+  /** HDBSCAN cluster, -1 = noise. */
+  label: number[];
+  /** The cluster's zone; for noise the point's own zone, or "unknown". */
+  zone: string[];
+  request_id?: (string | null)[];
+  session_id?: (string | null)[];
+  step?: (number | null)[];
+}
+
+/** Points the Manifold asks for (the sidecar's default page size). */
+export const DISCOVERY_POINTS_LIMIT = 100_000;
+
 /** The most vectors sent in one /classify call (the sidecar accepts 10,000). */
 export const CLASSIFY_BATCH = 5000;
 
@@ -59,6 +84,11 @@ export class SidecarClient {
 
   async centroids(signal?: AbortSignal): Promise<{ run_id: number | null; clusters: SidecarCluster[] }> {
     return getJson(`${this.base}/centroids`, undefined, signal);
+  }
+
+  /** The discovery run's training points (map coordinates, cluster, zone, ids), one page. */
+  discoveryPoints(limit = DISCOVERY_POINTS_LIMIT, offset = 0, signal?: AbortSignal): Promise<DiscoveryPoints> {
+    return getJson(`${this.base}/discovery/points?limit=${limit}&offset=${offset}`, undefined, signal);
   }
 
   pcaInterpretation(signal?: AbortSignal): Promise<unknown> {

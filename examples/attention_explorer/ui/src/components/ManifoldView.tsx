@@ -1,16 +1,18 @@
 // Manifold: a 2-D map of fingerprint space, coloured by zone. Scope picks which fingerprints
 // (this session's steps, recent, saved sessions, all); the sidecar's discovery map places them
-// when it runs, the shipped PCA otherwise. Click a point: its details, and a saved session's
+// when it runs, the shipped PCA otherwise. "All" also draws the discovery run's training points
+// (/discovery/points, faded) under them. Click a point: its details, and a saved session's
 // point loads that session. Drawn on one canvas (PointCloud), smooth at 100k points.
 import { useEffect, useMemo, useRef, useState } from "react";
+import { DISCOVERY_POINTS_LIMIT, type DiscoveryPoints } from "../api/sidecar";
 import { stepPoints } from "../analysis/digest";
 import { readComponents } from "../analysis/pca";
 import { type SavedMeta, loadPoints } from "../storage/savedSessions";
 import type { SidecarState } from "../state/sidecar";
 import type { TraceSession } from "../trace/session";
 import { classify, FINGERPRINT_DIM, ripple, ZONES } from "../zones/zones";
-import { buildSet, centroidGroup, type Group, groupFromSteps, KIND, type ManifoldSet, savedMeans, savedSteps, type Scope, SCOPES, syntheticGroup } from "../manifold/build";
-import { NOISE, PALETTE, PointCloud } from "../manifold/PointCloud";
+import { buildSet, centroidGroup, discoveryGroup, type Group, groupFromSteps, KIND, type ManifoldSet, savedMeans, savedSteps, type Scope, SCOPES, syntheticGroup } from "../manifold/build";
+import { FADED, NOISE, PALETTE, PointCloud } from "../manifold/PointCloud";
 
 interface Props {
   /** The active session ("This session's steps"). */
@@ -29,7 +31,19 @@ declare global {
     /** Measurement hook: add n synthetic points to the map (0 removes them); returns render stats. */
     __manifold?: {
       synthetic: (n: number) => void;
-      stats: () => { points: number; lastDrawMs: number; draws: number; drawMs: number[]; buildMs: number; projection: string };
+      stats: () => {
+        points: number;
+        /** discovery training points in the set / the sidecar's total for the run */
+        discoveryPoints: number;
+        discoveryTotal: number | null;
+        /** points inside the canvas at the last draw */
+        drawn: number;
+        lastDrawMs: number;
+        draws: number;
+        drawMs: number[];
+        buildMs: number;
+        projection: string;
+      };
       cloud: () => PointCloud | null;
     };
   }
@@ -48,6 +62,11 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
   const cloud = useRef<PointCloud | null>(null);
   const buildMs = useRef(0);
   const useSidecarMap = sidecar.state === "up" && sidecar.ready && !!sidecar.client;
+  const discoveryRun = sidecar.status?.current?.run_id ?? null;
+  // The discovery run's training points, fetched once per sidecar and run.
+  const discoveryCache = useRef<{ key: string; points: DiscoveryPoints } | null>(null);
+  const [discoveryTotal, setDiscoveryTotal] = useState<number | null>(null);
+  const [discoveryNote, setDiscoveryNote] = useState<string | null>(null);
 
   // Rebuild the live session's points at most every 500 ms while it streams.
   const [liveTick, setLiveTick] = useState(version);
@@ -85,6 +104,28 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
       } else if (scope === "saved") {
         groups.push(...savedMeans(saved));
       } else {
+        // discovery points first: drawn underneath everything else
+        if (useSidecarMap && sidecar.client) {
+          const key = `${sidecar.client.base}|${discoveryRun}`;
+          try {
+            if (discoveryCache.current?.key !== key) {
+              discoveryCache.current = { key, points: await sidecar.client.discoveryPoints(DISCOVERY_POINTS_LIMIT, 0, ctrl.signal) };
+            }
+            const pts = discoveryCache.current.points;
+            const dg = discoveryGroup(pts);
+            if (dg) groups.push(dg);
+            if (alive) {
+              setDiscoveryTotal(pts.total);
+              setDiscoveryNote(pts.count < pts.total ? `first ${pts.count.toLocaleString()} of ${pts.total.toLocaleString()} discovery points` : null);
+            }
+          } catch (e) {
+            if (ctrl.signal.aborted) throw e;
+            if (alive) {
+              setDiscoveryTotal(null);
+              setDiscoveryNote(`discovery points unavailable (${(e as Error).message}); showing the clusters only`);
+            }
+          }
+        }
         groups.push(...savedSteps(await loadPoints(saved.map((m) => m.id)), saved));
         if (sessionGroup) groups.push(sessionGroup);
         const cg = useSidecarMap ? centroidGroup(sidecar.clusters) : null;
@@ -104,7 +145,7 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
       alive = false;
       ctrl.abort();
     };
-  }, [scope, sessionGroup, saved, sidecar.client, sidecar.clusters, sidecar.pca, useSidecarMap, synthetic]);
+  }, [scope, sessionGroup, saved, sidecar.client, sidecar.clusters, sidecar.pca, useSidecarMap, discoveryRun, synthetic]);
 
   // canvas + renderer
   useEffect(() => {
@@ -181,11 +222,21 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
       synthetic: (n: number) => setSynthetic(Math.max(0, Math.floor(n))),
       stats: () => {
         const s = cloud.current?.stats;
-        return { points: set?.data.n ?? 0, lastDrawMs: s?.lastDrawMs ?? 0, draws: s?.draws ?? 0, drawMs: s?.drawMs ?? [], buildMs: buildMs.current, projection: set?.projection ?? "" };
+        return {
+          points: set?.data.n ?? 0,
+          discoveryPoints: set?.discoveryCount ?? 0,
+          discoveryTotal,
+          drawn: s?.lastDrawn ?? 0,
+          lastDrawMs: s?.lastDrawMs ?? 0,
+          draws: s?.draws ?? 0,
+          drawMs: s?.drawMs ?? [],
+          buildMs: buildMs.current,
+          projection: set?.projection ?? "",
+        };
       },
       cloud: () => cloud.current,
     };
-  }, [set]);
+  }, [set, discoveryTotal]);
 
   // Clicking a point of a saved session loads it.
   useEffect(() => {
@@ -197,7 +248,7 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
 
   const counts = useMemo(() => {
     const c = new Array(PALETTE.length).fill(0);
-    if (set) for (let i = 0; i < set.data.n; i++) c[set.data.color[i]] += 1;
+    if (set) for (let i = 0; i < set.data.n; i++) c[set.data.color[i] % FADED] += 1;
     return c;
   }, [set]);
 
@@ -219,8 +270,15 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
         <span className="muted small" data-testid="manifold-projection" data-projection={set?.projection ?? ""}>
           map: {mapLabel}
         </span>
-        <span className="small" data-testid="manifold-count">
-          {set ? `${set.data.n.toLocaleString()} points` : ""} {busy ? "· updating…" : ""}
+        <span
+          className="small"
+          data-testid="manifold-count"
+          data-points={set?.data.n ?? 0}
+          data-discovery-points={set?.discoveryCount ?? 0}
+          data-discovery-total={scope === "all" && discoveryTotal !== null ? discoveryTotal : ""}
+        >
+          {set ? `${set.data.n.toLocaleString()} points` : ""}
+          {set && set.discoveryCount > 0 ? ` (${set.discoveryCount.toLocaleString()} discovery)` : ""} {busy ? "· updating…" : ""}
         </span>
         <button className="btn" onClick={() => cloud.current && (cloud.current.fit(), cloud.current.schedule())}>
           Fit
@@ -234,9 +292,19 @@ export function ManifoldView({ session, live, version, sessionLabel, saved, side
           <span className="legend-item">
             <i style={{ background: rgb(NOISE) }} /> noise
           </span>
+          {set && set.discoveryCount > 0 && (
+            <span className="legend-item muted" title="the discovery run's training points, in lighter tints of their zone">
+              <i style={{ background: rgb(FADED + 1) }} /> discovery points (faded)
+            </span>
+          )}
         </span>
       </div>
       {sidecar.state === "down" && <div className="banner warn small">Sidecar unreachable ({sidecar.error}); using the shipped PCA in the browser.</div>}
+      {scope === "all" && useSidecarMap && discoveryNote && (
+        <div className="banner warn small" data-testid="manifold-discovery-note">
+          {discoveryNote}
+        </div>
+      )}
       {error && (
         <div className="banner error small" role="alert">
           {error}
@@ -265,9 +333,33 @@ function PointDetails({ set, index }: { set: ManifoldSet | null; index: number }
       </aside>
     );
   }
-  const fp = Array.from(set.fps.subarray(index * FINGERPRINT_DIM, (index + 1) * FINGERPRINT_DIM));
   const owner = set.owners[set.ownerIdx[index]];
   const kind = set.kind[index];
+  if (kind === KIND.discovery && owner.discovery) {
+    // a training point of the discovery run: the sidecar sends its place, cluster, zone and ids, not its fingerprint
+    const j = index - set.starts[set.ownerIdx[index]];
+    const d = owner.discovery;
+    const cl = set.cluster[index];
+    return (
+      <aside className="details" data-testid="manifold-details" data-saved-id="">
+        <h3>{owner.label}</h3>
+        <div className="muted small">
+          training point {j} · map ({set.data.x[index].toFixed(2)}, {set.data.y[index].toFixed(2)}) · {cl >= 0 ? `cluster ${cl}` : "noise"}
+        </div>
+        <div className="zone-line">
+          zone <b data-testid="details-zone">{d.zone[j]}</b> <span className="muted">{cl >= 0 ? "(its cluster's zone)" : "(its own zone)"}</span>
+        </div>
+        <table className="kv">
+          <tbody>
+            <tr><td>request</td><td>{d.requestId?.[j] ?? "—"}</td></tr>
+            <tr><td>session</td><td>{d.sessionId?.[j] ?? "—"}</td></tr>
+            <tr><td>step</td><td>{set.step[index] >= 0 ? set.step[index] : "—"}</td></tr>
+          </tbody>
+        </table>
+      </aside>
+    );
+  }
+  const fp = Array.from(set.fps.subarray(index * FINGERPRINT_DIM, (index + 1) * FINGERPRINT_DIM));
   const zone = classify(fp);
   const pcs = readComponents(fp);
   const what = kind === KIND.step ? `step ${set.step[index]}` : kind === KIND.session ? "session mean" : kind === KIND.centroid ? `cluster ${set.cluster[index]} centroid` : "synthetic point";

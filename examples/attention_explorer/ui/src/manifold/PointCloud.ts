@@ -3,8 +3,8 @@
 // and without one DOM node per point. Pan by dragging, zoom with the wheel, pick the nearest
 // point to a click. The React view owns the data; this class owns pixels and the transform.
 
-/** Palette index -> RGB. 0..4 follow ZONES order; 5 = noise/unknown. */
-export const PALETTE: [number, number, number][] = [
+/** Palette index -> RGB. 0..4 follow ZONES order; 5 = noise/unknown; FADED + i = a light tint of i. */
+const BASE: [number, number, number][] = [
   [47, 158, 68], // syntax_floor
   [59, 91, 219], // semantic_bridge
   [201, 42, 42], // long_range
@@ -13,6 +13,10 @@ export const PALETTE: [number, number, number][] = [
   [150, 155, 165], // noise / unknown
 ];
 export const NOISE = 5;
+/** Offset of the faded tints (background points: the discovery run's training points). */
+export const FADED = BASE.length;
+const tint = ([r, g, b]: [number, number, number]): [number, number, number] => [r, g, b].map((c) => Math.round(c + (255 - c) * 0.6)) as [number, number, number];
+export const PALETTE: [number, number, number][] = [...BASE, ...BASE.map(tint)];
 const BG = [255, 255, 255];
 
 export interface CloudData {
@@ -39,7 +43,8 @@ export class PointCloud {
   scale = 1;
   highlight = -1;
   overlay: ((ctx: CanvasRenderingContext2D, toScreen: (x: number, y: number) => [number, number]) => void) | null = null;
-  stats = { lastDrawMs: 0, draws: 0, drawMs: [] as number[] };
+  /** lastDrawn: points inside the canvas at the last draw. */
+  stats = { lastDrawMs: 0, draws: 0, drawMs: [] as number[], lastDrawn: 0 };
   private raf = 0;
 
   constructor(private canvas: HTMLCanvasElement) {
@@ -167,11 +172,13 @@ export class PointCloud {
       const oy = H / 2 + this.cy * s;
       const r0 = Math.max(1, Math.round(this.dpr));
       const xs = d.x, ys = d.y, cs = d.color, ss = d.size, cols = this.colors32;
+      let drawn = 0;
       for (let i = 0; i < d.n; i++) {
         const px = (xs[i] * s + ox) | 0;
         const py = (oy - ys[i] * s) | 0;
         const r = ss[i] * r0;
         if (px < -r || py < -r || px >= W + r || py >= H + r) continue;
+        drawn++;
         const c = cols[cs[i]];
         const xa = px - r < 0 ? 0 : px - r;
         const xb = px + r >= W ? W - 1 : px + r;
@@ -182,6 +189,7 @@ export class PointCloud {
           for (let x = xa; x <= xb; x++) buf[row + x] = c;
         }
       }
+      this.stats.lastDrawn = drawn;
     }
     this.ctx.setTransform(1, 0, 0, 1, 0, 0);
     this.ctx.putImageData(img, 0, 0);

@@ -1,27 +1,30 @@
 // Builds what the Manifold draws for a scope: fingerprints gathered from the active session,
 // saved sessions (IndexedDB) and the sidecar's clusters, then placed on the 2-D map either
 // by the sidecar (/classify x, y: the discovery run's UMAP map) or by the shipped PCA (PC1, PC2).
+// The discovery run's own training points (/discovery/points) come with their map position.
 import { digestOf } from "../analysis/digest";
 import { type PcaModel, projectFlat } from "../analysis/pca";
-import type { SidecarClient, SidecarCluster } from "../api/sidecar";
+import type { DiscoveryPoints, SidecarClient, SidecarCluster } from "../api/sidecar";
 import type { SavedMeta, SavedPoints } from "../storage/savedSessions";
 import { FINGERPRINT_DIM, ZONES } from "../zones/zones";
-import { type CloudData, NOISE } from "./PointCloud";
+import { type CloudData, FADED, NOISE } from "./PointCloud";
 
 export type Scope = "session" | "recent" | "saved" | "all";
 export const SCOPES: { id: Scope; label: string }[] = [
   { id: "session", label: "This session's steps" },
   { id: "recent", label: "Recent (this session + last 5 saved)" },
   { id: "saved", label: "Saved sessions (one point each)" },
-  { id: "all", label: "All (saved steps + discovery clusters)" },
+  { id: "all", label: "All (saved steps + discovery points and clusters)" },
 ];
 
-export const KIND = { step: 0, session: 1, centroid: 2, synthetic: 3 } as const;
+export const KIND = { step: 0, session: 1, centroid: 2, synthetic: 3, discovery: 4 } as const;
 export type Kind = (typeof KIND)[keyof typeof KIND];
 
 export interface Owner {
   label: string;
   savedId?: string;
+  /** Per point of a discovery group (index within the group): what the sidecar knows of it. */
+  discovery?: { runId: number | null; zone: string[]; requestId?: (string | null)[]; sessionId?: (string | null)[] };
 }
 
 /** One group of fingerprints from one owner. */
@@ -35,7 +38,9 @@ export interface Group {
   clusters?: Int32Array;
   /** point half-size; default by kind */
   sizes?: Uint8Array;
-  /** fixed map position (centroids with centroid_2d) */
+  /** palette index per point; default the zone */
+  colors?: Uint8Array;
+  /** fixed map position, interleaved x, y (centroids' centroid_2d, discovery points): no /classify */
   fixedXY?: Float32Array;
 }
 
@@ -48,10 +53,14 @@ export interface ManifoldSet {
   step: Int32Array;
   cluster: Int32Array;
   zone: Uint8Array;
+  /** First point of each owner (group). */
+  starts: Int32Array;
+  /** Points of discovery groups (KIND.discovery). */
+  discoveryCount: number;
   projection: "sidecar" | "pca";
 }
 
-const SIZE: Record<Kind, number> = { 0: 1, 1: 4, 2: 5, 3: 1 };
+const SIZE: Record<Kind, number> = { 0: 1, 1: 4, 2: 5, 3: 1, 4: 1 };
 
 export function groupFromSteps(fps: Float32Array, zones: Uint8Array, owner: Owner, steps?: Int32Array): Group {
   return { fps, zones, kind: KIND.step, owner, steps };
@@ -94,6 +103,47 @@ export function centroidGroup(clusters: SidecarCluster[]): Group | null {
   return { fps, zones, kind: KIND.centroid, owner: { label: "discovery clusters" }, clusters: ids, sizes, fixedXY: xy };
 }
 
+/**
+ * The discovery run's training points (GET /discovery/points, columnar) as one group: each at
+ * its map position, coloured by zone in the faded palette (noise faded grey) so the points of
+ * this session and saved sessions stand out on top of them. They have no fingerprint here.
+ */
+export function discoveryGroup(p: DiscoveryPoints): Group | null {
+  const n = p.x.length;
+  for (const k of ["y", "label", "zone", "request_id", "session_id", "step"] as const) {
+    const col = p[k];
+    if (col !== undefined && col.length !== n) throw new Error(`/discovery/points: ${k} has ${col.length} values, x has ${n}`);
+  }
+  if (!n) return null;
+  const zones = new Uint8Array(n);
+  const colors = new Uint8Array(n);
+  const clusters = new Int32Array(n);
+  const xy = new Float32Array(2 * n);
+  const steps = p.step ? new Int32Array(n) : undefined;
+  for (let i = 0; i < n; i++) {
+    const zi = ZONES.indexOf(p.zone[i] as (typeof ZONES)[number]);
+    zones[i] = zi < 0 ? NOISE : zi;
+    clusters[i] = p.label[i];
+    colors[i] = FADED + (p.label[i] < 0 ? NOISE : zones[i]);
+    xy[2 * i] = p.x[i];
+    xy[2 * i + 1] = p.y[i];
+    if (steps) steps[i] = p.step![i] ?? -1;
+  }
+  return {
+    fps: new Float32Array(0),
+    zones,
+    kind: KIND.discovery,
+    owner: {
+      label: `discovery run ${p.run_id ?? "?"}`,
+      discovery: { runId: p.run_id, zone: p.zone, requestId: p.request_id, sessionId: p.session_id },
+    },
+    steps,
+    clusters,
+    colors,
+    fixedXY: xy,
+  };
+}
+
 /** Deterministic synthetic fingerprints around the zone test patterns (measurements only). */
 export function syntheticGroup(n: number, seed = 1): Group {
   let s = seed >>> 0;
@@ -126,16 +176,21 @@ export async function buildSet(groups: Group[], pca: PcaModel, sidecar: SidecarC
   const size = new Uint8Array(n);
   const fixed = new Float32Array(n * 2).fill(NaN);
   const owners: Owner[] = [];
+  const starts = new Int32Array(groups.length);
+  let discoveryCount = 0;
   let o = 0;
   groups.forEach((g, gi) => {
     owners.push(g.owner);
+    starts[gi] = o;
     const m = g.zones.length;
+    if (g.kind === KIND.discovery) discoveryCount += m;
+    // groups without fingerprints (discovery points) leave zeros
     fps.set(g.fps.subarray(0, m * FINGERPRINT_DIM), o * FINGERPRINT_DIM);
     for (let i = 0; i < m; i++) {
       kind[o + i] = g.kind;
       ownerIdx[o + i] = gi;
       zone[o + i] = g.zones[i];
-      color[o + i] = g.zones[i];
+      color[o + i] = g.colors ? g.colors[i] : g.zones[i];
       size[o + i] = g.sizes ? g.sizes[i] : SIZE[g.kind];
       if (g.steps) step[o + i] = g.steps[i];
       if (g.clusters) cluster[o + i] = g.clusters[i];
@@ -150,11 +205,12 @@ export async function buildSet(groups: Group[], pca: PcaModel, sidecar: SidecarC
   let y: Float32Array;
   let projection: ManifoldSet["projection"] = "pca";
   if (sidecar && n) {
-    // The sidecar's map: every fingerprint classified against the discovery run.
+    // The sidecar's map: every fingerprint classified against the discovery run, except the
+    // points that already have their place on it (centroids, discovery points).
     const vectors: number[][] = [];
     const idx: number[] = [];
     for (let i = 0; i < n; i++) {
-      if (kind[i] === KIND.centroid && Number.isFinite(fixed[2 * i])) continue;
+      if (Number.isFinite(fixed[2 * i])) continue;
       vectors.push(Array.from(fps.subarray(i * FINGERPRINT_DIM, (i + 1) * FINGERPRINT_DIM)));
       idx.push(i);
     }
@@ -178,5 +234,5 @@ export async function buildSet(groups: Group[], pca: PcaModel, sidecar: SidecarC
   } else {
     ({ x, y } = projectFlat(fps, n, pca));
   }
-  return { data: { n, x, y, color, size }, fps, kind, ownerIdx, owners, step, cluster, zone, projection };
+  return { data: { n, x, y, color, size }, fps, kind, ownerIdx, owners, step, cluster, zone, starts, discoveryCount, projection };
 }
