@@ -85,7 +85,9 @@ def main() -> dict[str, Any]:
                                "decode_tok_s": round(decode_tps, 2)}
         if hf is not None:
             hf_prefill = min(r[0] for r in hf_runs)
-            hf_decode_s = min(t - p for p, t in hf_runs)
+            # prefill and full generation are separate calls here, so pairing them by run
+            # would let one noisy prefill shrink the decode time: take each side's fastest
+            hf_decode_s = min(r[1] for r in hf_runs) - hf_prefill
             hf_decode = bs * (a.output_len - 1) / max(hf_decode_s, 1e-9)
             row["transformers"] = {"prefill_s": round(hf_prefill, 4), "total_s": round(min(r[1] for r in hf_runs), 4),
                                    "decode_tok_s": round(hf_decode, 2)}

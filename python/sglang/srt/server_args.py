@@ -40,6 +40,7 @@ class ServerArgs:
     tp_size: int = 1
     attention_backend: str | None = None  # None: torch_native on CPU, triton on CUDA
     disable_cuda_graph: bool = False
+    disable_cpu_weight_prepack: bool = False
     # attention capture (see docs/attention_api.md)
     return_attention_tokens: bool = False
     attention_tokens_top_k: int = 5
@@ -143,6 +144,9 @@ class ServerArgs:
                        help="torch_native (default on CPU) or triton (default on CUDA)")
         g.add_argument("--disable-cuda-graph", action="store_true",
                        help="never use CUDA graphs (capturing batches always run eagerly anyway)")
+        g.add_argument("--disable-cpu-weight-prepack", action="store_true",
+                       help="on CPU, keep plain F.linear instead of oneDNN-prepacked weights (saves a copy of "
+                            "the weights' memory, costs decode speed at batch > 1)")
         g = p.add_argument_group("attention capture")
         g.add_argument("--return-attention-tokens", action="store_true", help="allow requests to capture attention")
         g.add_argument("--attention-tokens-top-k", type=int, default=5, help="top-k positions per entry (max 64)")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sglang.srt.layers import cpu_gemm
 from sglang.srt.distributed import divide, get_tp_rank, get_tp_size, tensor_model_parallel_all_reduce
 
 
@@ -31,6 +32,7 @@ class MergedLinear(nn.Linear):
         super().__init__(in_features, sum(local.values()), bias=bias)
         self.full_sizes = dict(shard_sizes)
         self.offsets: dict[str, tuple[int, int]] = {}
+        self.packed_weight: torch.Tensor | None = None  # set by cpu_gemm.prepack_linear_weights
         start = 0
         for name, size in local.items():
             self.offsets[name] = (start, size)
@@ -46,6 +48,9 @@ class MergedLinear(nn.Linear):
         lo = self.tp_rank * size
         target.data[start : start + size].copy_(tensor[lo : lo + size])
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_gemm.linear(x, self.weight, self.packed_weight, self.bias)
+
 
 class RowParallelLinear(nn.Module):
     """y = x W^T + b where x arrives split by columns over the ranks (the output of a
@@ -58,6 +63,7 @@ class RowParallelLinear(nn.Module):
         self.in_local = divide(in_features, self.tp_size, "the row-parallel input size")
         self.weight = nn.Parameter(torch.empty(out_features, self.in_local))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.packed_weight: torch.Tensor | None = None  # set by cpu_gemm.prepack_linear_weights
 
     def load_full(self, param: str, tensor: torch.Tensor) -> None:
         """Copy this rank's columns of a full checkpoint tensor."""
@@ -72,5 +78,5 @@ class RowParallelLinear(nn.Module):
         self.weight.data.copy_(tensor[:, lo : lo + self.in_local])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = tensor_model_parallel_all_reduce(F.linear(x, self.weight))
+        y = tensor_model_parallel_all_reduce(cpu_gemm.linear(x, self.weight, self.packed_weight))
         return y if self.bias is None else y + self.bias

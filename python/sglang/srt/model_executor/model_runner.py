@@ -17,6 +17,7 @@ from sglang.srt.distributed import divide, init_tensor_parallel
 from sglang.srt.layers.attention.base import AttentionBackend
 from sglang.srt.mem_cache.memory_pool import KVPool, ReqToTokenPool, TokenAllocator
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.layers.cpu_gemm import prepack_linear_weights
 from sglang.srt.model_loader.loader import load_hf_config, load_model
 from sglang.srt.model_loader.gguf_cache import materialize
 from sglang.srt.model_loader.locate import ModelFiles, locate_model
@@ -71,6 +72,10 @@ class ModelRunner:
         self.dtype = resolve_dtype(args.dtype, getattr(self.model_config.hf_config, "torch_dtype", None), self.device)
         torch.manual_seed(args.random_seed)
         self.model = load_model(self.files, self.model_config, self.dtype, self.device)
+        if not args.disable_cpu_weight_prepack:
+            packed = prepack_linear_weights(self.model, self.device, self.dtype)
+            if packed:
+                logger.info("oneDNN-prepacked %d linear weights for CPU", packed)
         cfg = self.model_config
         self.num_kv_heads = divide(cfg.num_kv_heads, self.tp_size, "the number of KV heads")  # this rank's
         self.num_heads = divide(cfg.num_heads, self.tp_size, "the number of attention heads")
