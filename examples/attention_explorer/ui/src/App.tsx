@@ -100,9 +100,17 @@ export function App() {
   const generate = useCallback(() => {
     const live = loaded[0].session;
     // A Router recommendation applies to this one request, then it is used up.
-    const h = startGeneration(live, withApply(settings, pending), captureAllowed, conn.models[0]);
+    const h = startGeneration(live, withApply(settings, pending), captureAllowed, conn.models[0], conn.caps);
     if (pending) {
-      live.run(h.runId).routerApplied = { zone: pending.zone, temperature: pending.temperature, top_p: pending.top_p, capture_mode: pending.capture_mode };
+      live.run(h.runId).routerApplied = {
+        zone: pending.zone,
+        confidence: pending.confidence ?? null,
+        temperature: pending.temperature,
+        top_p: pending.top_p,
+        capture_mode: pending.capture_mode,
+        basis: pending.basis,
+        appliedAt: pending.appliedAt,
+      };
       setBanner({ kind: "info", text: `Router settings (${pending.zone}) applied to this run: temperature ${pending.temperature}, top_p ${pending.top_p}, capture ${pending.capture_mode}.` });
       savePendingApply(null);
       setPending(null);
@@ -113,7 +121,7 @@ export function App() {
       if (handle.current === h) handle.current = null;
       setBusy(false);
     });
-  }, [loaded, settings, captureAllowed, conn.models, pending]);
+  }, [loaded, settings, captureAllowed, conn.models, conn.caps, pending]);
 
   const onSave = async () => {
     try {

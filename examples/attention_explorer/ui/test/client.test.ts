@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildChatRequest } from "../src/api/client";
+import { adaptiveConfigOf, buildChatRequest } from "../src/api/client";
 import { captureProblemOf } from "../src/state/connection";
 import { parseExtra, parseLayers } from "../src/state/settings";
 
@@ -52,5 +52,30 @@ describe("settings parsing", () => {
     expect(parseExtra('{"ignore_eos": true}')).toEqual({ ok: true, value: { ignore_eos: true } });
     expect(parseExtra("[1]")).toMatchObject({ ok: false });
     expect(parseExtra("{")).toMatchObject({ ok: false });
+  });
+});
+
+describe("adaptive sampling request", () => {
+  const base = { model: "m", messages: [{ role: "user", content: "hi" }], sampling, captureEnabled: true };
+  const caps = { supported: true, adaptive_sampling: { supported: true, default: false, steps: 8 } };
+  it("is sent only with fingerprint capture", () => {
+    const fp = buildChatRequest({ ...base, capture: { ...capture, mode: "fingerprint" }, adaptiveSampling: true });
+    expect(fp.attention_adaptive_sampling).toBe(true);
+    expect(buildChatRequest({ ...base, capture, adaptiveSampling: true }).attention_adaptive_sampling).toBeUndefined();
+    expect(buildChatRequest({ ...base, capture: { ...capture, mode: "fingerprint" }, adaptiveSampling: false }).attention_adaptive_sampling).toBeUndefined();
+    expect(buildChatRequest({ ...base, captureEnabled: false, capture: { ...capture, mode: "fingerprint" }, adaptiveSampling: true }).attention_adaptive_sampling).toBeUndefined();
+  });
+  it("records whether the run had it on: the request's field, else the server default (fingerprint only)", () => {
+    const fp = buildChatRequest({ ...base, capture: { ...capture, mode: "fingerprint" }, adaptiveSampling: true });
+    expect(adaptiveConfigOf(fp, caps)).toEqual({ enabled: true, source: "request", steps: 8 });
+    const plain = buildChatRequest({ ...base, capture: { ...capture, mode: "fingerprint" } });
+    expect(adaptiveConfigOf(plain, caps)).toEqual({ enabled: false, source: "server_default", steps: 8 });
+    const on = { ...caps, adaptive_sampling: { ...caps.adaptive_sampling, default: true } };
+    expect(adaptiveConfigOf(plain, on)).toEqual({ enabled: true, source: "server_default", steps: 8 });
+    expect(adaptiveConfigOf(buildChatRequest({ ...base, capture }), on)).toEqual({ enabled: false, source: "server_default", steps: 8 });
+    // through the extra fields, and with no capabilities known
+    const extra = buildChatRequest({ ...base, capture: { ...capture, mode: "fingerprint" }, extra: { attention_adaptive_sampling: false } });
+    expect(adaptiveConfigOf(extra, null)).toEqual({ enabled: false, source: "request", steps: null });
+    expect(adaptiveConfigOf(buildChatRequest({ ...base, captureEnabled: false, capture }), caps)).toBeNull();
   });
 });

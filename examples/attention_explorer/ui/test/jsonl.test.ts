@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { exportRecords, exportTrace, importTrace, parseTrace, TraceImportError } from "../src/trace/jsonl";
 import { TRACE_SCHEMA_VERSION } from "../src/trace/schema";
@@ -22,6 +24,9 @@ function viewData(s: TraceSession) {
       segments: r.segments,
       layers: r.layers,
       metrics: r.metrics,
+      adaptiveSampling: r.adaptiveSampling,
+      adaptiveConfig: r.adaptiveConfig,
+      routerApplied: r.routerApplied,
       sinks29: [...s.sinks(r, 29)],
       summary: s.summary(r),
       signal3: s.stepSignal(r, 3),
@@ -106,5 +111,103 @@ describe("trace JSONL", () => {
     expect(() => parseTrace("")).toThrow(/no header/);
     expect(() => parseTrace("[1,2]")).toThrow(/JSON object/);
     expect(parseTrace('{"record_type":"header","version":"1.3","trace_id":"t","future_field":1}')).toHaveLength(1);
+  });
+
+  it("1.1 run fields: adaptive sampling and the applied Router recommendation survive export -> import", () => {
+    const { session, runId } = replay(loadFixture("chat_fingerprint.json"));
+    const run = session.run(runId);
+    run.adaptiveConfig = { enabled: true, source: "request", steps: 8 };
+    // the server's switch as it arrives on a chunk
+    session.ingestChunk(runId, {
+      choices: [
+        {
+          index: 0,
+          delta: {},
+          attention_adaptive_sampling: { step: 9, before: { temperature: 0.7, top_p: 0.95 }, after: { temperature: 0.3, top_p: 0.9 }, cluster_id: 2, zone: "syntax_floor" },
+        },
+      ],
+    });
+    run.routerApplied = { zone: "syntax_floor", confidence: 0.82, temperature: 0.3, top_p: 0.9, capture_mode: "fingerprint", basis: "run-1, last 16 steps", appliedAt: "2026-01-01T00:00:00.000Z" };
+    const text = exportTrace(session);
+    const lines = text.trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines[0].version).toBe("1.1");
+    const runRec = lines.find((l) => l.record_type === "message" && l.run).run;
+    expect(runRec.adaptive_sampling).toEqual({
+      enabled: true,
+      source: "request",
+      steps: 8,
+      switch: { step: 9, before: { temperature: 0.7, top_p: 0.95 }, after: { temperature: 0.3, top_p: 0.9 }, cluster_id: 2, zone: "syntax_floor" },
+    });
+    expect(runRec.router_applied).toEqual({
+      zone: "syntax_floor",
+      confidence: 0.82,
+      temperature: 0.3,
+      top_p: 0.9,
+      capture_mode: "fingerprint",
+      basis: "run-1, last 16 steps",
+      applied_at: "2026-01-01T00:00:00.000Z",
+    });
+    const back = importTrace(text);
+    const r2 = back.run(runId);
+    expect(r2.adaptiveConfig).toEqual(run.adaptiveConfig);
+    expect(r2.adaptiveSampling).toEqual(run.adaptiveSampling);
+    expect(r2.routerApplied).toEqual(run.routerApplied);
+    expect(viewData(back)).toEqual(viewData(session));
+    expect(exportTrace(back)).toBe(text);
+  });
+
+  it("1.1 run fields: adaptive sampling off, a switch without a known request, a recommendation without confidence", () => {
+    const a = replay(loadFixture("chat_raw_think.json"));
+    a.session.run(a.runId).adaptiveConfig = { enabled: false, source: "server_default", steps: null };
+    const b = replay(loadFixture("chat_fingerprint.json"));
+    const sw = { step: 1, before: { temperature: 1 }, after: { temperature: 0.5 }, cluster_id: 0, zone: "diffuse" };
+    b.session.run(b.runId).adaptiveSampling = sw;
+    b.session.run(b.runId).routerApplied = { zone: "diffuse", confidence: null, temperature: 0.9, top_p: 0.98, capture_mode: "fingerprint" };
+    const ra = JSON.parse(exportTrace(a.session).split("\n")[2]).run;
+    expect(ra.adaptive_sampling).toEqual({ enabled: false, source: "server_default", steps: null, switch: null });
+    expect(ra.router_applied).toBeUndefined();
+    const tb = exportTrace(b.session);
+    const rb = JSON.parse(tb.split("\n")[2]).run;
+    expect(rb.adaptive_sampling).toEqual({ enabled: true, source: null, steps: null, switch: sw });
+    expect(rb.router_applied).toEqual({ zone: "diffuse", confidence: null, temperature: 0.9, top_p: 0.98, capture_mode: "fingerprint" });
+    const back = importTrace(tb).run(b.runId);
+    expect(back.adaptiveSampling).toEqual(sw);
+    expect(back.routerApplied).toEqual(b.session.run(b.runId).routerApplied);
+    expect(exportTrace(importTrace(tb))).toBe(tb);
+    // a run with neither writes neither (the 1.0 shape)
+    const c = replay(loadFixture("chat_sketch_moe.json"));
+    const rc = JSON.parse(exportTrace(c.session).split("\n")[2]).run;
+    expect("adaptive_sampling" in rc || "router_applied" in rc).toBe(false);
+  });
+
+  it("a 1.0 trace (written before these fields) still imports, and re-exports as 1.1 with nothing else changed", () => {
+    const old = readFileSync(join(__dirname, "fixtures", "trace_v1_0.jsonl"), "utf8");
+    expect(JSON.parse(old.split("\n")[0]).version).toBe("1.0");
+    const s = importTrace(old);
+    const run = s.latestRun()!;
+    expect(run.adaptiveSampling).toBeNull();
+    expect(run.adaptiveConfig).toBeUndefined();
+    expect(run.routerApplied).toBeUndefined();
+    expect(s.messages.map((m) => m.content)).toEqual(["Café?", "Yes."]);
+    expect(run.steps.size).toBe(loadFixture("chat_fingerprint.json").expect.steps);
+    expect(exportTrace(s)).toBe(old.replace('"version":"1.0"', '"version":"1.1"'));
+  });
+
+  it("names a bad 1.1 run field", () => {
+    const { session, runId } = replay(loadFixture("chat_fingerprint.json"));
+    session.run(runId).adaptiveConfig = { enabled: true, source: "request", steps: 8 };
+    session.run(runId).routerApplied = { zone: "diffuse", confidence: 0.5, temperature: 0.9, top_p: 0.98, capture_mode: "fingerprint" };
+    const lines = exportTrace(session).trim().split("\n");
+    const mutate = (f: (run: Record<string, Record<string, unknown>>) => void) => {
+      const rec = JSON.parse(lines[2]);
+      f(rec.run);
+      return [lines[0], lines[1], JSON.stringify(rec), ...lines.slice(3)].join("\n");
+    };
+    expect(() => parseTrace(mutate((r) => (r.adaptive_sampling.enabled = "yes" as unknown as Record<string, unknown>)))).toThrow(
+      /line 3: message record: field "run.adaptive_sampling.enabled" must be true or false/,
+    );
+    expect(() => parseTrace(mutate((r) => (r.adaptive_sampling.switch = { step: "x" })))).toThrow(/"run.adaptive_sampling.switch"/);
+    expect(() => parseTrace(mutate((r) => (r.router_applied.top_p = "high" as unknown as Record<string, unknown>)))).toThrow(/"run.router_applied.top_p" must be a number/);
+    expect(() => parseTrace(mutate((r) => (r.router_applied = [] as unknown as Record<string, unknown>)))).toThrow(/"run.router_applied" must be an object/);
   });
 });

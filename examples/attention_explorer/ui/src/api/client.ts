@@ -1,5 +1,6 @@
 // HTTP calls to the server: health, capabilities, models, and the streaming chat.
 import { SseDecoder, type SseItem } from "./sse";
+import type { AdaptiveConfig } from "../trace/session";
 import type { Capabilities, CaptureSettings, ChatChunk, SamplingSettings } from "./wire";
 
 export function trimUrl(url: string): string {
@@ -12,6 +13,8 @@ export interface ChatRequestOptions {
   capture: CaptureSettings;
   sampling: SamplingSettings;
   captureEnabled: boolean;
+  /** Ask for adaptive sampling (sent only with fingerprint capture, which it needs). */
+  adaptiveSampling?: boolean;
   /** Extra request fields (e.g. ignore_eos), merged last. */
   extra?: Record<string, unknown>;
 }
@@ -38,8 +41,22 @@ export function buildChatRequest(o: ChatRequestOptions, stream = true): Record<s
     if (c.maskPrefix > 0) body.attention_mask_prefix = c.maskPrefix;
     body.attention_mask_system_prompt = c.maskSystemPrompt;
     body.include_prompt_attention = c.includePromptAttention;
+    if (o.adaptiveSampling && c.mode === "fingerprint") body.attention_adaptive_sampling = true;
   }
   return { ...body, ...(o.extra ?? {}) };
+}
+
+/**
+ * Whether a request body has adaptive sampling on: its own attention_adaptive_sampling field
+ * (also when set through the extra fields), else the server's default, which applies to
+ * fingerprint-mode capture only. Null for a request without capture.
+ */
+export function adaptiveConfigOf(body: Record<string, unknown>, caps: Capabilities | null): AdaptiveConfig | null {
+  const steps = caps?.adaptive_sampling?.steps ?? null;
+  const asked = body.attention_adaptive_sampling;
+  if (typeof asked === "boolean") return { enabled: asked, source: "request", steps };
+  if (body.return_attention_tokens !== true) return null;
+  return { enabled: body.attention_fingerprint_mode === true && caps?.adaptive_sampling?.default === true, source: "server_default", steps };
 }
 
 function headers(apiKey?: string): Record<string, string> {

@@ -120,6 +120,10 @@ export interface Capabilities {
     system_prompt_masked?: boolean;
     disabled_in_production?: boolean;
   };
+  /** Manifold hints the scheduler reads from a sidecar (--attention-hints-url). */
+  manifold_hints?: { enabled: boolean; refresh_interval_s?: number };
+  /** Adaptive sampling: switch temperature/top_p to a cluster's hint after `steps` steps in it. */
+  adaptive_sampling?: { supported: boolean; default: boolean; steps: number; requires_mode?: string };
 }
 
 export type CaptureMode = "raw" | "sketch" | "fingerprint";

@@ -131,7 +131,15 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
         <button
           className="btn primary"
           onClick={() =>
-            onApply({ zone, temperature: hint.temperature, top_p: hint.top_p, capture_mode: hint.capture_mode, basis: `${run.id}, last ${recent.length} steps`, appliedAt: new Date().toISOString() })
+            onApply({
+              zone,
+              confidence: result.confidence,
+              temperature: hint.temperature,
+              top_p: hint.top_p,
+              capture_mode: hint.capture_mode,
+              basis: `${run.id}, last ${recent.length} steps`,
+              appliedAt: new Date().toISOString(),
+            })
           }
         >
           Apply to next run
@@ -145,23 +153,38 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
             </li>
           )}
           {run.adaptiveSampling ? (
-            <li data-testid="router-adaptive">
+            <li
+              data-testid="router-adaptive"
+              data-step={run.adaptiveSampling.step}
+              data-cluster-id={String(run.adaptiveSampling.cluster_id)}
+              data-zone={run.adaptiveSampling.zone ?? ""}
+              data-after-temperature={String(run.adaptiveSampling.after.temperature)}
+              data-after-top-p={String(run.adaptiveSampling.after.top_p)}
+            >
               adaptive sampling switched at step {run.adaptiveSampling.step} ({run.adaptiveSampling.zone ?? "?"}, cluster {String(run.adaptiveSampling.cluster_id)}): T{" "}
               {String(run.adaptiveSampling.before.temperature)} → {String(run.adaptiveSampling.after.temperature)}, top_p {String(run.adaptiveSampling.before.top_p)} →{" "}
               {String(run.adaptiveSampling.after.top_p)}
+              {run.adaptiveConfig?.steps ? ` (after ${run.adaptiveConfig.steps} steps in the cluster)` : ""}
+            </li>
+          ) : run.adaptiveConfig?.enabled ? (
+            <li className="muted" data-testid="router-adaptive-config">
+              adaptive sampling on ({run.adaptiveConfig.source === "server_default" ? "server default" : "requested"}
+              {run.adaptiveConfig.steps ? `, switches after ${run.adaptiveConfig.steps} steps in one cluster` : ""}): no switch {run.status === "streaming" ? "yet" : "in this run"}
             </li>
           ) : (
-            <li className="muted">no adaptive sampling switch reported for this run</li>
+            <li className="muted">{run.adaptiveConfig ? "adaptive sampling off for this run" : "no adaptive sampling switch reported for this run"}</li>
           )}
           {run.routerApplied && (
             <li data-testid="router-run-applied">
-              this run used the Router's {run.routerApplied.zone} settings: T {run.routerApplied.temperature}, top_p {run.routerApplied.top_p}, capture {run.routerApplied.capture_mode}
+              this run used the Router's {run.routerApplied.zone} settings
+              {run.routerApplied.confidence !== null ? ` (confidence ${(run.routerApplied.confidence * 100).toFixed(0)}%)` : ""}: T {run.routerApplied.temperature}, top_p{" "}
+              {run.routerApplied.top_p}, capture {run.routerApplied.capture_mode}
             </li>
           )}
           {sidecar.state === "off" && <li className="muted">no sidecar configured (Settings → sidecar URL)</li>}
           {sidecar.state !== "off" && !sidecar.ready && <li className="muted">sidecar {sidecar.state}{sidecar.error ? `: ${sidecar.error}` : ", no discovery artifacts loaded"}</li>}
           {remote && (
-            <li data-testid="router-sidecar">
+            <li data-testid="router-sidecar" data-cluster-id={remote.cluster_id} data-zone={remote.zone} data-run-id={String(remote.run_id)}>
               sidecar: cluster {remote.cluster_id} ({remote.zone}, confidence {(remote.confidence * 100).toFixed(0)}%
               {remote.out_of_distribution ? ", out of distribution" : ""}) → T {remote.sampling_hints.temperature}, top_p {remote.sampling_hints.top_p}, capture{" "}
               {remote.sampling_hints.capture_mode}
@@ -177,7 +200,8 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
 export function PendingApply({ pending, onCancel }: { pending: RouterApply; onCancel: () => void }) {
   return (
     <div className="pending-apply" data-testid="pending-apply">
-      Next run uses the Router's <b>{pending.zone}</b> settings: T {pending.temperature}, top_p {pending.top_p}, capture {pending.capture_mode}{" "}
+      Next run uses the Router's <b>{pending.zone}</b> settings{pending.confidence !== undefined ? ` (confidence ${(pending.confidence * 100).toFixed(0)}%)` : ""}: T {pending.temperature}, top_p{" "}
+      {pending.top_p}, capture {pending.capture_mode}{" "}
       <button className="link-btn" onClick={onCancel}>
         cancel
       </button>

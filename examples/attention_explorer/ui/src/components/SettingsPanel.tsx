@@ -24,6 +24,15 @@ export const SettingsPanel = memo(function SettingsPanel({ settings, caps, model
   const set = (patch: Partial<Settings>) => onChange({ ...settings, ...patch });
   const setCap = (patch: Partial<Settings["capture"]>) => onChange({ ...settings, capture: { ...settings.capture, ...patch } });
   const setSam = (patch: Partial<Settings["sampling"]>) => onChange({ ...settings, sampling: { ...settings.sampling, ...patch } });
+  const adaptive = caps?.adaptive_sampling;
+  const adaptiveNote =
+    settings.capture.mode !== "fingerprint"
+      ? "fingerprint mode only"
+      : adaptive && !adaptive.supported
+        ? "this server has no manifold hints (--attention-hints-url)"
+        : adaptive
+          ? `switches to a cluster's hint after ${adaptive.steps} steps in it${adaptive.default ? "; on by default on this server" : ""}`
+          : "";
   return (
     <div className="settings" data-testid="settings">
       <fieldset>
@@ -80,6 +89,10 @@ export const SettingsPanel = memo(function SettingsPanel({ settings, caps, model
               </option>
             ))}
           </select>
+        </label>
+        <label className="check" title="attention_adaptive_sampling: the server switches temperature and top_p to the hint of the cluster the fingerprints settle in">
+          <input type="checkbox" checked={settings.adaptiveSampling} onChange={(e) => set({ adaptiveSampling: e.target.checked })} aria-label="adaptive sampling" /> adaptive sampling
+          {adaptiveNote && <span className="muted small"> ({adaptiveNote})</span>}
         </label>
         <label>
           Top-k ({5}–{maxK})

@@ -1,6 +1,7 @@
 // Runs one chat generation: builds the request from settings, streams it into the
 // session, and finishes the run whatever happens (done, stopped, or an error).
-import { buildChatRequest, streamChat } from "../api/client";
+import { adaptiveConfigOf, buildChatRequest, streamChat } from "../api/client";
+import type { Capabilities } from "../api/wire";
 import type { TraceSession } from "../trace/session";
 import { parseExtra, type Settings } from "./settings";
 
@@ -10,7 +11,7 @@ export interface RunHandle {
   done: Promise<void>;
 }
 
-export function startGeneration(session: TraceSession, settings: Settings, captureAllowed: boolean, serverModel?: string): RunHandle {
+export function startGeneration(session: TraceSession, settings: Settings, captureAllowed: boolean, serverModel?: string, caps: Capabilities | null = null): RunHandle {
   const extra = parseExtra(settings.extraJson);
   const conversation = session.conversation();
   const messages = settings.systemPrompt.trim()
@@ -28,8 +29,11 @@ export function startGeneration(session: TraceSession, settings: Settings, captu
     capture: settings.capture,
     sampling: settings.sampling,
     captureEnabled: settings.captureEnabled && captureAllowed,
+    adaptiveSampling: settings.adaptiveSampling,
     extra: extra.ok ? extra.value : {},
   });
+  const adaptive = adaptiveConfigOf(body, caps);
+  if (adaptive) run.adaptiveConfig = adaptive;
   const done = (async () => {
     if (!extra.ok) {
       session.finishRun(run.id, "error", extra.message);

@@ -7,6 +7,8 @@ export interface RouterApply {
   temperature: number;
   top_p: number;
   capture_mode: "raw" | "sketch" | "fingerprint";
+  /** The Router's confidence in the zone (0..1); absent in entries stored by older versions. */
+  confidence?: number;
   /** What the recommendation was computed from, shown next to it. */
   basis: string;
   appliedAt: string;

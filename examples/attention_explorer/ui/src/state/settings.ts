@@ -14,6 +14,8 @@ export interface Settings {
   extraJson: string;
   /** python -m sglang.srt.attention_sidecar base URL; empty = none (the browser's PCA is used). */
   sidecarUrl: string;
+  /** Ask for adaptive sampling (attention_adaptive_sampling; fingerprint capture only). */
+  adaptiveSampling: boolean;
 }
 
 const KEY = "attention-explorer.settings.v1";
@@ -42,6 +44,7 @@ export function defaultSettings(): Settings {
     systemPrompt: "",
     extraJson: "",
     sidecarUrl: (import.meta as unknown as { env?: Record<string, string | undefined> }).env?.VITE_SIDECAR_URL || "",
+    adaptiveSampling: false,
   };
 }
 

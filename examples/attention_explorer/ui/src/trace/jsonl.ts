@@ -2,17 +2,20 @@
 // Import validates every line first and builds a brand-new session only when the whole
 // file is valid: a bad file never touches what is already loaded.
 import { validateEntry } from "../api/wire";
+import type { AdaptiveSamplingSwitch } from "../api/wire";
 import type {
+  AdaptiveSamplingInfo,
   HeaderRecord,
   MessageRecord,
   MetricsRecord,
+  RouterAppliedInfo,
   SegmentRecord,
   StepRecord,
   TokenRecord,
   TraceRecord,
 } from "./schema";
 import { RECORD_TYPES, TRACE_SCHEMA_MAJOR, TRACE_SCHEMA_VERSION } from "./schema";
-import { TraceSession, type Run, type StepCapture } from "./session";
+import { TraceSession, type Run, type RouterApplied, type StepCapture } from "./session";
 
 export function exportRecords(s: TraceSession): TraceRecord[] {
   const out: TraceRecord[] = [];
@@ -42,10 +45,39 @@ export function exportRecords(s: TraceSession): TraceRecord[] {
         prompt_len: run.promptLen,
       };
       if (run.error) rec.run.error = run.error;
+      const adaptive = adaptiveInfo(run);
+      if (adaptive) rec.run.adaptive_sampling = adaptive;
+      if (run.routerApplied) rec.run.router_applied = routerInfo(run.routerApplied);
     }
     out.push(rec);
     if (run) out.push(...runRecords(s, run));
   }
+  return out;
+}
+
+/** 1.1 run.adaptive_sampling: what the request asked for and the server's switch, when known. */
+function adaptiveInfo(run: Run): AdaptiveSamplingInfo | undefined {
+  const cfg = run.adaptiveConfig;
+  if (!cfg && !run.adaptiveSampling) return undefined;
+  return {
+    // a switch only happens when adaptive sampling was on
+    enabled: cfg ? cfg.enabled : true,
+    source: cfg ? cfg.source : null,
+    steps: cfg ? cfg.steps : null,
+    switch: run.adaptiveSampling,
+  };
+}
+
+function routerInfo(a: RouterApplied): RouterAppliedInfo {
+  const out: RouterAppliedInfo = {
+    zone: a.zone,
+    confidence: a.confidence ?? null,
+    temperature: a.temperature,
+    top_p: a.top_p,
+    capture_mode: a.capture_mode,
+  };
+  if (a.basis !== undefined) out.basis = a.basis;
+  if (a.appliedAt !== undefined) out.applied_at = a.appliedAt;
   return out;
 }
 
@@ -157,6 +189,38 @@ type Obj = Record<string, unknown>;
 const isStr = (v: unknown) => typeof v === "string";
 const isNum = (v: unknown) => typeof v === "number" && Number.isFinite(v);
 const isNumOrNull = (v: unknown) => v === null || isNum(v);
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+const isOptStr = (v: unknown) => v === undefined || isStr(v);
+
+/** The 1.1 run fields (optional); a problem naming the field, or null. */
+function checkRunExtras(run: Obj): string | null {
+  const bad = (field: string, what: string) => `message record: field "run.${field}" must be ${what}`;
+  const a = run.adaptive_sampling;
+  if (a !== undefined) {
+    if (!isObj(a)) return bad("adaptive_sampling", "an object");
+    if (typeof a.enabled !== "boolean") return bad("adaptive_sampling.enabled", "true or false");
+    if (!(a.source === undefined || a.source === null || a.source === "request" || a.source === "server_default")) {
+      return bad("adaptive_sampling.source", '"request", "server_default" or null');
+    }
+    if (!(a.steps === undefined || isNumOrNull(a.steps))) return bad("adaptive_sampling.steps", "a number or null");
+    const sw = a.switch;
+    if (!(sw === undefined || sw === null || (isObj(sw) && isNum(sw.step) && isObj(sw.before) && isObj(sw.after)))) {
+      return bad("adaptive_sampling.switch", "null or an object with step, before and after");
+    }
+  }
+  const r = run.router_applied;
+  if (r !== undefined) {
+    if (!isObj(r)) return bad("router_applied", "an object");
+    if (!isStr(r.zone)) return bad("router_applied.zone", "a string");
+    if (!(r.confidence === undefined || isNumOrNull(r.confidence))) return bad("router_applied.confidence", "a number or null");
+    if (!isNum(r.temperature)) return bad("router_applied.temperature", "a number");
+    if (!isNum(r.top_p)) return bad("router_applied.top_p", "a number");
+    if (!isStr(r.capture_mode)) return bad("router_applied.capture_mode", "a string");
+    if (!isOptStr(r.basis)) return bad("router_applied.basis", "a string");
+    if (!isOptStr(r.applied_at)) return bad("router_applied.applied_at", "a string");
+  }
+  return null;
+}
 
 /** Returns a problem with one record (naming the field), or null when it is well formed. */
 function checkRecord(r: Obj, runs: Set<string>): string | null {
@@ -185,6 +249,8 @@ function checkRecord(r: Obj, runs: Set<string>): string | null {
         const run = r.run as Obj;
         if (typeof run !== "object" || run === null || !isStr(run.id)) return 'message record: field "run.id" must be a string';
         if (typeof run.capture !== "object" || run.capture === null) return 'message record: field "run.capture" must be an object';
+        const extra = checkRunExtras(run);
+        if (extra) return extra;
         if (runs.has(run.id as string)) return `run id "${run.id}" is declared twice`;
         runs.add(run.id as string);
       }
@@ -299,6 +365,17 @@ export function importTrace(text: string): TraceSession {
           run.status = r.run.status;
           if (r.run.error) run.error = r.run.error;
           run.promptLen = r.run.prompt_len;
+          const a = r.run.adaptive_sampling;
+          if (a) {
+            run.adaptiveConfig = { enabled: a.enabled, source: a.source ?? null, steps: a.steps ?? null };
+            run.adaptiveSampling = (a.switch ?? null) as AdaptiveSamplingSwitch | null;
+          }
+          const ra = r.run.router_applied;
+          if (ra) {
+            run.routerApplied = { zone: ra.zone, confidence: ra.confidence ?? null, temperature: ra.temperature, top_p: ra.top_p, capture_mode: ra.capture_mode };
+            if (ra.basis !== undefined) run.routerApplied.basis = ra.basis;
+            if (ra.applied_at !== undefined) run.routerApplied.appliedAt = ra.applied_at;
+          }
         }
         break;
       }

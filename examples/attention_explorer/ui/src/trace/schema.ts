@@ -1,4 +1,4 @@
-// The trace JSONL schema, version 1.0: defined once here and documented in
+// The trace JSONL schema, version 1.1: defined once here and documented in
 // docs/dashboard.md. One JSON object per line; `record_type` says which kind.
 //
 //   header   first line, exactly once: version, trace id, model
@@ -10,9 +10,13 @@
 //
 // Compatibility: readers accept any 1.x (unknown fields are ignored, so minor versions may
 // add fields) and reject other majors with a clear message.
-import type { AttentionEntry, CaptureSettings, SamplingSettings, ThinkPhase, Usage } from "../api/wire";
+//
+// History:
+//   1.0  first version
+//   1.1  run.adaptive_sampling and run.router_applied (both optional: 1.0 files still load)
+import type { AdaptiveSamplingSwitch, AttentionEntry, CaptureSettings, SamplingSettings, ThinkPhase, Usage } from "../api/wire";
 
-export const TRACE_SCHEMA_VERSION = "1.0";
+export const TRACE_SCHEMA_VERSION = "1.1";
 export const TRACE_SCHEMA_MAJOR = 1;
 
 export interface HeaderRecord {
@@ -34,6 +38,32 @@ export interface RunInfo {
   capture: CaptureSettings;
   sampling: SamplingSettings;
   prompt_len: number | null;
+  /** 1.1: adaptive sampling of the run (absent: not known, e.g. a 1.0 trace or capture off). */
+  adaptive_sampling?: AdaptiveSamplingInfo;
+  /** 1.1: the Router recommendation the run was sent with (absent: none). */
+  router_applied?: RouterAppliedInfo;
+}
+
+export interface AdaptiveSamplingInfo {
+  /** Whether the request had adaptive sampling on. */
+  enabled: boolean;
+  /** "request" (the request's attention_adaptive_sampling) or "server_default" (the server flag decided). */
+  source: "request" | "server_default" | null;
+  /** --attention-adaptive-steps of the server (from /v1/attention/capabilities), or null. */
+  steps: number | null;
+  /** The server's switch (choices[0].attention_adaptive_sampling) exactly as sent, or null: none happened. */
+  switch: AdaptiveSamplingSwitch | null;
+}
+
+export interface RouterAppliedInfo {
+  /** Zone the recommendation was made for, and the Router's confidence in it (0..1, null if unknown). */
+  zone: string;
+  confidence: number | null;
+  temperature: number;
+  top_p: number;
+  capture_mode: string;
+  basis?: string;
+  applied_at?: string;
 }
 
 export interface MessageRecord {

@@ -121,8 +121,34 @@ export interface Run {
   promptLen: number | null;
   /** The server's adaptive sampling switch for this run (choices[0].attention_adaptive_sampling). */
   adaptiveSampling: AdaptiveSamplingSwitch | null;
+  /** Whether the request had adaptive sampling on, and the server's setting (unknown: undefined). */
+  adaptiveConfig?: AdaptiveConfig;
   /** Settings the Router applied to this run ("Apply to next run"), if any. */
-  routerApplied?: { zone: string; temperature: number; top_p: number; capture_mode: string };
+  routerApplied?: RouterApplied;
+}
+
+/** Adaptive sampling as the run was sent. */
+export interface AdaptiveConfig {
+  enabled: boolean;
+  /** "request": the request's attention_adaptive_sampling field; "server_default": it had none,
+   *  so the server's --attention-adaptive-sampling default decided (fingerprint mode only). */
+  source: "request" | "server_default" | null;
+  /** Consecutive steps in one cluster before the switch (--attention-adaptive-steps), if known. */
+  steps: number | null;
+}
+
+/** The Router recommendation a run was sent with. */
+export interface RouterApplied {
+  /** The zone the recommendation came from and the Router's confidence in it (0..1). */
+  zone: string;
+  confidence: number | null;
+  temperature: number;
+  top_p: number;
+  capture_mode: string;
+  /** What the zone was computed from, e.g. "run-3, last 16 steps". */
+  basis?: string;
+  /** When Apply was clicked (ISO 8601). */
+  appliedAt?: string;
 }
 
 export interface RunSummary {
