@@ -1,9 +1,11 @@
 // End-to-end test of the issue-8 views in headless Chromium against a real server and a real
 // attention_sidecar whose discovery artifacts come from fingerprints of the default model:
 // save two runs (IndexedDB, survives a reload, rename), see them on the Manifold (sidecar map,
-// click loads a saved session), Compare them (score, histograms, PCA), apply a Router
-// recommendation and find it in the next request's body, and stream a reply with attention
-// links in the legacy explorer.html. Screenshots go to test-results/ (docs copies: --docs).
+// click loads a saved session, "all" draws every discovery point), Compare them (score,
+// histograms, PCA), apply a Router recommendation and find it in the next request's body, run
+// with adaptive sampling (the server reads the sidecar's clusters) and check the Router's
+// adaptive-sampling and sidecar-cluster lines against the sidecar, and stream a reply with
+// attention links in the legacy explorer.html. Screenshots go to test-results/ (docs copies: --docs).
 //
 //   npm run test:e2e:analysis        (part of npm run test:e2e)
 import { spawn, spawnSync } from "node:child_process";
@@ -25,13 +27,21 @@ const shot = async (page, name) => {
 // The fingerprints must reach this test's sidecar, so the server is always our own.
 delete process.env.E2E_SERVER_URL;
 
+// Consecutive fingerprint steps in one cluster before the server switches sampling (its default is 8).
+const ADAPTIVE_STEPS = 2;
+// What the Manifold asks of /discovery/points (src/api/sidecar.ts DISCOVERY_POINTS_LIMIT).
+const DISCOVERY_POINTS_LIMIT = 100_000;
+
 let sidecar, server, ui, browser, page, explorerHttp;
 let discovery;
 const requests = [];
 try {
   await step("start sidecar, server (pushing fingerprints to it), UI and browser", async () => {
     sidecar = await startSidecar();
-    [server, ui] = await Promise.all([startServer(["--attention-sidecar-url", sidecar.zmq]), startUi()]);
+    // The server also reads the sidecar's clusters (manifold hints, refreshed every second) for
+    // adaptive sampling; until discovery has run there are none, and nothing adapts.
+    const hints = ["--attention-hints-url", sidecar.url, "--attention-hints-refresh-interval", "1", "--attention-adaptive-steps", String(ADAPTIVE_STEPS)];
+    [server, ui] = await Promise.all([startServer(["--attention-sidecar-url", sidecar.zmq, ...hints]), startUi()]);
     browser = await launchBrowser();
     page = browser.ctx.pages()[0] ?? (await browser.ctx.newPage());
     page.on("pageerror", (e) => console.log(`# page error: ${e.message}`));
@@ -100,12 +110,13 @@ try {
     await shot(page, "02-saved");
   });
 
-  const mapCount = async () => Number((await page.getByTestId("manifold-count").innerText()).replace(/[^0-9]/g, "") || 0);
+  // points in the map's current set (data-points; the text also counts the discovery points)
+  const mapCount = async () => Number((await page.getByTestId("manifold-count").getAttribute("data-points")) || 0);
   const waitMap = async (pred, what) => {
     await page.waitForFunction(
       ([p]) => {
         const el = document.querySelector('[data-testid="manifold-count"]');
-        return el && !el.textContent.includes("updating") && new Function("n", `return ${p}`)(Number(el.textContent.replace(/[^0-9]/g, "") || 0));
+        return el && !el.textContent.includes("updating") && new Function("n", `return ${p}`)(Number(el.getAttribute("data-points") || 0));
       },
       [pred],
       { timeout: 30_000 },
@@ -138,14 +149,34 @@ try {
     await shot(page, "03-manifold-saved");
   });
 
-  await step("Manifold: session steps and all scopes (discovery clusters)", async () => {
+  await step("Manifold: session steps and all scopes (every discovery point, clusters)", async () => {
     await page.getByLabel("manifold scope").selectOption("session");
     await waitMap("n > 5", "steps of the opened session");
     await shot(page, "04-manifold-session");
+    const sessionSteps = await mapCount();
+    const pts = await fetch(`${sidecar.url}/discovery/points?limit=0`).then((r) => r.json());
+    assert(pts.run_id === discovery.run_id && pts.total === discovery.n_points, `/discovery/points: run ${pts.run_id}, ${pts.total} points; discovery: run ${discovery.run_id}, ${discovery.n_points}`);
+    const want = Math.min(pts.total, DISCOVERY_POINTS_LIMIT);
     await page.getByLabel("manifold scope").selectOption("all");
     const clusters = discovery.n_clusters;
-    await waitMap(`n > ${clusters + 10}`, "saved steps and discovery clusters");
+    await waitMap(`n >= ${want + clusters + sessionSteps}`, `${want} discovery points, saved steps and ${clusters} clusters`);
+    const count = page.getByTestId("manifold-count");
+    const drawnAttr = Number(await count.getAttribute("data-discovery-points"));
+    const totalAttr = Number(await count.getAttribute("data-discovery-total"));
+    assert(drawnAttr === want && totalAttr === pts.total, `map has ${drawnAttr} discovery points (sidecar total ${totalAttr}), expected ${want} of ${pts.total}`);
     await page.waitForTimeout(300);
+    const stats = await page.evaluate(() => window.__manifold.stats());
+    assert(stats.discoveryPoints === want && stats.projection === "sidecar", `stats ${JSON.stringify({ d: stats.discoveryPoints, p: stats.projection })}`);
+    // after Fit every point is inside the canvas: the renderer drew all of them
+    assert(stats.drawn === stats.points && stats.points >= want + clusters, `drew ${stats.drawn} of ${stats.points} points`);
+    // the discovery points sit exactly where the sidecar put them (the first few, by the renderer's data)
+    const page0 = await fetch(`${sidecar.url}/discovery/points?limit=5`).then((r) => r.json());
+    const xy = await page.evaluate(() => {
+      const c = window.__manifold.cloud();
+      return [Array.from(c["data"].x.slice(0, 5)), Array.from(c["data"].y.slice(0, 5))];
+    });
+    const f32 = (v) => Math.fround(v);
+    assert(JSON.stringify(xy[0]) === JSON.stringify(page0.x.map(f32)) && JSON.stringify(xy[1]) === JSON.stringify(page0.y.map(f32)), `map ${JSON.stringify(xy)} vs sidecar ${JSON.stringify([page0.x, page0.y])}`);
     await shot(page, "05-manifold-all");
   });
 
@@ -206,6 +237,77 @@ try {
     const after = requests[requests.length - 1];
     assert(after.top_p === 0.5 && after.attention_sketch_mode === (otherMode === "sketch") && after.attention_fingerprint_mode === (otherMode === "fingerprint"), `second request ${JSON.stringify({ top_p: after.top_p, s: after.attention_sketch_mode, f: after.attention_fingerprint_mode })}`);
     await shot(page, "08-router-applied");
+  });
+
+  await step("Router with live data: adaptive sampling switch and the sidecar's cluster, both as the sidecar says", async () => {
+    await page.locator('[data-view="chat"]').click();
+    // a fingerprint run like the ones discovery learnt from (same prompt, layers and settings)
+    await page.getByLabel("capture mode").selectOption("fingerprint");
+    await page.getByLabel("layers").fill("auto");
+    await page.getByLabel("adaptive sampling").check();
+    await page.getByLabel("temperature").fill("0");
+    await page.getByLabel("top p").fill("0.95");
+    await page.getByLabel("max tokens").fill("40");
+    const n = requests.length;
+    await runPrompt("Count from one to fifteen, separated by commas.");
+    const body = requests[n];
+    assert(body?.attention_adaptive_sampling === true && body.attention_fingerprint_mode === true, `request adaptive/fingerprint ${body?.attention_adaptive_sampling}/${body?.attention_fingerprint_mode}`);
+    // the Router asks the sidecar about the window's mean fingerprint about 1 s after it renders
+    const classifyReq = page.waitForRequest((r) => r.url() === `${sidecar.url}/classify` && r.method() === "POST", { timeout: 20_000 });
+    await page.locator('[data-view="router"]').click();
+    const clusters = new Map((await fetch(`${sidecar.url}/centroids`).then((r) => r.json())).clusters.map((c) => [c.cluster_id, c]));
+
+    // adaptive sampling: the server switched to the hint of a cluster of the sidecar's run
+    const adaptive = page.getByTestId("router-adaptive");
+    await adaptive.waitFor({ timeout: 10_000 }).catch(async () => {
+      const cfg = await page.getByTestId("router-adaptive-config").innerText().catch(() => "(no adaptive line)");
+      throw new Error(`no adaptive sampling switch in the Router: ${cfg}`);
+    });
+    const aText = (await adaptive.innerText()).trim();
+    const a = {
+      step: Number(await adaptive.getAttribute("data-step")),
+      cluster: Number(await adaptive.getAttribute("data-cluster-id")),
+      zone: await adaptive.getAttribute("data-zone"),
+      t: Number(await adaptive.getAttribute("data-after-temperature")),
+      p: Number(await adaptive.getAttribute("data-after-top-p")),
+    };
+    const c = clusters.get(a.cluster);
+    assert(aText.length > 0 && aText.includes(`switched at step ${a.step}`) && aText.includes(`cluster ${a.cluster}`) && aText.includes(a.zone), `adaptive line "${aText}"`);
+    assert(c, `adaptive switch names cluster ${a.cluster}, not one of the sidecar's ${[...clusters.keys()]}`);
+    assert(c.zone === a.zone && c.sampling_hints.temperature === a.t && c.sampling_hints.top_p === a.p, `switch ${JSON.stringify(a)} vs sidecar cluster ${JSON.stringify({ zone: c.zone, ...c.sampling_hints })}`);
+    assert(a.step >= ADAPTIVE_STEPS - 1, `switched at step ${a.step}, before ${ADAPTIVE_STEPS} steps`);
+
+    // the sidecar line: the Router's /classify answer for its window, the same when asked again
+    const req = await classifyReq;
+    const sent = req.postDataJSON();
+    const line = page.getByTestId("router-sidecar");
+    await line.waitFor({ timeout: 15_000 });
+    const sText = (await line.innerText()).trim();
+    const shown = { cluster: Number(await line.getAttribute("data-cluster-id")), zone: await line.getAttribute("data-zone"), run: Number(await line.getAttribute("data-run-id")) };
+    const again = await fetch(`${sidecar.url}/classify`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(sent) }).then((r) => r.json());
+    const truth = again.results[0];
+    assert(sent.vectors?.length === 1 && sent.vectors[0].length === 20, `Router sent ${JSON.stringify(sent).slice(0, 80)}`);
+    assert(shown.cluster === truth.cluster_id && shown.zone === truth.zone && shown.run === discovery.run_id, `Router shows ${JSON.stringify(shown)}, sidecar says cluster ${truth.cluster_id} (${truth.zone}), run ${truth.run_id}`);
+    assert(sText.startsWith(`sidecar: cluster ${truth.cluster_id} (${truth.zone}`) && sText.includes(`T ${truth.sampling_hints.temperature}`) && sText.includes(`top_p ${truth.sampling_hints.top_p}`), `sidecar line "${sText}" vs ${JSON.stringify(truth)}`);
+    if (truth.cluster_id >= 0) assert(clusters.get(truth.cluster_id)?.zone === truth.zone, "classify zone is not its cluster's zone");
+    // the server's own hint of the latest step names a cluster of the same run
+    const serverHint = page.getByTestId("router-server-cluster");
+    if (await serverHint.count()) {
+      const h = await serverHint.innerText();
+      const id = Number(/cluster (-?\d+)/.exec(h)?.[1]);
+      assert(id === -1 || clusters.get(id)?.zone && h.includes(clusters.get(id).zone), `server hint "${h}"`);
+    }
+    console.log(`# adaptive: ${aText}\n# sidecar: ${sText}`);
+    // the banner still speaks of the earlier Router-applied run: dismiss it for the screenshot
+    if (await page.getByTestId("banner").count()) await page.getByTestId("banner").getByRole("button", { name: "dismiss" }).click();
+    await shot(page, "10-router-live");
+    // the run keeps what the trace exports (run.adaptive_sampling): on by request, the server's steps, the same switch
+    const run = await page.evaluate(() => {
+      const r = window.__attentionExplorer.session().latestRun();
+      return { cfg: r.adaptiveConfig, sw: r.adaptiveSampling };
+    });
+    assert(run.cfg?.enabled === true && run.cfg.source === "request" && run.cfg.steps === ADAPTIVE_STEPS, `run adaptiveConfig ${JSON.stringify(run.cfg)}`);
+    assert(run.sw?.step === a.step && run.sw.cluster_id === a.cluster, `run switch ${JSON.stringify(run.sw)}`);
   });
 
   await step("legacy explorer.html streams a reply with attention links", async () => {
