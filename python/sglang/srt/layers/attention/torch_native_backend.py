@@ -4,6 +4,7 @@ Runs on CPU and GPU and is the exact reference the Triton backend is tested agai
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,35 +17,74 @@ if TYPE_CHECKING:
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 
 
+# Decode pads every request of a bucket to the bucket's longest context. Sorting by
+# length and starting a new bucket when a request is shorter than this fraction of the
+# bucket's longest keeps the padded keys within ~1/0.75 of the real ones, so a batch of
+# mixed lengths (16..400 tokens) reads about half the keys a single padded batch reads.
+_BUCKET_FILL = 0.75
+_MAX_BUCKETS = 4
+
+
+@dataclass
+class _DecodeBucket:
+    rows: torch.Tensor | None  # batch rows of this bucket; None = the whole batch, in order
+    kv_rows: torch.Tensor  # [B_b * Hkv * S] rows of the pool viewed as [slots * Hkv, D]
+    mask: torch.Tensor  # [B_b, 1, 1, S] True for real keys
+    shape: tuple[int, int, int]  # (B_b, Hkv, S)
+
+
+def _decode_buckets(lens: list[int]) -> list[list[int]]:
+    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and (lens[i] >= _BUCKET_FILL * lens[buckets[-1][0]] or len(buckets) == _MAX_BUCKETS):
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
 class TorchNativeAttnBackend(AttentionBackend):
     def __init__(self) -> None:
-        self._decode_shape = (0, 0)
-        self._decode_idx: torch.Tensor | None = None
-        self._decode_mask: torch.Tensor | None = None
+        self._buckets: list[_DecodeBucket] = []
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if not fb.is_decode:
             return
-        # One padded slot table and key mask for the whole decode batch, shared by all layers.
-        max_len = max(fb.seq_lens_cpu)
-        table = fb.req_to_token_pool.req_to_token[fb.req_pool_indices, :max_len].long()
-        ar = torch.arange(max_len, device=table.device)
-        valid = ar.unsqueeze(0) < fb.seq_lens.unsqueeze(1)
-        # Flat slot list: index_select is several times faster than advanced indexing on CPU.
-        self._decode_idx = torch.where(valid, table, torch.zeros_like(table)).reshape(-1)
-        self._decode_shape = (fb.batch_size, max_len)
-        self._decode_mask = valid[:, None, None, :]  # [B, 1, 1, S]
+        # The gather tables are built once per step and shared by all layers. Keys are
+        # gathered head-major ([B, Hkv, S, D] contiguous, one row per (slot, head)): SDPA
+        # on CPU is ~20% faster on contiguous per-head keys than on a transposed view.
+        num_kv_heads = fb.kv_pool.get_kv(0)[0].shape[1]
+        heads = torch.arange(num_kv_heads, device=fb.seq_lens.device).view(1, -1, 1)
+        self._buckets = []
+        groups = _decode_buckets(fb.seq_lens_cpu)
+        if len(groups) == 1:  # one bucket: keep the batch order, no scatter back
+            groups = [list(range(fb.batch_size))]
+        for group in groups:
+            rows = torch.tensor(group, device=fb.seq_lens.device)
+            max_len = max(fb.seq_lens_cpu[i] for i in group)
+            table = fb.req_to_token_pool.req_to_token[fb.req_pool_indices[rows], :max_len].long()
+            valid = torch.arange(max_len, device=table.device).unsqueeze(0) < fb.seq_lens[rows].unsqueeze(1)
+            slots = torch.where(valid, table, torch.zeros_like(table))
+            kv_rows = (slots.unsqueeze(1) * num_kv_heads + heads).reshape(-1)
+            self._buckets.append(_DecodeBucket(None if len(groups) == 1 else rows, kv_rows, valid[:, None, None, :],
+                                               (len(group), num_kv_heads, max_len)))
 
     def forward_decode(self, q, layer, fb):
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
-        idx = self._decode_idx
-        B, S = self._decode_shape
-        k = k_buf.index_select(0, idx).view(B, S, *k_buf.shape[1:]).transpose(1, 2)  # [B, Hkv, S, D]
-        v = v_buf.index_select(0, idx).view(B, S, *v_buf.shape[1:]).transpose(1, 2)
-        o = F.scaled_dot_product_attention(
-            q.unsqueeze(2), k, v, attn_mask=self._decode_mask, scale=layer.scaling, enable_gqa=True
-        )  # [B, Hq, 1, D]
-        return o.squeeze(2), None
+        k_rows, v_rows = k_buf.view(-1, k_buf.shape[-1]), v_buf.view(-1, v_buf.shape[-1])
+        out = None if self._buckets[0].rows is None else torch.empty_like(q)
+        for b in self._buckets:
+            k = k_rows.index_select(0, b.kv_rows).view(*b.shape, -1)  # [B_b, Hkv, S, D]
+            v = v_rows.index_select(0, b.kv_rows).view(*b.shape, -1)
+            qb = q if b.rows is None else q.index_select(0, b.rows)
+            o = F.scaled_dot_product_attention(
+                qb.unsqueeze(2), k, v, attn_mask=b.mask, scale=layer.scaling, enable_gqa=True
+            ).squeeze(2)  # [B_b, Hq, D]
+            if b.rows is None:
+                return o, None
+            out.index_copy_(0, b.rows, o)
+        return out, None
 
     def forward_extend(self, q, layer, fb):
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
