@@ -217,3 +217,25 @@ def test_empty_batch():
     res = attention_capture(q[:0], k, t, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                             scale=SCALE, top_k=4, impl="torch")
     assert res.topk_pos.shape == (0, 4) and res.fingerprint.shape == (0, 20)
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"head_ids": [1, 2, 7]},  # uneven groups: the scattered query layout
+    {"head_ids": [4]},
+    {"window": 100, "mask_prefix": torch.tensor([3, 0, 50, 0, 7, 0])},
+    {"logit_softcap": 5.0},
+], ids=["all_heads", "uneven_heads", "one_head", "window_mask", "softcap"])
+def test_short_windows_take_the_one_pass_path(monkeypatch, kw):
+    # every window fits in one tile (<= 1024 positions): scored once, same exact numbers
+    import sgl_kernel.capture_torch as ct
+
+    def no_second_scoring(*a, **k):
+        raise AssertionError("the two-pass path ran")
+
+    monkeypatch.setattr(ct, "lse_pass", no_second_scoring)
+    monkeypatch.setattr(ct, "stats_pass", no_second_scoring)
+    q, k, t, rr, rp = _setup([0, 5, 255, 256, 600, 699], n_req=3)
+    _run(q, k, t, rr, rp, chunk_size=2048, **kw)
+    with pytest.raises(AssertionError, match="two-pass"):  # beyond the bound: the streaming passes
+        _run(q, k, t, rr, rp, chunk_size=512, **kw)

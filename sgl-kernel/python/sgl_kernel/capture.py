@@ -26,12 +26,12 @@ from sgl_kernel.capture_common import CaptureResult, check_head_lse, finalize, p
 __all__ = ["CaptureResult", "attention_capture", "decode_capture", "extend_capture"]
 
 
-def _passes(impl: str):
+def _impl_module(impl: str):
     if impl == "triton":
         from sgl_kernel import capture_triton as mod
     else:
         from sgl_kernel import capture_torch as mod
-    return mod.lse_pass, mod.stats_pass
+    return mod
 
 
 def attention_capture(
@@ -65,14 +65,18 @@ def attention_capture(
         q, k_buffer, req_to_token, row_req, row_pos, scale=scale, top_k=top_k, window=window,
         head_ids=head_ids, mask_prefix=mask_prefix, logit_softcap=logit_softcap, chunk_size=chunk_size,
     )
-    lse_pass, stats_pass = _passes(choose_impl(impl, q))
+    mod = _impl_module(choose_impl(impl, q))
     if head_lse is not None:
         if rows.n and int(rows.row_lo.max()) > 0:
             raise ValueError("head_lse covers all keys 0..t; it cannot be reused when window cuts keys off")
         lse = check_head_lse(head_lse, rows)
     else:
-        lse = lse_pass(rows)
-    hist, masked, entropy, keys = stats_pass(rows, lse)
+        # The torch implementation scores short windows once for both passes.
+        fused = getattr(mod, "fused_passes", lambda _: None)(rows)
+        if fused is not None:
+            return finalize(rows, *fused)
+        lse = mod.lse_pass(rows)
+    hist, masked, entropy, keys = mod.stats_pass(rows, lse)
     return finalize(rows, lse, hist, masked, entropy, keys)
 
 

@@ -6,12 +6,14 @@ than ``chunk_size``): the gathered K tile, its float32 copy and the scores are t
 workspace, a couple of MiB at 9 heads x 64 dims. Rows are sorted by request and go in
 blocks that keep the score and K tiles bounded; a block of one request's rows (an extend
 batch has many) shares one K tile, a block of several requests' rows (a decode batch)
-gathers each row's keys, so the per-tile overhead is paid once per block, not per request. Math is float32, like the
-Triton kernels.
+gathers each row's keys, so the per-tile overhead is paid once per block, not per
+request. When every window fits in one tile of at most ``_ONE_PASS_KEYS`` positions
+(decode at chat lengths), ``fused_passes`` scores the keys once and derives the lse and
+the statistics from the same tile. Math is float32, like the Triton kernels.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 
@@ -21,27 +23,40 @@ from sgl_kernel.zones import N_HIST_BINS
 # Keys per tile, and an upper bound on floats in one score tile (rows x heads x keys).
 _TILE_KEYS = 256
 _TILE_ELEMS = 1 << 22
-_BIN_EDGES = [1 << b for b in range(1, N_HIST_BINS)]  # d >= 2^b adds one to the bin
+# A block whose keys all fit in this many positions is scored once: the lse and the
+# statistics come from the same score tile, so K is gathered and multiplied once, not
+# twice. The bound keeps that path's workspace a constant (rows x heads x 1024 floats).
+_ONE_PASS_KEYS = 1024
 
 
 def distance_bin(d: torch.Tensor) -> torch.Tensor:
-    """Histogram bin of distances d >= 0: 0 for {0,1}, floor(log2 d) up to 15."""
-    b = torch.zeros_like(d)
-    for edge in _BIN_EDGES:
-        b += (d >= edge).to(d.dtype)
-    return b
+    """Histogram bin of integer distances d >= 0: 0 for {0,1}, floor(log2 d) capped at 15.
+
+    frexp gives d = m * 2^e with m in [0.5, 1), so floor(log2 d) = e - 1 exactly (float64
+    holds every int64 distance below 2^53; larger ones land in the last bin anyway)."""
+    _, e = torch.frexp(d.to(torch.float64))
+    return (e.to(d.dtype) - 1).clamp_(0, N_HIST_BINS - 1)
 
 
 def _tile(rows: Rows) -> int:
     return min(rows.chunk_size, _TILE_KEYS)
 
 
-def _blocks(rows: Rows) -> Iterator[torch.Tensor]:
+def _one_pass_tile(rows: Rows) -> int | None:
+    """The tile that holds every row's whole window when that is at most _ONE_PASS_KEYS
+    positions and at most chunk_size (the caller's workspace bound), else None."""
+    if rows.n == 0:
+        return None
+    span = int(rows.row_pos.max()) - int(rows.row_lo.min()) // _tile(rows) * _tile(rows) + 1
+    return span if span <= min(_ONE_PASS_KEYS, rows.chunk_size) else None
+
+
+def _blocks(rows: Rows, tile: int) -> Iterator[torch.Tensor]:
     """Row indices in blocks that keep the score tile [rows, heads, keys] and the gathered
     K tile [rows, keys, kv heads, dim] bounded. Rows of different requests share a block
     (each gathers its own keys), so a decode batch costs one pass per key tile, not one
     per request."""
-    per_row = _tile(rows) * max(rows.n_heads, rows.k_buffer.shape[1] * rows.k_buffer.shape[2])
+    per_row = tile * max(rows.n_heads, rows.k_buffer.shape[1] * rows.k_buffer.shape[2])
     per_block = max(1, _TILE_ELEMS // per_row)
     order = torch.argsort(rows.row_req, stable=True)
     for b in range(0, rows.n, per_block):
@@ -71,32 +86,53 @@ def _grouped_queries(rows: Rows, idx: torch.Tensor, layout: tuple) -> tuple[torc
     index of each selected head in the flattened U*G scores, or None when it is the identity).
     """
     uniq, inverse, rank, g, sel = layout
-    qsel = rows.q[idx][:, rows.head_ids].float()  # [n, H, D]
+    q = rows.q.index_select(0, idx)
+    if rows.head_ids.numel() != q.shape[1] or sel is not None:
+        q = q.index_select(1, rows.head_ids)
+    qsel = q.float()  # [n, H, D]
+    if sel is None:  # heads already sorted into full groups: a view, no scatter
+        return uniq, qsel.view(idx.numel(), uniq.numel(), g, qsel.shape[2]), None
     qg = torch.zeros(idx.numel(), uniq.numel(), g, qsel.shape[2], dtype=torch.float32, device=qsel.device)
     qg[:, inverse, rank] = qsel
     return uniq, qg, sel
 
 
-def _chunks(rows: Rows, idx: torch.Tensor, layout: tuple) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def _gather_keys(k_buffer: torch.Tensor, slots: torch.Tensor, uniq: torch.Tensor) -> torch.Tensor:
+    """Keys of the used KV heads, head-major: [m, U, c, D] contiguous, so the scores are
+    one batched (q @ k^T) GEMM per (row, KV head)."""
+    m, c = slots.shape
+    if k_buffer.is_contiguous():  # the pool's layout: one gathered row per (slot, head)
+        rows = (slots.unsqueeze(1) * k_buffer.shape[1] + uniq.view(1, -1, 1)).reshape(-1)
+        return k_buffer.view(-1, k_buffer.shape[2]).index_select(0, rows).view(m, uniq.numel(), c, -1)
+    k = k_buffer.index_select(0, slots.reshape(-1)).view(m, c, *k_buffer.shape[1:])
+    return k.index_select(2, uniq).transpose(1, 2).contiguous()
+
+
+def _chunks(rows: Rows, idx: torch.Tensor, layout: tuple,
+            c_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key tile of a row block."""
-    c_size = _tile(rows)
     lo = rows.row_lo[idx]
     t = rows.row_pos[idx]
-    first = int(lo.min()) // c_size * c_size
+    first = int(lo.min()) // _tile(rows) * _tile(rows)
     end = int(t.max()) + 1
     uniq, qg, sel = _grouped_queries(rows, idx, layout)
-    all_kv = uniq.numel() == rows.k_buffer.shape[1]
+    n, n_u, g, d = qg.shape
     reqs = rows.row_req[idx]
     one_req = bool((reqs == reqs[0]).all())
-    tables = rows.req_to_token[reqs[:1] if one_req else reqs]  # [1 or n, max_ctx]
+    # Only this block's span of the table rows (a full row is the whole context length).
+    tables = rows.req_to_token[:, first:end].index_select(0, reqs[:1] if one_req else reqs)
+    if one_req:  # all rows share the keys: one GEMM per KV head with the rows stacked
+        q_stacked = qg.permute(1, 0, 2, 3).reshape(n_u, n * g, d)
     for c0 in range(first, end, c_size):
         c1 = min(c0 + c_size, end)
         pos = torch.arange(c0, c1, device=qg.device)
-        slots = tables[:, c0:c1].long()  # positions past a row's t are masked below
-        k = rows.k_buffer.index_select(0, slots.reshape(-1)).view(*slots.shape, *rows.k_buffer.shape[1:])
-        if not all_kv:
-            k = k.index_select(2, uniq)
-        s = torch.einsum("nugd,mcud->nugc" if one_req else "nugd,ncud->nugc", qg, k.float()).flatten(1, 2)
+        slots = tables[:, c0 - first : c1 - first].long()  # positions past a row's t are masked below
+        k = _gather_keys(rows.k_buffer, slots, uniq).float()  # [1 or n, U, c, D]
+        if one_req:
+            s = torch.matmul(q_stacked, k[0].transpose(1, 2)).view(n_u, n, g, -1).transpose(0, 1)
+        else:
+            s = torch.matmul(qg, k.transpose(2, 3))  # [n, U, G, c]
+        s = s.flatten(1, 2)
         if sel is not None:
             s = s[:, sel]
         s = softcap_(s * rows.scale, rows.softcap)
@@ -104,52 +140,87 @@ def _chunks(rows: Rows, idx: torch.Tensor, layout: tuple) -> Iterator[tuple[torc
         yield pos, s, inside
 
 
+def _block_lse(tiles: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], n: int, h: int,
+               device: torch.device) -> torch.Tensor:
+    """lse [n, H] over a block's key tiles, with a running max per (row, head)."""
+    m = torch.full((n, h), -torch.inf, device=device)
+    l = torch.zeros_like(m)
+    for _, s, inside in tiles:
+        s = s.masked_fill(~inside[:, None, :], -torch.inf)
+        m_new = torch.maximum(m, s.amax(dim=2))
+        # A row with no key in this chunk yet keeps m = -inf: avoid exp(-inf - -inf).
+        safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+        l = l * torch.exp(m - safe) + torch.exp(s - safe[:, :, None]).sum(dim=2)
+        m = m_new
+    return m + torch.log(l)
+
+
+def _block_stats(rows: Rows, idx: torch.Tensor, lse: torch.Tensor,
+                 tiles: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """hist [n,16], masked [n], entropy [n], top-k keys [n,k] of a block with known lse [n, H]."""
+    dev, h, k, n = rows.q.device, rows.n_heads, rows.top_k, idx.numel()
+    lse = lse[:, :, None]
+    t = rows.row_pos[idx]
+    mp = rows.mask_prefix[idx]
+    hist = torch.zeros(n, N_HIST_BINS, dtype=torch.float32, device=dev)
+    masked = torch.zeros(n, dtype=torch.float32, device=dev)
+    ent = torch.zeros(n, dtype=torch.float32, device=dev)
+    keys = torch.full((n, k), NO_KEY, dtype=torch.int64, device=dev)
+    for pos, s, inside in tiles:
+        ph = torch.where(inside[:, None, :], torch.exp(s - lse), torch.zeros_like(s))
+        # -sum p log p = sum p (lse - s); every term >= 0, so no cancellation.
+        ent += (ph * (lse - s)).sum(dim=(1, 2)) / h
+        p = ph.sum(dim=1) / h  # [n, c] head-averaged probability
+        is_masked = pos[None, :] < mp[:, None]
+        masked += torch.where(is_masked, p, torch.zeros_like(p)).sum(dim=1)
+        bins = distance_bin(t[:, None] - pos[None, :]).clamp(min=0)
+        hist.scatter_add_(1, bins, torch.where(is_masked, torch.zeros_like(p), p))
+        if k:
+            ck = pack_keys(p, pos.expand_as(p), inside & ~is_masked)
+            keys = torch.topk(torch.cat([keys, ck], dim=1), k, dim=1).values
+    return hist, masked, ent, keys
+
+
 def lse_pass(rows: Rows) -> torch.Tensor:
     """Each selected head's lse over its row's window, with a running max per (row, head)."""
     out = torch.empty(rows.n, rows.n_heads, dtype=torch.float32, device=rows.q.device)
     layout = _head_layout(rows)
-    for idx in _blocks(rows):
-        m = torch.full((idx.numel(), rows.n_heads), -torch.inf, device=rows.q.device)
-        l = torch.zeros_like(m)
-        for _, s, inside in _chunks(rows, idx, layout):
-            s = s.masked_fill(~inside[:, None, :], -torch.inf)
-            m_new = torch.maximum(m, s.amax(dim=2))
-            # A row with no key in this chunk yet keeps m = -inf: avoid exp(-inf - -inf).
-            safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
-            l = l * torch.exp(m - safe) + torch.exp(s - safe[:, :, None]).sum(dim=2)
-            m = m_new
-        out[idx] = m + torch.log(l)
+    for idx in _blocks(rows, _tile(rows)):
+        out[idx] = _block_lse(_chunks(rows, idx, layout, _tile(rows)), idx.numel(), rows.n_heads, rows.q.device)
     return out
+
+
+def _new_stats(rows: Rows) -> tuple[torch.Tensor, ...]:
+    dev = rows.q.device
+    return (torch.zeros(rows.n, N_HIST_BINS, dtype=torch.float32, device=dev),
+            torch.zeros(rows.n, dtype=torch.float32, device=dev), torch.zeros(rows.n, dtype=torch.float32, device=dev),
+            torch.full((rows.n, rows.top_k), NO_KEY, dtype=torch.int64, device=dev))
 
 
 def stats_pass(rows: Rows, head_lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """hist [N,16], masked [N], entropy [N], top-k keys [N,k] from known per-head lse."""
-    dev = rows.q.device
-    n, h, k = rows.n, rows.n_heads, rows.top_k
-    hist = torch.zeros(n, N_HIST_BINS, dtype=torch.float32, device=dev)
-    masked = torch.zeros(n, dtype=torch.float32, device=dev)
-    entropy = torch.zeros(n, dtype=torch.float32, device=dev)
-    keys = torch.full((n, k), NO_KEY, dtype=torch.int64, device=dev)
+    out = _new_stats(rows)
     layout = _head_layout(rows)
-    for idx in _blocks(rows):
-        lse = head_lse[idx][:, :, None]  # [n, H, 1]
-        t = rows.row_pos[idx]
-        mp = rows.mask_prefix[idx]
-        b_hist = torch.zeros(idx.numel(), N_HIST_BINS, dtype=torch.float32, device=dev)
-        b_masked = torch.zeros(idx.numel(), dtype=torch.float32, device=dev)
-        b_ent = torch.zeros(idx.numel(), dtype=torch.float32, device=dev)
-        b_keys = torch.full((idx.numel(), k), NO_KEY, dtype=torch.int64, device=dev)
-        for pos, s, inside in _chunks(rows, idx, layout):
-            ph = torch.where(inside[:, None, :], torch.exp(s - lse), torch.zeros_like(s))
-            # -sum p log p = sum p (lse - s); every term >= 0, so no cancellation.
-            b_ent += (ph * (lse - s)).sum(dim=(1, 2)) / h
-            p = ph.sum(dim=1) / h  # [n, c] head-averaged probability
-            is_masked = pos[None, :] < mp[:, None]
-            b_masked += torch.where(is_masked, p, torch.zeros_like(p)).sum(dim=1)
-            bins = distance_bin(t[:, None] - pos[None, :]).clamp(min=0)
-            b_hist.scatter_add_(1, bins, torch.where(is_masked, torch.zeros_like(p), p))
-            if k:
-                ck = pack_keys(p, pos.expand_as(p), inside & ~is_masked)
-                b_keys = torch.topk(torch.cat([b_keys, ck], dim=1), k, dim=1).values
-        hist[idx], masked[idx], entropy[idx], keys[idx] = b_hist, b_masked, b_ent, b_keys
-    return hist, masked, entropy, keys
+    for idx in _blocks(rows, _tile(rows)):
+        block = _block_stats(rows, idx, head_lse[idx], _chunks(rows, idx, layout, _tile(rows)))
+        for o, b in zip(out, block):
+            o[idx] = b
+    return out
+
+
+def fused_passes(rows: Rows) -> tuple[torch.Tensor, ...] | None:
+    """(head_lse, hist, masked, entropy, keys) from one scoring of the keys, when every
+    row's window fits in one tile of at most _ONE_PASS_KEYS positions; None otherwise
+    (the caller then runs lse_pass and stats_pass)."""
+    tile = _one_pass_tile(rows)
+    if tile is None:
+        return None
+    lse = torch.empty(rows.n, rows.n_heads, dtype=torch.float32, device=rows.q.device)
+    out = _new_stats(rows)
+    layout = _head_layout(rows)
+    for idx in _blocks(rows, tile):
+        tiles = list(_chunks(rows, idx, layout, tile))
+        lse[idx] = _block_lse(tiles, idx.numel(), rows.n_heads, rows.q.device)
+        for o, b in zip(out, _block_stats(rows, idx, lse[idx], tiles)):
+            o[idx] = b
+    return (lse, *out)
