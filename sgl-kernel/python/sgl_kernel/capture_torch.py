@@ -201,8 +201,9 @@ def stats_pass(rows: Rows, head_lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """hist [N,16], masked [N], entropy [N], top-k keys [N,k] from known per-head lse."""
     out = _new_stats(rows)
     layout = _head_layout(rows)
-    for idx in _blocks(rows, _tile(rows)):
-        block = _block_stats(rows, idx, head_lse[idx], _chunks(rows, idx, layout, _tile(rows)))
+    tile = _one_pass_tile(rows) or _tile(rows)
+    for idx in _blocks(rows, tile):
+        block = _block_stats(rows, idx, head_lse[idx], _chunks(rows, idx, layout, tile))
         for o, b in zip(out, block):
             o[idx] = b
     return out

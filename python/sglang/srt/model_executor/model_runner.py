@@ -44,11 +44,11 @@ def resolve_device(name: str, tp_rank: int = 0, tp_size: int = 1) -> torch.devic
     return torch.device(name)
 
 
-def make_attention_backend(name: str, device: torch.device) -> AttentionBackend:
+def make_attention_backend(name: str, device: torch.device, kv_dtype: torch.dtype | None = None) -> AttentionBackend:
     if name == "torch_native":
         from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
 
-        return TorchNativeAttnBackend()
+        return TorchNativeAttnBackend(device, kv_dtype)
     if name == "triton":
         from sglang.srt.layers.attention.triton_backend import TritonAttnBackend
 
@@ -87,7 +87,7 @@ class ModelRunner:
                               self.dtype, self.device)
         backend = args.attention_backend or ("triton" if self.device.type == "cuda" else "torch_native")
         self.attention_backend_name = backend
-        self.attn_backend = make_attention_backend(backend, self.device)
+        self.attn_backend = make_attention_backend(backend, self.device, self.dtype)
         self.graph_runner = None
         self._init_cuda_graphs()
         logger.info("model %s loaded: %s, %s, KV pool %d tokens", self.files.display_name, cfg.architecture,

@@ -22,8 +22,17 @@ def test_buckets_sort_by_length_and_bound_padding() -> None:
     assert _decode_buckets([7] * 5) == [[0, 1, 2, 3, 4]]
 
 
+def _cpp_available() -> bool:
+    from sgl_kernel import attention_cpu
+
+    return attention_cpu.available()
+
+
+@pytest.mark.parametrize("cpp", [False, True], ids=["gather_sdpa", "cpp_paged"])
 @pytest.mark.parametrize("lens", [[1, 3, 200, 57, 120, 9, 199, 64, 2, 150], [33] * 4, [1]])
-def test_decode_matches_dense_reference(lens: list[int]) -> None:
+def test_decode_matches_dense_reference(lens: list[int], cpp: bool) -> None:
+    if cpp and not _cpp_available():
+        pytest.skip("no C++ compiler for sgl_kernel's CPU decode kernel")
     g = torch.Generator().manual_seed(len(lens))
     hq, hkv, d = 6, 2, 16
     pool = KVPool(sum(lens) + 8, 1, hkv, d, torch.float32, torch.device("cpu"))
@@ -41,15 +50,18 @@ def test_decode_matches_dense_reference(lens: list[int]) -> None:
         slots.append(s)
         start += n
     q = torch.randn(len(lens), hq, d, generator=g)
-    backend = TorchNativeAttnBackend()
+    backend = TorchNativeAttnBackend(cpp_decode=cpp)
     fb = ForwardBatch(ForwardMode.DECODE, len(lens), torch.zeros(len(lens), dtype=torch.long),
                       torch.tensor(lens) - 1, torch.tensor(rows), torch.tensor(lens), torch.tensor([s[-1] for s in slots]),
                       req_pool, pool, backend, seq_lens_cpu=list(lens))
     layer = RadixAttention(0, hq, hkv, d, 1 / math.sqrt(d))
     backend.init_forward_metadata(fb)
-    out, _ = backend.forward_decode(q, layer, fb)
+    out, lse = backend.forward_decode(q, layer, fb)
     for i, s in enumerate(slots):
         k = k_buf[s].double().repeat_interleave(hq // hkv, dim=1)  # [n, hq, d]
         v = v_buf[s].double().repeat_interleave(hq // hkv, dim=1)
         p = torch.softmax(torch.einsum("hd,nhd->hn", q[i].double(), k) / math.sqrt(d), dim=-1)
         torch.testing.assert_close(out[i].double(), torch.einsum("hn,nhd->hd", p, v), rtol=1e-5, atol=1e-5)
+        if cpp:  # the C++ kernel also hands capture each head's lse
+            s_ = torch.einsum("hd,nhd->hn", q[i].double(), k) / math.sqrt(d)
+            torch.testing.assert_close(lse[i].double(), torch.logsumexp(s_, dim=-1), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,8 @@
 """torch_native backend: gathers each request's keys from the paged cache and runs SDPA.
 
+Decode on CPU with a float32 cache instead runs sgl_kernel's C++ paged kernel, which reads
+the pool in place (no padded gather); ``SGLANG_CPU_DECODE_ATTENTION=sdpa`` turns it off.
+
 Runs on CPU and GPU and is the exact reference the Triton backend is tested against.
 """
 from __future__ import annotations
@@ -45,11 +48,24 @@ def _decode_buckets(lens: list[int]) -> list[list[int]]:
 
 
 class TorchNativeAttnBackend(AttentionBackend):
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None, kv_dtype: torch.dtype | None = None,
+                 cpp_decode: bool | None = None) -> None:
+        """cpp_decode: decode through sgl_kernel's C++ paged kernel (float32 KV on CPU,
+        where it builds; decided here so the one-time build happens before serving).
+        None = use it when it applies."""
         self._buckets: list[_DecodeBucket] = []
+        if cpp_decode is None:
+            cpp_decode = device is not None and device.type == "cpu" and kv_dtype == torch.float32
+            if cpp_decode:
+                from sgl_kernel import attention_cpu
+
+                cpp_decode = attention_cpu.available()
+        self.cpp_decode = cpp_decode
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if not fb.is_decode:
+            return
+        if self.cpp_decode:  # reads the pool in place: nothing to prepare
             return
         # The gather tables are built once per step and shared by all layers. Keys are
         # gathered head-major ([B, Hkv, S, D] contiguous, one row per (slot, head)): SDPA
@@ -72,6 +88,12 @@ class TorchNativeAttnBackend(AttentionBackend):
 
     def forward_decode(self, q, layer, fb):
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
+        if self.cpp_decode:
+            from sgl_kernel.attention_cpu import decode_attention
+
+            o, lse = decode_attention(q, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices,
+                                      fb.seq_lens, layer.scaling)
+            return o, lse
         k_rows, v_rows = k_buf.view(-1, k_buf.shape[-1]), v_buf.view(-1, v_buf.shape[-1])
         out = None if self._buckets[0].rows is None else torch.empty_like(q)
         for b in self._buckets:

@@ -1,0 +1,117 @@
+// Decode attention over the paged KV cache on CPU, without gathering the keys.
+//
+// One task per (request, KV head): pass 1 reads each key row straight from the pool
+// (slot from req_to_token) and scores the G query heads of the group; pass 2 reads each
+// value row once and accumulates the softmax-weighted sum. A padded gather + SDPA reads
+// the keys twice and writes a padded copy; this reads K and V exactly once.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+template <typename idx_t>
+void run(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
+         const int64_t* req_rows, const int64_t* seq_lens, float* out, float* lse, int64_t B, int64_t Hq,
+         int64_t Hkv, int64_t D, int64_t pool_stride, float scale) {
+  const int64_t G = Hq / Hkv;
+  // ATen's intra-op pool (the threads torch itself uses), not a second OpenMP runtime:
+  // two runtimes on the same cores spin against each other.
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      {
+        const int64_t b = task / Hkv, h = task % Hkv;
+        const int64_t L = seq_lens[b];
+        const idx_t* slots = table + req_rows[b] * table_stride;
+        scores.resize(static_cast<size_t>(G * L));
+        const float* qh = q + (b * Hq + h * G) * D;
+        for (int64_t j = 0; j < L; ++j) {
+          const float* kr = k + static_cast<int64_t>(slots[j]) * pool_stride + h * D;
+          for (int64_t g = 0; g < G; ++g) {
+            const float* qg = qh + g * D;
+            float s = 0.f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t d = 0; d < D; ++d) s += qg[d] * kr[d];
+            scores[g * L + j] = s * scale;
+          }
+        }
+        for (int64_t g = 0; g < G; ++g) {
+          float* sg = scores.data() + g * L;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j < L; ++j) m = std::max(m, sg[j]);
+          float sum = 0.f;
+          for (int64_t j = 0; j < L; ++j) {
+            sg[j] = std::exp(sg[j] - m);
+            sum += sg[j];
+          }
+          const float inv = 1.f / sum;
+          for (int64_t j = 0; j < L; ++j) sg[j] *= inv;
+          if (lse != nullptr) lse[b * Hq + h * G + g] = m + std::log(sum);
+        }
+        float* oh = out + (b * Hq + h * G) * D;
+        std::fill(oh, oh + G * D, 0.f);
+        for (int64_t j = 0; j < L; ++j) {
+          const float* vr = v + static_cast<int64_t>(slots[j]) * pool_stride + h * D;
+          for (int64_t g = 0; g < G; ++g) {
+            const float p = scores[g * L + j];
+            float* og = oh + g * D;
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) og[d] += p * vr[d];
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// q [B, Hq, D] float32; k_buffer, v_buffer [slots, Hkv, D] float32 (contiguous);
+// req_to_token [R, max_ctx] int32/int64; req_rows, seq_lens [B] int64.
+// Returns (out [B, Hq, D], lse [B, Hq]).
+std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
+                                            torch::Tensor req_to_token, torch::Tensor req_rows,
+                                            torch::Tensor seq_lens, double scale) {
+  TORCH_CHECK(q.dim() == 3 && q.scalar_type() == torch::kFloat32, "q must be float32 [B, Hq, D]");
+  TORCH_CHECK(k_buffer.scalar_type() == torch::kFloat32 && v_buffer.scalar_type() == torch::kFloat32,
+              "the KV buffers must be float32");
+  TORCH_CHECK(k_buffer.is_contiguous() && v_buffer.is_contiguous(), "the KV buffers must be contiguous");
+  TORCH_CHECK(req_to_token.dim() == 2 && req_to_token.stride(1) == 1, "req_to_token must be [R, max_ctx]");
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k_buffer.size(1);
+  TORCH_CHECK(k_buffer.size(2) == D && Hq % Hkv == 0, "head shapes do not match");
+  auto qc = q.contiguous();
+  auto rows = req_rows.to(torch::kInt64).contiguous();
+  auto lens = seq_lens.to(torch::kInt64).contiguous();
+  TORCH_CHECK(rows.numel() == B && lens.numel() == B, "req_rows and seq_lens must have B entries");
+  if (B > 0) {
+    TORCH_CHECK(lens.min().item<int64_t>() >= 1 && lens.max().item<int64_t>() <= req_to_token.size(1),
+                "seq_lens must be in [1, max_ctx]");
+    TORCH_CHECK(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < req_to_token.size(0),
+                "req_rows must index req_to_token");
+  }
+  auto out = torch::empty_like(qc);
+  auto lse = torch::empty({B, Hq}, q.options());
+  const int64_t pool_stride = Hkv * D;
+  if (req_to_token.scalar_type() == torch::kInt32) {
+    run<int32_t>(qc.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
+                 req_to_token.data_ptr<int32_t>(), req_to_token.stride(0), rows.data_ptr<int64_t>(),
+                 lens.data_ptr<int64_t>(), out.data_ptr<float>(), lse.data_ptr<float>(), B, Hq, Hkv, D, pool_stride,
+                 static_cast<float>(scale));
+  } else {
+    TORCH_CHECK(req_to_token.scalar_type() == torch::kInt64, "req_to_token must be int32 or int64");
+    run<int64_t>(qc.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
+                 req_to_token.data_ptr<int64_t>(), req_to_token.stride(0), rows.data_ptr<int64_t>(),
+                 lens.data_ptr<int64_t>(), out.data_ptr<float>(), lse.data_ptr<float>(), B, Hq, Hkv, D, pool_stride,
+                 static_cast<float>(scale));
+  }
+  return {out, lse};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("decode_attention", &decode_attention, "paged decode attention on CPU (float32)");
+}

@@ -1,0 +1,58 @@
+"""sgl_kernel's C++ paged decode attention (CPU, float32) against a float64 reference."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sgl_kernel import attention_cpu
+
+pytestmark = pytest.mark.skipif(not attention_cpu.available(), reason="no C++ compiler to build the CPU kernel")
+
+
+@pytest.mark.parametrize("hq,hkv", [(9, 3), (4, 4), (8, 1)])
+@pytest.mark.parametrize("table_dtype", [torch.int32, torch.int64])
+def test_decode_attention_matches_dense(hq: int, hkv: int, table_dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(hq * 10 + hkv)
+    d, lens = 64, [1, 2, 300, 77, 513]
+    pool = 2000
+    k = torch.randn(pool, hkv, d, generator=g) * 2
+    v = torch.randn(pool, hkv, d, generator=g)
+    table = torch.zeros(len(lens) + 4, 600, dtype=table_dtype)
+    rows = torch.tensor([5, 1, 7, 0, 3])  # pool rows need not follow the batch order
+    perm = torch.randperm(pool - 1, generator=g) + 1
+    start = 0
+    for r, n in zip(rows.tolist(), lens):
+        table[r, :n] = perm[start : start + n].to(table_dtype)
+        start += n
+    q = torch.randn(len(lens), hq, d, generator=g)
+    scale = 1 / math.sqrt(d)
+    out, lse = attention_cpu.decode_attention(q, k, v, table, rows, torch.tensor(lens), scale)
+    for i, (r, n) in enumerate(zip(rows.tolist(), lens)):
+        slots = table[r, :n].long()
+        kk = k[slots].double().repeat_interleave(hq // hkv, dim=1)
+        vv = v[slots].double().repeat_interleave(hq // hkv, dim=1)
+        s = torch.einsum("hd,nhd->hn", q[i].double(), kk) * scale
+        torch.testing.assert_close(out[i].double(), torch.einsum("hn,nhd->hd", torch.softmax(s, -1), vv),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(lse[i].double(), torch.logsumexp(s, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_raise() -> None:
+    q = torch.randn(1, 4, 8)
+    k = torch.randn(10, 2, 8)
+    table = torch.ones(1, 4, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="float32"):
+        attention_cpu.decode_attention(q.double(), k, k, table, torch.tensor([0]), torch.tensor([3]), 1.0)
+    with pytest.raises(RuntimeError, match="head shapes"):
+        attention_cpu.decode_attention(torch.randn(1, 3, 8), k, k, table, torch.tensor([0]), torch.tensor([3]), 1.0)
+    with pytest.raises(RuntimeError, match="seq_lens"):  # past the table: refused, not read out of bounds
+        attention_cpu.decode_attention(q, k, k, table, torch.tensor([0]), torch.tensor([5]), 1.0)
+    with pytest.raises(RuntimeError, match="req_rows"):
+        attention_cpu.decode_attention(q, k, k, table, torch.tensor([1]), torch.tensor([3]), 1.0)
+
+
+def test_env_switch_turns_it_off(monkeypatch) -> None:
+    monkeypatch.setenv("SGLANG_CPU_DECODE_ATTENTION", "sdpa")
+    assert not attention_cpu.available()
