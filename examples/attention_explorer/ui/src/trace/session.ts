@@ -21,6 +21,7 @@ import type {
   Usage,
 } from "../api/wire";
 import { entryKind } from "../api/wire";
+import type { RouterAppliedInfo } from "./schema";
 import { classify, type Zone, ZONES } from "../zones/zones";
 import { signalFromRaw, signalFromSketch, trueProbs, type StepSignal } from "./attention";
 
@@ -137,19 +138,9 @@ export interface AdaptiveConfig {
   steps: number | null;
 }
 
-/** The Router recommendation a run was sent with. */
-export interface RouterApplied {
-  /** The zone the recommendation came from and the Router's confidence in it (0..1). */
-  zone: string;
-  confidence: number | null;
-  temperature: number;
-  top_p: number;
-  capture_mode: string;
-  /** What the zone was computed from, e.g. "run-3, last 16 steps". */
-  basis?: string;
-  /** When Apply was clicked (ISO 8601). */
-  appliedAt?: string;
-}
+/** The Router recommendation a run was sent with: the wire record's fields (schema.ts),
+ * with the time Apply was clicked (ISO 8601) under the app's camelCase name. */
+export type RouterApplied = Omit<RouterAppliedInfo, "applied_at"> & { appliedAt?: string };
 
 export interface RunSummary {
   tokenCount: number;
