@@ -1,9 +1,10 @@
 """Capture orchestration inside the scheduler: which rows and layers, and collecting results.
 
 The math lives in ``sgl_kernel.capture``; this module only decides, per forward, which
-query rows of which requests are captured, calls the kernel once per captured layer (and
-head subset), and keeps the small results per request until they travel with the step's
-token output. A forward where no request captures gets ``fb.capture = None`` and pays
+query rows of which requests are captured, keeps each captured layer's query rows, calls
+the kernel once per head subset after the forward (all captured layers in one call, since
+the pool keeps every layer's K in one tensor), and keeps the small results per request
+until they travel with the step's token output. A forward where no request captures gets ``fb.capture = None`` and pays
 nothing.
 
 Which query an entry describes (ARCHITECTURE.md): ``decode_step`` i is the forward that
@@ -68,6 +69,22 @@ class _Row:
     decode_step: int | None  # None for a prompt-attention row
 
 
+@dataclass
+class _LayerRows:
+    """One captured layer's query rows of one head group, kept until the forward ends."""
+    layer: int
+    q: torch.Tensor  # [n, Hq, D]
+    lse: torch.Tensor | None  # [n, Hq] from the attention kernel, when it is capture's first pass
+    scale: float
+    softcap: float
+
+
+def _slice_result(res: Any, lo: int, hi: int) -> Any:
+    """Rows lo..hi-1 of a CaptureResult."""
+    return dataclasses.replace(res, **{f.name: getattr(res, f.name)[lo:hi] for f in dataclasses.fields(res)
+                                       if isinstance(getattr(res, f.name), torch.Tensor)})
+
+
 class CaptureBatch:
     """Capture work of one forward; ``on_layer`` is called by the attention backend."""
 
@@ -100,28 +117,63 @@ class CaptureBatch:
                 "full": all(r.req.capture.window == 0 for r in rs),
             })
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
+        self.pending: dict[int, list[_LayerRows]] = {}  # group -> captured layers' rows, in layer order
+        self.fb: "ForwardBatch | None" = None
         self.moe: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def on_layer(self, layer: "RadixAttention", q: torch.Tensor, lse: torch.Tensor | None,
                  fb: "ForwardBatch") -> None:
+        """Keep this layer's query rows (and the attention's lse); the kernel runs once per
+        head group after the forward, over all captured layers together."""
         lid = layer.layer_id
         if lid not in self.layer_set:
             return
+        self.fb = fb
+        for gi, g in enumerate(self.groups):
+            if lid in g["layers"]:
+                ti = g["token_index"]
+                self.pending.setdefault(gi, []).append(
+                    _LayerRows(lid, q[ti], lse[ti] if lse is not None and g["full"] else None, layer.scaling,
+                               layer.logit_softcap))
+
+    def _run_pending(self) -> None:
         from sgl_kernel.capture import attention_capture
 
-        k_buf, _ = fb.kv_pool.get_kv(lid)
-        for gi, g in enumerate(self.groups):
-            if lid not in g["layers"]:
+        fb = self.fb
+        for gi, items in self.pending.items():
+            g = self.groups[gi]
+            kw = dict(top_k=g["top_k"], head_ids=g["heads"], chunk_size=g["chunk"])
+            table = fb.req_to_token_pool.req_to_token
+            if len(items) == 1 or len({(it.scale, it.softcap) for it in items}) > 1:
+                for it in items:
+                    self.results[(gi, it.layer)] = attention_capture(
+                        it.q, fb.kv_pool.get_kv(it.layer)[0], table, g["row_req"], g["row_pos"], scale=it.scale,
+                        window=g["window"], mask_prefix=g["mask"], logit_softcap=it.softcap, head_lse=it.lse, **kw)
                 continue
-            self.results[(gi, lid)] = attention_capture(
-                q[g["token_index"]], k_buf, fb.req_to_token_pool.req_to_token, g["row_req"], g["row_pos"],
-                scale=layer.scaling, top_k=g["top_k"], window=g["window"], head_ids=g["heads"],
-                mask_prefix=g["mask"], logit_softcap=layer.logit_softcap, chunk_size=g["chunk"],
-                head_lse=lse[g["token_index"]] if lse is not None and g["full"] else None,
-            )
+            # All layers in one call: K of every layer is one pool tensor, so row r of
+            # layer l reads slots offset by l * slots_per_layer through its own table row.
+            n, n_layers = g["row_req"].numel(), len(items)
+            reqs, inverse = torch.unique(g["row_req"], return_inverse=True)
+            span = int(g["row_pos"].max()) + 1
+            slots = table[:, :span].index_select(0, reqs).long()  # [R, span]
+            per_layer = fb.kv_pool.slots_per_layer
+            lses = [it.lse for it in items]
+            res = attention_capture(
+                torch.cat([it.q for it in items]), fb.kv_pool.k_all_layers(),
+                torch.cat([slots + it.layer * per_layer for it in items]),
+                torch.cat([inverse + j * reqs.numel() for j in range(n_layers)]), g["row_pos"].repeat(n_layers),
+                scale=items[0].scale, window=g["window"].repeat(n_layers), mask_prefix=g["mask"].repeat(n_layers),
+                logit_softcap=items[0].softcap, head_lse=None if any(x is None for x in lses) else torch.cat(lses),
+                **kw)
+            for j, it in enumerate(items):
+                self.results[(gi, it.layer)] = _slice_result(res, j * n, (j + 1) * n)
+        self.pending.clear()
 
     def after_forward(self, model: torch.nn.Module) -> None:
-        """Read MoE routing of the captured layers (it runs after attention in each layer)."""
+        """Run the capture kernel on the kept rows, and read MoE routing of the captured
+        layers (it runs after attention in each layer)."""
+        if self.pending:
+            self._run_pending()
         layers = getattr(getattr(model, "model", None), "layers", [])
         for lid in self.layers:
             mlp = getattr(layers[lid], "mlp", None) if lid < len(layers) else None

@@ -56,7 +56,10 @@ class KVPool:
         self.size = size
         shape = (size + 1, num_kv_heads, head_dim)
         # empty, not zeros: untouched pages of a large CPU pool cost no RAM until used.
-        self.k_buffer = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        # K of all layers is one tensor (each layer a contiguous view), so capture can read
+        # several layers' keys in one kernel call (see k_all_layers).
+        self._k_all = torch.empty((num_layers, *shape), dtype=dtype, device=device)
+        self.k_buffer = list(self._k_all.unbind(0))
         self.v_buffer = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         for buf in self.k_buffer + self.v_buffer:
             buf[0].zero_()  # the padding slot must hold finite values
@@ -71,3 +74,12 @@ class KVPool:
 
     def get_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k_buffer[layer], self.v_buffer[layer]
+
+    @property
+    def slots_per_layer(self) -> int:
+        return self.size + 1
+
+    def k_all_layers(self) -> torch.Tensor:
+        """K of every layer as one [layers * (size + 1), Hkv, D] view: slot s of layer l is
+        row l * slots_per_layer + s."""
+        return self._k_all.view(-1, *self._k_all.shape[2:])
