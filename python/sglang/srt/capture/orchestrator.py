@@ -102,12 +102,18 @@ class CaptureBatch:
         self.groups = []
         for heads, idx in groups.items():
             rs = [rows[i] for i in idx]
+            req_index = {p: j for j, p in enumerate(dict.fromkeys(r.req.req_pool_idx for r in rs))}
             self.groups.append({
                 "rows": idx,
                 "heads": torch.tensor(heads, dtype=torch.long, device=dev) if heads else None,
                 "token_index": torch.tensor([r.token_index for r in rs], dtype=torch.long, device=dev),
                 "row_req": torch.tensor([r.req.req_pool_idx for r in rs], dtype=torch.long, device=dev),
                 "row_pos": torch.tensor([r.pos for r in rs], dtype=torch.long, device=dev),
+                "max_pos": max(r.pos for r in rs),
+                # distinct requests of the group and each row's index among them (host-side: no device sync)
+                "reqs": torch.tensor(list(req_index), dtype=torch.long, device=dev),
+                "req_of_row": torch.tensor([req_index[r.req.req_pool_idx] for r in rs], dtype=torch.long,
+                                           device=dev),
                 "window": torch.tensor([r.req.capture.window for r in rs], dtype=torch.long, device=dev),
                 "mask": torch.tensor([r.req.capture.mask_prefix for r in rs], dtype=torch.long, device=dev),
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
@@ -153,8 +159,8 @@ class CaptureBatch:
             # All layers in one call: K of every layer is one pool tensor, so row r of
             # layer l reads slots offset by l * slots_per_layer through its own table row.
             n, n_layers = g["row_req"].numel(), len(items)
-            reqs, inverse = torch.unique(g["row_req"], return_inverse=True)
-            span = int(g["row_pos"].max()) + 1
+            reqs, inverse = g["reqs"], g["req_of_row"]
+            span = g["max_pos"] + 1
             slots = table[:, :span].index_select(0, reqs).long()  # [R, span]
             per_layer = fb.kv_pool.slots_per_layer
             lses = [it.lse for it in items]
