@@ -109,8 +109,9 @@ def test_kill_one_replica_mid_run(cluster: Cluster) -> None:
 
     async def scenario() -> tuple[list[StreamResult], list[StreamResult]]:
         async with httpx.AsyncClient(timeout=httpx.Timeout(STREAM_TIMEOUT)) as client:
-            # long enough that the kill lands while every stream is still generating
-            inflight = [asyncio.ensure_future(stream_chat(client, cluster.router.url, p, 64))
+            # long enough that the kill lands while every stream is still generating (ignore_eos:
+            # a reply that ends early on the victim would count as served there, not on the survivor)
+            inflight = [asyncio.ensure_future(stream_chat(client, cluster.router.url, p, 64, ignore_eos=True))
                         for p in make_prompts(8, seed=2)]
             t0 = time.monotonic()
             while victim.alive() and time.monotonic() - t0 < 60:
