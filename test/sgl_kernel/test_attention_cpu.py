@@ -56,3 +56,20 @@ def test_bad_inputs_raise() -> None:
 def test_env_switch_turns_it_off(monkeypatch) -> None:
     monkeypatch.setenv("SGLANG_CPU_DECODE_ATTENTION", "sdpa")
     assert not attention_cpu.available()
+
+
+def test_stale_build_lock_is_removed(monkeypatch) -> None:
+    # a lock left by a killed build must not make the next start wait forever
+    import os
+    import time
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(attention_cpu._NAME, False)) / "lock"
+    lock.touch()
+    old = time.time() - attention_cpu._STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    monkeypatch.setattr(attention_cpu, "_module", None)
+    assert attention_cpu._load() is not None
+    assert not lock.exists()

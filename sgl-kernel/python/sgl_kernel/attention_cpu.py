@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
+_NAME = "sgl_kernel_decode_attention_cpu"
+_STALE_LOCK_S = 600
 _lock = threading.Lock()
 _module: Any = None
 _failed = False
@@ -28,10 +31,16 @@ def _load() -> Any:
     with _lock:
         if _module is None and not _failed:
             try:
-                from torch.utils.cpp_extension import load
+                from torch.utils.cpp_extension import _get_build_directory, load
 
+                # torch serialises builds with a lock file; one left by a build that was
+                # killed would make every later load wait forever. No build takes this long.
+                lock = Path(_get_build_directory(_NAME, False)) / "lock"
+                if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+                    logger.warning("removing a stale build lock %s", lock)
+                    lock.unlink(missing_ok=True)
                 src = Path(__file__).with_name("csrc") / "decode_attention_cpu.cpp"
-                _module = load(name="sgl_kernel_decode_attention_cpu", sources=[str(src)],
+                _module = load(name=_NAME, sources=[str(src)],
                                extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                                verbose=False)
             except Exception as e:  # no compiler, no headers: the caller keeps the torch path
