@@ -73,3 +73,32 @@ def test_stale_build_lock_is_removed(monkeypatch) -> None:
     monkeypatch.setattr(attention_cpu, "_module", None)
     assert attention_cpu._load() is not None
     assert not lock.exists()
+
+
+def test_fused_capture_stats_equal_the_capture_kernel() -> None:
+    # the statistics the decode kernel computes from its own probabilities give the same
+    # fingerprint-mode capture as sgl_kernel.capture.decode_capture (which re-reads K)
+    from sgl_kernel.capture import decode_capture, decode_capture_from_stats
+
+    g = torch.Generator().manual_seed(7)
+    hq, hkv, d, lens = 9, 3, 64, [1, 2, 3, 40, 300, 1500]
+    pool = 4000
+    k = torch.randn(pool, hkv, d, generator=g) * 2
+    v = torch.randn(pool, hkv, d, generator=g)
+    table = torch.zeros(len(lens), 2048, dtype=torch.int32)
+    perm = torch.randperm(pool - 1, generator=g) + 1
+    start = 0
+    for r, n in enumerate(lens):
+        table[r, :n] = perm[start : start + n].int()
+        start += n
+    q = torch.randn(len(lens), hq, d, generator=g)
+    rows, seq = torch.arange(len(lens)), torch.tensor(lens)
+    mask = torch.tensor([0, 1, 0, 10, 0, 700])
+    out, lse, hist, masked, entropy = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125, mask_prefix=mask)
+    fused = decode_capture_from_stats(q, k, table, rows, seq, scale=0.125, head_lse=lse, hist=hist,
+                                      masked_mass=masked, entropy=entropy)
+    ref = decode_capture(q, k, table, rows, seq, scale=0.125, top_k=0, mask_prefix=mask, impl="torch")
+    for f in ("head_lse", "hist", "entropy", "masked_mass", "n_keys", "fingerprint"):
+        torch.testing.assert_close(getattr(fused, f), getattr(ref, f), rtol=1e-4, atol=2e-5, msg=f)
+    out2, lse2 = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125)
+    assert torch.equal(out, out2) and torch.equal(lse, lse2)  # the statistics do not change attention

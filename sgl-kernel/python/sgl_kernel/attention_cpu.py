@@ -9,6 +9,7 @@ takes about a minute the first time.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -19,7 +20,10 @@ from typing import Any
 import torch
 
 logger = logging.getLogger(__name__)
-_NAME = "sgl_kernel_decode_attention_cpu"
+_SRC = Path(__file__).with_name("csrc") / "decode_attention_cpu.cpp"
+# The source's hash is part of the name: a changed source always gets its own build
+# (torch's own staleness check missed a rebuild when the same name was built elsewhere).
+_NAME = "sgl_kernel_cpu_" + hashlib.sha1(_SRC.read_bytes()).hexdigest()[:12]
 _STALE_LOCK_S = 600
 _lock = threading.Lock()
 _module: Any = None
@@ -39,8 +43,7 @@ def _load() -> Any:
                 if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
                     logger.warning("removing a stale build lock %s", lock)
                     lock.unlink(missing_ok=True)
-                src = Path(__file__).with_name("csrc") / "decode_attention_cpu.cpp"
-                _module = load(name=_NAME, sources=[str(src)],
+                _module = load(name=_NAME, sources=[str(_SRC)],
                                extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                                verbose=False)
             except Exception as e:  # no compiler, no headers: the caller keeps the torch path
@@ -57,12 +60,21 @@ def available() -> bool:
 
 
 def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, req_to_token: torch.Tensor,
-                     req_rows: torch.Tensor, seq_lens: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     req_rows: torch.Tensor, seq_lens: torch.Tensor, scale: float,
+                     mask_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """(out [B, Hq, D], lse [B, Hq]) of one query per request over keys 0..seq_len-1.
 
-    q [B, Hq, D] float32, k/v_buffer [slots, Hkv, D] float32, req_to_token [R, max_ctx]."""
+    q [B, Hq, D] float32, k/v_buffer [slots, Hkv, D] float32, req_to_token [R, max_ctx].
+    With ``mask_prefix`` [B] the kernel also returns, from the same probabilities, the
+    capture statistics of every row over all heads (ARCHITECTURE.md definitions):
+    (out, lse, hist [B, 16], masked_mass [B], entropy [B]); keys at positions < mask_prefix
+    count in masked_mass instead of the histogram."""
     mod = _load()
     if mod is None:
         raise RuntimeError("the C++ CPU decode attention could not be built")
-    out, lse = mod.decode_attention(q, k_buffer, v_buffer, req_to_token, req_rows, seq_lens, float(scale))
-    return out, lse
+    res = mod.decode_attention(q, k_buffer, v_buffer, req_to_token, req_rows, seq_lens, float(scale), mask_prefix)
+    if mask_prefix is None:
+        return res[0], res[1]
+    out, lse, hist, masked, entropy = res
+    hq = q.shape[1]
+    return out, lse, hist.sum(1) / hq, masked.sum(1) / hq, entropy.sum(1) / hq

@@ -23,7 +23,7 @@ import torch
 from sgl_kernel._triton_util import choose_impl
 from sgl_kernel.capture_common import CaptureResult, check_head_lse, finalize, prepare_rows
 
-__all__ = ["CaptureResult", "attention_capture", "decode_capture", "extend_capture"]
+__all__ = ["CaptureResult", "attention_capture", "decode_capture", "decode_capture_from_stats", "extend_capture"]
 
 
 def _impl_module(impl: str):
@@ -111,6 +111,34 @@ def decode_capture(
         window=window, head_ids=head_ids, mask_prefix=mask_prefix, logit_softcap=logit_softcap,
         chunk_size=chunk_size, head_lse=head_lse, impl=impl,
     )
+    res.row_index = torch.arange(q.shape[0], device=q.device)
+    return res
+
+
+def decode_capture_from_stats(
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    seq_lens: torch.Tensor,
+    *,
+    scale: float,
+    head_lse: torch.Tensor,
+    hist: torch.Tensor,
+    masked_mass: torch.Tensor,
+    entropy: torch.Tensor,
+) -> CaptureResult:
+    """The top_k = 0 capture (fingerprint mode: all heads, no window) of a decode batch
+    whose statistics the attention kernel already computed from its own probabilities
+    (``sgl_kernel.attention_cpu.decode_attention`` with ``mask_prefix``): no pass over the
+    keys here, only the same finalisation as :func:`decode_capture`, so the two agree to
+    float rounding (tested)."""
+    rows = prepare_rows(
+        q, k_buffer, req_to_token, req_pool_indices, seq_lens.to(torch.int64) - 1, scale=scale, top_k=0, window=0,
+        head_ids=None, mask_prefix=None, logit_softcap=0.0, chunk_size=1,
+    )
+    keys = torch.empty(rows.n, 0, dtype=torch.int64, device=q.device)
+    res = finalize(rows, check_head_lse(head_lse, rows), hist.float(), masked_mass.float(), entropy.float(), keys)
     res.row_index = torch.arange(q.shape[0], device=q.device)
     return res
 

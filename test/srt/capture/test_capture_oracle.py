@@ -136,6 +136,39 @@ def test_sketch_and_fingerprint_match_dense(sched, hf, prompt):
         assert e["step"] == e["decode_step"]
 
 
+def _fingerprint_reference(dense, t: int, mask_prefix: int = 0) -> np.ndarray:
+    vecs = []
+    for l in AUTO:
+        p, ph = _probs(dense, l, t)
+        p = p.copy()
+        p[:mask_prefix] = 0  # masked keys leave the histogram (their mass is reported apart)
+        h = hist16(p, t)
+        ent = float(np.mean([-(x[x > 0] * np.log(x[x > 0])).sum() for x in ph]))
+        vecs.append(np.concatenate([[h[:3].sum(), h[3:8].sum(), h[8:].sum(), ent / math.log(t + 1)], h]))
+    return np.mean(vecs, 0)
+
+
+def test_fingerprint_batch_from_the_attention_kernel_matches_dense(sched, hf, prompt, monkeypatch):
+    # A decode batch of fingerprint-only requests takes its statistics from the C++ decode
+    # attention kernel (CPU float32) instead of a second pass over K: same numbers.
+    import sgl_kernel.capture as capture_mod
+    from sgl_kernel import attention_cpu
+
+    calls = []
+    orig = capture_mod.decode_capture_from_stats
+    monkeypatch.setattr(capture_mod, "decode_capture_from_stats", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    fp = CaptureParams(mode="fingerprint", layers=AUTO)
+    fp_masked = CaptureParams(mode="fingerprint", layers=AUTO, mask_prefix=7)
+    res = run_capture(sched, [(0, "f", prompt, fp), (0, "m", prompt, fp_masked)], N_NEW)
+    dense = dense_attention(hf, prompt + res["f"]["output_ids"][:-1])
+    for rid, mp in (("f", 0), ("m", 7)):
+        for e in res[rid]["entries"]:
+            np.testing.assert_allclose(e["fingerprint"], _fingerprint_reference(dense, e["query_position"], mp),
+                                       atol=1e-4)
+    if attention_cpu.available() and sched.runner.attn_backend.cpp_decode:
+        assert len(calls) == len(AUTO) * (N_NEW - 1)  # every decode step's captured layers, none for the prefill
+
+
 def test_capture_same_alone_mixed_and_on_radix_hit(sched, prompt, smollm_tokenizer):
     cap = CaptureParams(mode="raw", top_k=6, layers=AUTO)
     alone = run_capture(sched, [(0, "a", prompt, cap)], N_NEW)["a"]

@@ -122,6 +122,20 @@ class CaptureBatch:
                 # with no window the attention kernel's lse is exactly capture's first pass
                 "full": all(r.req.capture.window == 0 for r in rs),
             })
+        # A decode batch whose only all-heads group is fingerprint-only with no window can
+        # take its statistics from the attention kernel itself (sgl_kernel.attention_cpu):
+        # the backend asks fused_mask_prefix(layer) and leaves them in fused_stats.
+        self.fused_gi: int | None = None
+        self.fused_mask: torch.Tensor | None = None
+        self.fused_stats: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        if fb.is_decode:
+            for gi, g in enumerate(self.groups):
+                rs = [rows[i] for i in g["rows"]]
+                if g["heads"] is None and all(r.req.capture.mode == "fingerprint" and r.req.capture.window == 0
+                                              for r in rs):
+                    self.fused_gi = gi
+                    self.fused_mask = torch.zeros(fb.batch_size, dtype=torch.long, device=dev)
+                    self.fused_mask[g["token_index"]] = g["mask"]
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
         self.pending: dict[int, list[_LayerRows]] = {}  # group -> captured layers' rows, in layer order
         self.fb: "ForwardBatch | None" = None
@@ -135,12 +149,28 @@ class CaptureBatch:
         if lid not in self.layer_set:
             return
         self.fb = fb
+        stats = self.fused_stats.pop(lid, None)
         for gi, g in enumerate(self.groups):
             if lid in g["layers"]:
                 ti = g["token_index"]
+                if stats is not None and gi == self.fused_gi and lse is not None:
+                    from sgl_kernel.capture import decode_capture_from_stats
+
+                    self.results[(gi, lid)] = decode_capture_from_stats(
+                        q[ti], fb.kv_pool.get_kv(lid)[0], fb.req_to_token_pool.req_to_token, g["row_req"],
+                        g["row_pos"] + 1, scale=layer.scaling, head_lse=lse[ti], hist=stats[0][ti],
+                        masked_mass=stats[1][ti], entropy=stats[2][ti])
+                    continue
                 self.pending.setdefault(gi, []).append(
                     _LayerRows(lid, q[ti], lse[ti] if lse is not None and g["full"] else None, layer.scaling,
                                layer.logit_softcap))
+
+    def fused_mask_prefix(self, layer_id: int) -> torch.Tensor | None:
+        """mask_prefix [B] when the attention kernel should also compute this layer's
+        capture statistics (see fused_stats), else None."""
+        if self.fused_gi is None or layer_id not in self.groups[self.fused_gi]["layers"]:
+            return None
+        return self.fused_mask
 
     def _run_pending(self) -> None:
         from sgl_kernel.capture import attention_capture

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -17,7 +18,8 @@ namespace {
 template <typename idx_t>
 void run(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
          const int64_t* req_rows, const int64_t* seq_lens, float* out, float* lse, int64_t B, int64_t Hq,
-         int64_t Hkv, int64_t D, int64_t pool_stride, float scale) {
+         int64_t Hkv, int64_t D, int64_t pool_stride, float scale, const int64_t* mask_prefix, float* hist,
+         float* masked, float* entropy) {
   const int64_t G = Hq / Hkv;
   // ATen's intra-op pool (the threads torch itself uses), not a second OpenMP runtime:
   // two runtimes on the same cores spin against each other.
@@ -53,6 +55,32 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
           for (int64_t j = 0; j < L; ++j) sg[j] *= inv;
           if (lse != nullptr) lse[b * Hq + h * G + g] = m + std::log(sum);
         }
+        if (hist != nullptr) {
+          // Capture statistics of this task's G heads, summed over the heads (the caller
+          // adds the KV groups and divides by Hq): distance histogram of unmasked keys,
+          // masked mass, and entropy -sum p log p. Bin of distance d: 0 for d < 2, else
+          // floor(log2 d) capped at 15 (sgl_kernel.zones).
+          float* hb = hist + (b * Hkv + h) * 16;
+          float mass = 0.f, ent = 0.f;
+          const int64_t t = L - 1, mp = mask_prefix[b];
+          for (int64_t j = 0; j < L; ++j) {
+            float p = 0.f;
+            for (int64_t g = 0; g < G; ++g) {
+              const float pg = scores[g * L + j];
+              p += pg;
+              if (pg > 0.f) ent -= pg * std::log(pg);
+            }
+            if (j < mp) {
+              mass += p;
+            } else {
+              const uint64_t d = static_cast<uint64_t>(t - j);
+              const int bin = d < 2 ? 0 : std::min(15, 63 - __builtin_clzll(d));
+              hb[bin] += p;
+            }
+          }
+          masked[b * Hkv + h] = mass;
+          entropy[b * Hkv + h] = ent;
+        }
         float* oh = out + (b * Hq + h * G) * D;
         std::fill(oh, oh + G * D, 0.f);
         for (int64_t j = 0; j < L; ++j) {
@@ -76,7 +104,8 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
 // Returns (out [B, Hq, D], lse [B, Hq]).
 std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
                                             torch::Tensor req_to_token, torch::Tensor req_rows,
-                                            torch::Tensor seq_lens, double scale) {
+                                            torch::Tensor seq_lens, double scale,
+                                            c10::optional<torch::Tensor> mask_prefix) {
   TORCH_CHECK(q.dim() == 3 && q.scalar_type() == torch::kFloat32, "q must be float32 [B, Hq, D]");
   TORCH_CHECK(k_buffer.scalar_type() == torch::kFloat32 && v_buffer.scalar_type() == torch::kFloat32,
               "the KV buffers must be float32");
@@ -97,21 +126,39 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
   auto out = torch::empty_like(qc);
   auto lse = torch::empty({B, Hq}, q.options());
   const int64_t pool_stride = Hkv * D;
+  // With mask_prefix [B]: also the per-(row, KV group) capture partial sums.
+  torch::Tensor mp, hist, masked, entropy;
+  const int64_t* mp_ptr = nullptr;
+  float *hist_ptr = nullptr, *masked_ptr = nullptr, *ent_ptr = nullptr;
+  if (mask_prefix.has_value()) {
+    mp = mask_prefix->to(torch::kInt64).contiguous();
+    TORCH_CHECK(mp.numel() == B, "mask_prefix must have B entries");
+    hist = torch::zeros({B, Hkv, 16}, q.options());
+    masked = torch::empty({B, Hkv}, q.options());
+    entropy = torch::empty({B, Hkv}, q.options());
+    mp_ptr = mp.data_ptr<int64_t>();
+    hist_ptr = hist.data_ptr<float>();
+    masked_ptr = masked.data_ptr<float>();
+    ent_ptr = entropy.data_ptr<float>();
+  }
   if (req_to_token.scalar_type() == torch::kInt32) {
     run<int32_t>(qc.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
                  req_to_token.data_ptr<int32_t>(), req_to_token.stride(0), rows.data_ptr<int64_t>(),
                  lens.data_ptr<int64_t>(), out.data_ptr<float>(), lse.data_ptr<float>(), B, Hq, Hkv, D, pool_stride,
-                 static_cast<float>(scale));
+                 static_cast<float>(scale), mp_ptr, hist_ptr, masked_ptr, ent_ptr);
   } else {
     TORCH_CHECK(req_to_token.scalar_type() == torch::kInt64, "req_to_token must be int32 or int64");
     run<int64_t>(qc.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
                  req_to_token.data_ptr<int64_t>(), req_to_token.stride(0), rows.data_ptr<int64_t>(),
                  lens.data_ptr<int64_t>(), out.data_ptr<float>(), lse.data_ptr<float>(), B, Hq, Hkv, D, pool_stride,
-                 static_cast<float>(scale));
+                 static_cast<float>(scale), mp_ptr, hist_ptr, masked_ptr, ent_ptr);
   }
+  if (mask_prefix.has_value()) return {out, lse, hist, masked, entropy};
   return {out, lse};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_attention", &decode_attention, "paged decode attention on CPU (float32)");
+  m.def("decode_attention", &decode_attention, "paged decode attention on CPU (float32)",
+        py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
+        py::arg("seq_lens"), py::arg("scale"), py::arg("mask_prefix") = py::none());
 }

@@ -91,8 +91,14 @@ class TorchNativeAttnBackend(AttentionBackend):
         if self.cpp_decode:
             from sgl_kernel.attention_cpu import decode_attention
 
-            o, lse = decode_attention(q, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices,
-                                      fb.seq_lens, layer.scaling)
+            args = (q, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens,
+                    layer.scaling)
+            mp = fb.capture.fused_mask_prefix(layer.layer_id) if fb.capture is not None else None
+            if mp is None or layer.logit_softcap:
+                return decode_attention(*args)
+            # fingerprint capture from the kernel's own probabilities: no second read of K
+            o, lse, hist, masked, entropy = decode_attention(*args, mask_prefix=mp)
+            fb.capture.fused_stats[layer.layer_id] = (hist, masked, entropy)
             return o, lse
         k_rows, v_rows = k_buf.view(-1, k_buf.shape[-1]), v_buf.view(-1, v_buf.shape[-1])
         out = None if self._buckets[0].rows is None else torch.empty_like(q)
