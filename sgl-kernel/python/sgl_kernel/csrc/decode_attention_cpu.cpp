@@ -42,18 +42,24 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
             scores[g * L + j] = s * scale;
           }
         }
+        float task_entropy = 0.f;  // sum over this task's heads of -sum_j p log p
         for (int64_t g = 0; g < G; ++g) {
           float* sg = scores.data() + g * L;
           float m = -std::numeric_limits<float>::infinity();
           for (int64_t j = 0; j < L; ++j) m = std::max(m, sg[j]);
-          float sum = 0.f;
+          float sum = 0.f, es = 0.f;
           for (int64_t j = 0; j < L; ++j) {
-            sg[j] = std::exp(sg[j] - m);
-            sum += sg[j];
+            const float e = std::exp(sg[j] - m);
+            es += e * (sg[j] - m);
+            sg[j] = e;
+            sum += e;
           }
           const float inv = 1.f / sum;
           for (int64_t j = 0; j < L; ++j) sg[j] *= inv;
-          if (lse != nullptr) lse[b * Hq + h * G + g] = m + std::log(sum);
+          const float head_lse = m + std::log(sum);
+          if (lse != nullptr) lse[b * Hq + h * G + g] = head_lse;
+          // -sum p log p = lse - sum p s = log(sum) - sum p (s - m): no log per key
+          task_entropy += std::log(sum) - es * inv;
         }
         if (hist != nullptr) {
           // Capture statistics of this task's G heads, summed over the heads (the caller
@@ -61,15 +67,11 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
           // masked mass, and entropy -sum p log p. Bin of distance d: 0 for d < 2, else
           // floor(log2 d) capped at 15 (sgl_kernel.zones).
           float* hb = hist + (b * Hkv + h) * 16;
-          float mass = 0.f, ent = 0.f;
+          float mass = 0.f;
           const int64_t t = L - 1, mp = mask_prefix[b];
           for (int64_t j = 0; j < L; ++j) {
             float p = 0.f;
-            for (int64_t g = 0; g < G; ++g) {
-              const float pg = scores[g * L + j];
-              p += pg;
-              if (pg > 0.f) ent -= pg * std::log(pg);
-            }
+            for (int64_t g = 0; g < G; ++g) p += scores[g * L + j];
             if (j < mp) {
               mass += p;
             } else {
@@ -79,7 +81,7 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
             }
           }
           masked[b * Hkv + h] = mass;
-          entropy[b * Hkv + h] = ent;
+          entropy[b * Hkv + h] = std::max(task_entropy, 0.f);
         }
         float* oh = out + (b * Hq + h * G) * D;
         std::fill(oh, oh + G * D, 0.f);
