@@ -135,7 +135,7 @@ def decode_capture_from_stats(
     float rounding (tested)."""
     rows = prepare_rows(
         q, k_buffer, req_to_token, req_pool_indices, seq_lens.to(torch.int64) - 1, scale=scale, top_k=0, window=0,
-        head_ids=None, mask_prefix=None, logit_softcap=0.0, chunk_size=1,
+        head_ids=None, mask_prefix=None, logit_softcap=0.0, chunk_size=1,  # no pass over keys runs here
     )
     keys = torch.empty(rows.n, 0, dtype=torch.int64, device=q.device)
     res = finalize(rows, check_head_lse(head_lse, rows), hist.float(), masked_mass.float(), entropy.float(), keys)

@@ -3,7 +3,6 @@ queue stays bounded, drops are counted and generation goes on."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import numpy as np
@@ -13,16 +12,11 @@ import zmq
 from capture_utils import capture_scheduler, run_capture
 from sglang.srt.capture.sidecar import QUEUE_SIZE, SidecarEmitter
 from sglang.srt.managers.io_struct import CaptureParams
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sglang.srt.utils.network import free_port
 
 
 def test_nobody_listening_is_bounded_and_counted():
-    em = SidecarEmitter(f"tcp://127.0.0.1:{_free_port()}", model="m")
+    em = SidecarEmitter(f"tcp://127.0.0.1:{free_port()}", model="m")
     v = torch.zeros(20, dtype=torch.float64)
     n = QUEUE_SIZE * 3
     for i in range(n):
@@ -37,7 +31,7 @@ def test_nobody_listening_is_bounded_and_counted():
 
 
 def test_scheduler_streams_steps_and_summary(smollm_tokenizer):
-    port = _free_port()
+    port = free_port()
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.bind(f"tcp://127.0.0.1:{port}")

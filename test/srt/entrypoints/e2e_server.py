@@ -1,22 +1,16 @@
 """Start a real ``python -m sglang.launch_server`` process for the e2e tests."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
 import httpx
+from sglang.srt.utils.network import free_port
 
 API_KEY = "sk-test"
 ATTN_KEY = "attn-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

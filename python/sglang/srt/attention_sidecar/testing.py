@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,12 +12,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sglang.srt.utils.network import free_port  # noqa: F401 (part of this module's helpers)
 
 
 def subprocess_env() -> dict[str, str]:

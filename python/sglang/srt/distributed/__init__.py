@@ -8,12 +8,12 @@ from sglang.srt.distributed.parallel_state import (
     TPGroup,
     destroy_tensor_parallel,
     divide,
-    free_port,
     get_tp_group,
     get_tp_rank,
     get_tp_size,
     init_tensor_parallel,
 )
+from sglang.srt.utils.network import free_port
 
 __all__ = ["TPGroup", "broadcast_objects", "destroy_tensor_parallel", "divide", "free_port", "get_tp_group",
            "get_tp_rank", "get_tp_size", "init_tensor_parallel", "tensor_model_parallel_all_gather",

@@ -8,7 +8,6 @@ offline engine) never touches torch.distributed.
 from __future__ import annotations
 
 import datetime
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +24,6 @@ class TPGroup:
 
 
 _TP = TPGroup()
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for the rendezvous of the ranks)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def init_tensor_parallel(tp_size: int, rank: int, init_method: str | None, device: torch.device,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
+from sglang.srt.utils.network import free_port
 
 ROUTER_VERSION = "0.3.2"  # the sglang-router release the docs and tests were written against
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
