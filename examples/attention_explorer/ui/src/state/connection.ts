@@ -3,6 +3,7 @@
 import { useEffect, useState } from "react";
 import { fetchCapabilities, fetchHealth, fetchModels } from "../api/client";
 import type { Capabilities } from "../api/wire";
+import { startPolling } from "./poll";
 
 export interface Connection {
   state: "checking" | "up" | "down";
@@ -23,13 +24,11 @@ export function captureProblemOf(caps: Capabilities | null, capsError: string | 
 export function useConnection(serverUrl: string, apiKey: string, pollMs = 5000): Connection {
   const [conn, setConn] = useState<Connection>({ state: "checking", caps: null, captureProblem: null, models: [] });
   useEffect(() => {
-    let alive = true;
     let wasUp = false;
-    const ctrl = new AbortController();
     setConn({ state: "checking", caps: null, captureProblem: null, models: [] });
-    const tick = async () => {
-      const up = await fetchHealth(serverUrl, ctrl.signal);
-      if (!alive) return;
+    const tick = async (signal: AbortSignal, alive: () => boolean) => {
+      const up = await fetchHealth(serverUrl, signal);
+      if (!alive()) return;
       if (!up) {
         wasUp = false;
         setConn((c) => ({ ...c, state: "down" }));
@@ -37,8 +36,8 @@ export function useConnection(serverUrl: string, apiKey: string, pollMs = 5000):
       }
       if (!wasUp) {
         wasUp = true;
-        const [caps, models] = await Promise.all([fetchCapabilities(serverUrl, apiKey, ctrl.signal), fetchModels(serverUrl, ctrl.signal)]);
-        if (!alive) return;
+        const [caps, models] = await Promise.all([fetchCapabilities(serverUrl, apiKey, signal), fetchModels(serverUrl, signal)]);
+        if (!alive()) return;
         setConn({
           state: "up",
           caps: caps.ok ? caps.caps : null,
@@ -49,13 +48,7 @@ export function useConnection(serverUrl: string, apiKey: string, pollMs = 5000):
         setConn((c) => (c.state === "up" ? c : { ...c, state: "up" }));
       }
     };
-    void tick();
-    const id = setInterval(() => void tick(), pollMs);
-    return () => {
-      alive = false;
-      ctrl.abort();
-      clearInterval(id);
-    };
+    return startPolling(tick, pollMs);
   }, [serverUrl, apiKey, pollMs]);
   return conn;
 }

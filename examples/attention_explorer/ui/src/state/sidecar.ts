@@ -4,6 +4,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { type PcaModel, parsePcaModel, SHIPPED_PCA } from "../analysis/pca";
 import { type DiscoveryStatus, type SidecarCluster, SidecarClient } from "../api/sidecar";
+import { startPolling } from "./poll";
 
 export interface SidecarState {
   state: "off" | "checking" | "up" | "down";
@@ -34,19 +35,17 @@ export function useSidecar(url: string, pollMs = 10_000): SidecarState {
       setSt({ state: "off", client: null, status: null, ready: false, clusters: [], pca: SHIPPED_PCA, pcaSource: "shipped", error: null });
       return;
     }
-    let alive = true;
-    const ctrl = new AbortController();
     let lastRun: number | null | undefined;
-    const tick = async () => {
+    const tick = async (signal: AbortSignal, alive: () => boolean) => {
       try {
-        const status = await client.status(ctrl.signal);
+        const status = await client.status(signal);
         const runId = status.current?.run_id ?? null;
         if (runId === lastRun) {
-          if (alive) setSt((s) => ({ ...s, state: "up", status, error: null }));
+          if (alive()) setSt((s) => ({ ...s, state: "up", status, error: null }));
           return;
         }
         // new artifacts (or first contact): refresh centroids and the PCA interpretation
-        const [cent, pcaDoc] = await Promise.all([client.centroids(ctrl.signal), client.pcaInterpretation(ctrl.signal)]);
+        const [cent, pcaDoc] = await Promise.all([client.centroids(signal), client.pcaInterpretation(signal)]);
         let pca = SHIPPED_PCA;
         let pcaSource: SidecarState["pcaSource"] = "shipped";
         try {
@@ -56,21 +55,15 @@ export function useSidecar(url: string, pollMs = 10_000): SidecarState {
           /* keep the shipped model */
         }
         lastRun = runId;
-        if (alive) setSt({ state: "up", client, status, ready: status.loaded, clusters: cent.clusters, pca, pcaSource, error: null });
+        if (alive()) setSt({ state: "up", client, status, ready: status.loaded, clusters: cent.clusters, pca, pcaSource, error: null });
       } catch (e) {
         lastRun = undefined;
-        if (alive && !ctrl.signal.aborted)
+        if (alive() && !signal.aborted)
           setSt((s) => ({ ...s, state: "down", ready: false, client, error: (e as Error).message || String(e) }));
       }
     };
     setSt((s) => ({ ...s, state: "checking", client }));
-    void tick();
-    const id = setInterval(() => void tick(), pollMs);
-    return () => {
-      alive = false;
-      ctrl.abort();
-      clearInterval(id);
-    };
+    return startPolling(tick, pollMs);
   }, [client, pollMs]);
   return st;
 }
