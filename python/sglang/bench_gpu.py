@@ -110,9 +110,11 @@ def hf_config(name: str) -> Any:
     return LlamaConfig(**spec, **common)
 
 
-def write_random_model(name: str, workdir: str, seed: int = 0, shard_bytes: int = 2 << 30) -> str:
+def write_random_model(name: str, workdir: str, seed: int = 0, shard_bytes: int = 2 << 30,
+                       device: torch.device | str = "cpu") -> str:
     """config.json + random bfloat16 safetensors shards with the architecture's real names and
-    shapes (taken from transformers on the meta device). Reused when already written."""
+    shapes (taken from transformers on the meta device). Reused when already written. The
+    numbers are drawn on ``device`` (a 7B model's 7.6e9 normals take minutes on one CPU core)."""
     from safetensors.torch import save_file
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
@@ -128,7 +130,7 @@ def write_random_model(name: str, workdir: str, seed: int = 0, shard_bytes: int 
     shapes = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
     if cfg.tie_word_embeddings:
         shapes.pop("lm_head.weight", None)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     shard: dict[str, torch.Tensor] = {}
     size, index, n = 0, {}, 0
 
@@ -144,8 +146,8 @@ def write_random_model(name: str, workdir: str, seed: int = 0, shard_bytes: int 
         if len(shape) == 1:  # norms at 1, biases at 0: keep activations in a sane range
             t = torch.ones(shape) if "norm" in key else torch.zeros(shape)
         else:
-            t = torch.randn(shape, generator=gen) * 0.02
-        shard[key] = t.to(torch.bfloat16)
+            t = torch.randn(shape, generator=gen, device=device).mul_(0.02)
+        shard[key] = t.to(torch.bfloat16).cpu()
         size += shard[key].numel() * 2
         if size >= shard_bytes:
             flush()
@@ -215,12 +217,16 @@ def random_prompts(n: int, length: int, vocab: int, rng: random.Random) -> list[
     return [[rng.randrange(2, vocab) for _ in range(length)] for _ in range(n)]
 
 
-def hf_generate(folder: str, prompts: list[list[int]], new_tokens: int, dtype: torch.dtype,
-                device: torch.device) -> dict[str, float]:
-    """transformers generate, greedy, batch = all prompts (equal lengths: no padding)."""
+def hf_load(folder: str, dtype: torch.dtype, device: torch.device) -> Any:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+    kw: dict[str, Any] = {"device_map": str(device)} if device.type == "cuda" else {}
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa", **kw)
+    return model.to(device).eval()
+
+
+def hf_generate(model: Any, prompts: list[list[int]], new_tokens: int, device: torch.device) -> dict[str, float]:
+    """transformers generate, greedy, batch = all prompts (equal lengths: no padding)."""
     x = torch.tensor(prompts, device=device)
     kw = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
     with torch.no_grad():
@@ -233,10 +239,6 @@ def hf_generate(folder: str, prompts: list[list[int]], new_tokens: int, dtype: t
         sync(device)
     dt = time.perf_counter() - t0
     gen = (y.shape[1] - x.shape[1]) * x.shape[0]
-    del model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return {"tokens_per_s": gen / dt, "seconds": dt, "output_tokens": gen}
 
 
@@ -262,7 +264,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     from sglang.srt.managers.scheduler import Scheduler
     from sglang.srt.server_args import ServerArgs
 
-    folder = write_random_model(name, args.workdir)
+    folder = write_random_model(name, args.workdir, device=device)
     preset = PRESETS[name]
     rng = random.Random(args.seed)
     vocab = preset["vocab_size"]
@@ -274,9 +276,14 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     # transformers baseline first, alone in memory
     if not args.skip_hf:
         res["transformers"] = {}
+        hf = hf_load(folder, dtype, device)
         for bs in tqdm(batch_sizes, desc=f"{name}: transformers", file=sys.stderr, leave=False):
             prompts = random_prompts(bs, P, vocab, random.Random(args.seed + bs))
-            res["transformers"][str(bs)] = hf_generate(folder, prompts, N, dtype, device)
+            res["transformers"][str(bs)] = hf_generate(hf, prompts, N, device)
+        del hf
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
     max_bs = max(batch_sizes + [args.offline_concurrency, args.capture_batch])
     offline_max = args.offline_requests and int(P * 2 + N)
@@ -325,10 +332,18 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     cb = args.capture_batch
     prompts = random_prompts(cb, P, vocab, random.Random(args.seed + 999))
     modes: dict[str, Any] = {}
+    L = runner.model_config.num_layers
+    auto = sorted({L // 4, L // 2, 3 * L // 4, L - 1})  # what `auto` resolves to
     variants: list[tuple[str, Callable[[int], Any] | None, bool]] = [
         ("off", None, True), ("off_eager", None, False),
-        ("fingerprint", lambda i: CaptureParams(mode="fingerprint"), True),
-        ("raw_top32", lambda i: CaptureParams(mode="raw", top_k=32), True),
+        ("fingerprint", lambda i: CaptureParams(mode="fingerprint", layers=[L - 1]), True),
+        ("fingerprint_auto", lambda i: CaptureParams(mode="fingerprint", layers=auto), True),
+        ("sketch_auto", lambda i: CaptureParams(mode="sketch", top_k=5, layers=auto), True),
+        ("raw_top32", lambda i: CaptureParams(mode="raw", top_k=32, layers=[L - 1]), True),
+        ("raw_top32_auto", lambda i: CaptureParams(mode="raw", top_k=32, layers=auto), True),
+        # half the batch captures: the other half shares its eager steps
+        ("mixed_half_raw_top32_auto", lambda i: CaptureParams(mode="raw", top_k=32, layers=auto) if i % 2 else None,
+         True),
     ]
     gr = runner.graph_runner
     for label, cap, graphs in tqdm(variants, desc=f"{name}: capture", file=sys.stderr, leave=False):
@@ -338,7 +353,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
                         "e2e_tokens_per_s": r.output_tokens / r.total_s}
     runner.graph_runner = gr
     base = modes["off"]["decode_tokens_per_s"]
-    for label in ("fingerprint", "raw_top32", "off_eager"):
+    for label in modes:
         v = modes[label]["decode_tokens_per_s"]
         modes[label]["overhead_vs_off"] = (base / v - 1.0) if base and v else None
     res["capture"] = {"batch_size": cb, "modes": modes}

@@ -28,7 +28,9 @@ def test_bench_gpu_cli_prints_complete_json(tmp_path):
         assert d["graph_replays"] == 0  # no CUDA graphs on CPU
         assert m["transformers"][bs]["output_tokens"] == int(bs) * 3
     assert m["offline"]["requests"] == 3 and m["offline"]["output_tokens_per_s"] > 0
-    assert set(m["capture"]["modes"]) == {"off", "off_eager", "fingerprint", "raw_top32"}
+    assert set(m["capture"]["modes"]) == {"off", "off_eager", "fingerprint", "fingerprint_auto", "sketch_auto",
+                                          "raw_top32", "raw_top32_auto", "mixed_half_raw_top32_auto"}
+    assert all(v["decode_tokens_per_s"] > 0 for v in m["capture"]["modes"].values())
     roof = m["roofline_batch1"]
     assert roof["weight_bytes"] > 0 and roof["fraction_of_measured_copy"] > 0 and roof["fraction_of_spec"] is None
     assert "tiny" in rep["targets"] and "fingerprint_overhead" in rep["targets"]["tiny"]
