@@ -78,7 +78,7 @@ def test_stale_build_lock_is_removed(monkeypatch) -> None:
 def test_fused_capture_stats_equal_the_capture_kernel() -> None:
     # the statistics the decode kernel computes from its own probabilities give the same
     # fingerprint-mode capture as sgl_kernel.capture.decode_capture (which re-reads K)
-    from sgl_kernel.capture import decode_capture, decode_capture_from_stats
+    from sgl_kernel.capture import decode_capture, fingerprints_from_stats
 
     g = torch.Generator().manual_seed(7)
     hq, hkv, d, lens = 9, 3, 64, [1, 2, 3, 40, 300, 1500]
@@ -95,10 +95,10 @@ def test_fused_capture_stats_equal_the_capture_kernel() -> None:
     rows, seq = torch.arange(len(lens)), torch.tensor(lens)
     mask = torch.tensor([0, 1, 0, 10, 0, 700])
     out, lse, hist, masked, entropy = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125, mask_prefix=mask)
-    fused = decode_capture_from_stats(q, k, table, rows, seq, scale=0.125, head_lse=lse, hist=hist,
-                                      masked_mass=masked, entropy=entropy)
     ref = decode_capture(q, k, table, rows, seq, scale=0.125, top_k=0, mask_prefix=mask, impl="torch")
-    for f in ("head_lse", "hist", "entropy", "masked_mass", "n_keys", "fingerprint"):
-        torch.testing.assert_close(getattr(fused, f), getattr(ref, f), rtol=1e-4, atol=2e-5, msg=f)
+    fused = {"head_lse": lse, "hist": hist, "entropy": entropy, "masked_mass": masked,
+             "fingerprint": fingerprints_from_stats(torch.cat([hist, masked[:, None], entropy[:, None]], 1), seq)}
+    for f, got in fused.items():
+        torch.testing.assert_close(got, getattr(ref, f), rtol=1e-4, atol=2e-5, msg=f)
     out2, lse2 = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125)
     assert torch.equal(out, out2) and torch.equal(lse, lse2)  # the statistics do not change attention

@@ -105,6 +105,45 @@ def test_triton_decode_matches_reference(dtype, tol):
 
 
 @needs_triton
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-5), (torch.float16, 2e-3)])
+def test_triton_decode_stats_equal_the_capture_kernel(dtype, tol):
+    # the statistics decode computes from its own probabilities (online, merged across key
+    # splits) are fingerprint-mode capture: the same as sgl_kernel.capture.decode_capture,
+    # which re-reads K, on lengths that leave some splits empty and masks of every kind
+    from sgl_kernel.attention_triton import STATS_DIM
+    from sgl_kernel.attention_triton import decode_attention_fwd as triton_decode
+    from sgl_kernel.capture import decode_capture, fingerprints_from_stats
+
+    d = 16
+    lens = [1, 2, 3, 40, 75]
+    k, v, t = _cache(d, d, len(lens), 80, dtype=dtype, seed=3)
+    k = k * 3  # peaked rows: entropy far from log n
+    q = torch.randn(len(lens), HQ, d).to(dtype)
+    pool, seq = torch.arange(len(lens)), torch.tensor(lens)
+    mask = torch.tensor([0, 1, 0, 10, 74])
+    o_plain = torch.empty(len(lens), HQ, d, dtype=dtype, device=DEV)
+    o = torch.empty_like(o_plain)
+    stats = torch.full((len(lens), HQ, STATS_DIM), float("nan"), device=DEV)
+    lse = triton_decode(*_on(q, k, v), o, *_on(t, pool, seq), scale=0.25, num_kv_splits=4, return_lse=True,
+                        mask_prefix=mask.to(DEV), stats=stats)
+    lse_plain = triton_decode(*_on(q, k, v), o_plain, *_on(t, pool, seq), scale=0.25, num_kv_splits=4,
+                              return_lse=True)
+    assert torch.equal(o, o_plain) and torch.equal(lse, lse_plain)  # statistics never change attention
+    ref = decode_capture(q.float(), k.float(), t, pool, seq, scale=0.25, top_k=0, mask_prefix=mask, impl="torch")
+    mean = stats.mean(1).cpu()
+    torch.testing.assert_close(mean[:, :16], ref.hist, atol=tol, rtol=tol)
+    torch.testing.assert_close(mean[:, 16], ref.masked_mass, atol=tol, rtol=tol)
+    torch.testing.assert_close(mean[:, 17], ref.entropy, atol=10 * tol, rtol=tol)
+    torch.testing.assert_close(fingerprints_from_stats(mean, seq), ref.fingerprint, atol=10 * tol, rtol=tol)
+    # two layers x rows in one call give each row's own fingerprint
+    two = fingerprints_from_stats(torch.stack([mean, mean]), seq)
+    assert two.shape == (2, len(lens), 20) and torch.equal(two[1], two[0])
+    with pytest.raises(ValueError, match="stats"):
+        triton_decode(*_on(q, k, v), o, *_on(t, pool, seq), scale=0.25, mask_prefix=mask.to(DEV),
+                      stats=torch.empty(len(lens), HQ, 16, device=DEV))
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-5), (torch.float16, 3e-3), (torch.bfloat16, 2e-2)])
 def test_triton_extend_matches_reference(dtype, tol):
     d = 16

@@ -21,9 +21,10 @@ from typing import Optional, Union
 import torch
 
 from sgl_kernel._triton_util import choose_impl
-from sgl_kernel.capture_common import CaptureResult, check_head_lse, finalize, prepare_rows
+from sgl_kernel.capture_common import CaptureResult, check_head_lse, finalize, fingerprint, prepare_rows
 
-__all__ = ["CaptureResult", "attention_capture", "decode_capture", "decode_capture_from_stats", "extend_capture"]
+__all__ = ["CaptureResult", "attention_capture", "decode_capture", "extend_capture",
+           "fingerprints_from_stats"]
 
 
 def _impl_module(impl: str):
@@ -115,32 +116,17 @@ def decode_capture(
     return res
 
 
-def decode_capture_from_stats(
-    q: torch.Tensor,
-    k_buffer: torch.Tensor,
-    req_to_token: torch.Tensor,
-    req_pool_indices: torch.Tensor,
-    seq_lens: torch.Tensor,
-    *,
-    scale: float,
-    head_lse: torch.Tensor,
-    hist: torch.Tensor,
-    masked_mass: torch.Tensor,
-    entropy: torch.Tensor,
-) -> CaptureResult:
-    """The top_k = 0 capture (fingerprint mode: all heads, no window) of a decode batch
-    whose statistics the attention kernel already computed from its own probabilities
-    (``sgl_kernel.attention_cpu.decode_attention`` with ``mask_prefix``): no pass over the
-    keys here, only the same finalisation as :func:`decode_capture`, so the two agree to
-    float rounding (tested)."""
-    rows = prepare_rows(
-        q, k_buffer, req_to_token, req_pool_indices, seq_lens.to(torch.int64) - 1, scale=scale, top_k=0, window=0,
-        head_ids=None, mask_prefix=None, logit_softcap=0.0, chunk_size=1,  # no pass over keys runs here
-    )
-    keys = torch.empty(rows.n, 0, dtype=torch.int64, device=q.device)
-    res = finalize(rows, check_head_lse(head_lse, rows), hist.float(), masked_mass.float(), entropy.float(), keys)
-    res.row_index = torch.arange(q.shape[0], device=q.device)
-    return res
+def fingerprints_from_stats(stats: torch.Tensor, n_keys: torch.Tensor) -> torch.Tensor:
+    """Fingerprints [..., 20] from a decode attention kernel's head-averaged statistics
+    ``stats`` [..., 18] (hist[16], masked mass, entropy; the layout of
+    ``attention_triton.decode_attention_fwd(stats=...)`` averaged over heads) of rows whose
+    windows hold ``n_keys`` keys (broadcast against stats' leading dims). The same
+    formula as every other capture path (``capture_common.fingerprint``); any number of
+    layers and rows in one call, so a decode step finalises all its fingerprints at once."""
+    lead = stats.shape[:-1]
+    flat = stats.reshape(-1, stats.shape[-1]).float()
+    n = torch.broadcast_to(n_keys, lead).reshape(-1)
+    return fingerprint(flat[:, :16], flat[:, 17], n).reshape(*lead, -1)
 
 
 def extend_rows(

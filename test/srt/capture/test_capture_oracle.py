@@ -155,8 +155,9 @@ def test_fingerprint_batch_from_the_attention_kernel_matches_dense(sched, hf, pr
     from sgl_kernel import attention_cpu
 
     calls = []
-    orig = capture_mod.decode_capture_from_stats
-    monkeypatch.setattr(capture_mod, "decode_capture_from_stats", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    orig = capture_mod.fingerprints_from_stats
+    monkeypatch.setattr(capture_mod, "fingerprints_from_stats",
+                        lambda stats, n: calls.append(tuple(stats.shape)) or orig(stats, n))
     fp = CaptureParams(mode="fingerprint", layers=AUTO)
     fp_masked = CaptureParams(mode="fingerprint", layers=AUTO, mask_prefix=7)
     res = run_capture(sched, [(0, "f", prompt, fp), (0, "m", prompt, fp_masked)], N_NEW)
@@ -166,7 +167,8 @@ def test_fingerprint_batch_from_the_attention_kernel_matches_dense(sched, hf, pr
             np.testing.assert_allclose(e["fingerprint"], _fingerprint_reference(dense, e["query_position"], mp),
                                        atol=1e-4)
     if attention_cpu.available() and sched.runner.attn_backend.cpp_decode:
-        assert len(calls) == len(AUTO) * (N_NEW - 1)  # every decode step's captured layers, none for the prefill
+        # one call per decode step with every captured layer and row, none for the prefill
+        assert calls == [(len(AUTO), 2, 18)] * (N_NEW - 1)
 
 
 def test_capture_same_alone_mixed_and_on_radix_hit(sched, prompt, smollm_tokenizer):

@@ -1,10 +1,12 @@
 """CUDA-graph decode: batch-size padding and eligibility everywhere; on a GPU, graph
-decode gives the same greedy tokens as eager decode, capturing batches run eagerly, and
+decode gives the same greedy tokens as eager decode, fingerprint-capturing batches replay
+the statistics graphs with the same fingerprints, other capturing batches run eagerly, and
 padding rows never disturb live requests."""
 from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +76,30 @@ def test_capturing_batches_run_eagerly(tiny_models, smollm_tokenizer):
     assert [e["decode_step"] for e in res["cap"]["entries"]] == [0, 1]
     assert res["cap"]["output_ids"] == res["plain"]["output_ids"]
     assert gr.replays == 4
+
+
+@needs_cuda
+def test_fingerprint_batches_replay_statistics_graphs(tiny_models, smollm_tokenizer):
+    # Fingerprint-only capturing batches replay the graphs recorded with the decode
+    # kernel's statistics on: same tokens and fingerprints as eager decode.
+    words = "the quick brown fox jumps over the lazy dog near a river".split()
+    prompts = [smollm_tokenizer.encode(" ".join(words[: 3 + i])) for i in range(5)]
+    reqs = [(0, "fp", prompts[4], CaptureParams(mode="fingerprint", layers=[1, 3])),
+            (0, "masked", prompts[3], CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=3)),
+            (1, "plain", prompts[2], None), (2, "fp2", prompts[1], CaptureParams(mode="fingerprint", layers=[1, 3]))]
+    res = {}
+    for disable in (True, False):
+        sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton",
+                                  dtype="float32", disable_cuda_graph=disable)
+        res[disable] = run_capture(sched, reqs, 8)
+        gr = sched.runner.graph_runner
+        if gr is not None:
+            assert gr.stats_replays > 0
+        assert_pool_free(sched)
+    for rid in ("fp", "masked", "plain", "fp2"):
+        a, b = res[True][rid], res[False][rid]
+        assert a["output_ids"] == b["output_ids"]
+        assert len(a["entries"]) == len(b["entries"]) == (0 if rid == "plain" else 8)
+        for e1, e2 in zip(a["entries"], b["entries"]):
+            assert e1["decode_step"] == e2["decode_step"] and e1["manifold"] == e2["manifold"]
+            np.testing.assert_allclose(e1["fingerprint"], e2["fingerprint"], atol=1e-5)

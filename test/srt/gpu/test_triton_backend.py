@@ -78,3 +78,32 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="CUDA"):
         make_attention_backend("triton", torch.device("cpu"))
+
+
+def test_triton_fingerprint_batches_use_the_kernel_statistics(tiny_models, smollm_tokenizer, monkeypatch):
+    # A decode batch whose capturing rows are all fingerprint-only takes its statistics
+    # from the Triton decode kernel (one call per step finishes every layer and row); the
+    # entries equal the two-pass capture of torch_native's gather + SDPA path.
+    import sgl_kernel.capture as capture_mod
+
+    prompt = smollm_tokenizer.encode("count the stars and the moons of the far planets")
+    reqs = [(0, "fp", prompt, CaptureParams(mode="fingerprint", layers=[1, 3])),
+            (0, "masked", prompt, CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=5)),
+            (0, "plain", prompt[:6], None)]
+    calls = []
+    orig = capture_mod.fingerprints_from_stats
+    monkeypatch.setattr(capture_mod, "fingerprints_from_stats",
+                        lambda stats, n: calls.append(tuple(stats.shape)) or orig(stats, n))
+    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton")
+    got = run_capture(sched, reqs, 4)
+    assert calls == [(3, 2, 18)] * 3  # layers 0, 1, 3 for both rows, at decode steps 1..3
+    monkeypatch.setenv("SGLANG_CPU_DECODE_ATTENTION", "sdpa")  # reference: capture's own two passes
+    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="torch_native")
+    want = run_capture(sched, reqs, 4)
+    assert len(calls) == 3
+    for rid in ("fp", "masked", "plain"):
+        assert got[rid]["output_ids"] == want[rid]["output_ids"]
+        assert len(got[rid]["entries"]) == len(want[rid]["entries"]) == (0 if rid == "plain" else 4)
+        for e1, e2 in zip(got[rid]["entries"], want[rid]["entries"]):
+            assert e1["decode_step"] == e2["decode_step"] and e1["manifold"] == e2["manifold"]
+            np.testing.assert_allclose(e1["fingerprint"], e2["fingerprint"], atol=1e-5)

@@ -100,42 +100,64 @@ class CaptureBatch:
             ids = r.req.capture.head_ids
             groups.setdefault(tuple(ids) if ids else None, []).append(i)
         self.groups = []
+        host: list[list[int]] = []  # every group's index vectors, moved to the device in one copy
         for heads, idx in groups.items():
             rs = [rows[i] for i in idx]
             req_index = {p: j for j, p in enumerate(dict.fromkeys(r.req.req_pool_idx for r in rs))}
+            vecs = {
+                "heads": list(heads) if heads else [],
+                "token_index": [r.token_index for r in rs],
+                "row_req": [r.req.req_pool_idx for r in rs],
+                "row_pos": [r.pos for r in rs],
+                # distinct requests of the group and each row's index among them
+                "reqs": list(req_index),
+                "req_of_row": [req_index[r.req.req_pool_idx] for r in rs],
+                "window": [r.req.capture.window for r in rs],
+                "mask": [r.req.capture.mask_prefix for r in rs],
+            }
+            host += vecs.values()
             self.groups.append({
+                **vecs,
+                "has_heads": bool(heads),
                 "rows": idx,
-                "heads": torch.tensor(heads, dtype=torch.long, device=dev) if heads else None,
-                "token_index": torch.tensor([r.token_index for r in rs], dtype=torch.long, device=dev),
-                "row_req": torch.tensor([r.req.req_pool_idx for r in rs], dtype=torch.long, device=dev),
-                "row_pos": torch.tensor([r.pos for r in rs], dtype=torch.long, device=dev),
                 "max_pos": max(r.pos for r in rs),
-                # distinct requests of the group and each row's index among them (host-side: no device sync)
-                "reqs": torch.tensor(list(req_index), dtype=torch.long, device=dev),
-                "req_of_row": torch.tensor([req_index[r.req.req_pool_idx] for r in rs], dtype=torch.long,
-                                           device=dev),
-                "window": torch.tensor([r.req.capture.window for r in rs], dtype=torch.long, device=dev),
-                "mask": torch.tensor([r.req.capture.mask_prefix for r in rs], dtype=torch.long, device=dev),
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
                 "chunk": min(r.req.capture.chunk_size for r in rs),
                 "layers": {l for r in rs for l in r.req.capture_state.layers},
                 # with no window the attention kernel's lse is exactly capture's first pass
                 "full": all(r.req.capture.window == 0 for r in rs),
             })
-        # A decode batch whose only all-heads group is fingerprint-only with no window can
-        # take its statistics from the attention kernel itself (sgl_kernel.attention_cpu):
-        # the backend asks fused_mask_prefix(layer) and leaves them in fused_stats.
+        flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)
+        parts = iter(flat.split([len(v) for v in host]))
+        for g in self.groups:
+            for key in ("heads", "token_index", "row_req", "row_pos", "reqs", "req_of_row", "window", "mask"):
+                g[key] = next(parts)
+            if not g.pop("has_heads"):
+                g["heads"] = None
+        # A decode batch whose all-heads group is fingerprint-only with no window takes its
+        # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
+        # attention_triton's stats): the backend asks fused_mask_prefix(layer) and leaves
+        # [B, H, 18] (hist[16], masked mass, entropy per row and head, or already averaged
+        # over heads with H = 1) in fused_stats. A CUDA graph fills fused_stats for every
+        # layer at once (cuda_graph_runner).
+        self.device = dev
         self.fused_gi: int | None = None
         self.fused_mask: torch.Tensor | None = None
-        self.fused_stats: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.fused_stats: dict[int, torch.Tensor] = {}
+        self.fused_fp: dict[int, torch.Tensor] = {}  # layer -> [n rows of the fused group, 20]
+        self.fused_row_fp: torch.Tensor | None = None  # [n, 20] when every row has the same layers
         if fb.is_decode:
             for gi, g in enumerate(self.groups):
                 rs = [rows[i] for i in g["rows"]]
                 if g["heads"] is None and all(r.req.capture.mode == "fingerprint" and r.req.capture.window == 0
                                               for r in rs):
                     self.fused_gi = gi
-                    self.fused_mask = torch.zeros(fb.batch_size, dtype=torch.long, device=dev)
-                    self.fused_mask[g["token_index"]] = g["mask"]
+                    mask = [0] * fb.batch_size  # host-side: one copy to the device
+                    for i in g["rows"]:
+                        mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
+                    self.fused_mask = torch.tensor(mask, dtype=torch.long, device=dev)
+        # every captured row is in the fused group: a CUDA graph with statistics can run it
+        self.graph_ok = self.fused_gi is not None and len(self.groups) == 1
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
         self.pending: dict[int, list[_LayerRows]] = {}  # group -> captured layers' rows, in layer order
         self.fb: "ForwardBatch | None" = None
@@ -149,18 +171,11 @@ class CaptureBatch:
         if lid not in self.layer_set:
             return
         self.fb = fb
-        stats = self.fused_stats.pop(lid, None)
         for gi, g in enumerate(self.groups):
             if lid in g["layers"]:
+                if gi == self.fused_gi and lid in self.fused_stats:
+                    continue  # the kernel computed this layer's statistics
                 ti = g["token_index"]
-                if stats is not None and gi == self.fused_gi and lse is not None:
-                    from sgl_kernel.capture import decode_capture_from_stats
-
-                    self.results[(gi, lid)] = decode_capture_from_stats(
-                        q[ti], fb.kv_pool.get_kv(lid)[0], fb.req_to_token_pool.req_to_token, g["row_req"],
-                        g["row_pos"] + 1, scale=layer.scaling, head_lse=lse[ti], hist=stats[0][ti],
-                        masked_mass=stats[1][ti], entropy=stats[2][ti])
-                    continue
                 self.pending.setdefault(gi, []).append(
                     _LayerRows(lid, q[ti], lse[ti] if lse is not None and g["full"] else None, layer.scaling,
                                layer.logit_softcap))
@@ -171,6 +186,26 @@ class CaptureBatch:
         if self.fused_gi is None or layer_id not in self.groups[self.fused_gi]["layers"]:
             return None
         return self.fused_mask
+
+    def stats_buffer(self, layer_id: int, batch_size: int, num_heads: int) -> torch.Tensor:
+        """Where the attention kernel writes one layer's statistics [B, Hq, 18]."""
+        return torch.empty(batch_size, num_heads, 18, dtype=torch.float32, device=self.device)
+
+    def _run_fused(self) -> None:
+        """Fingerprints of the fused group from the kernels' statistics: every layer and row
+        in one call, and one mean over layers when all rows share their layer list."""
+        from sgl_kernel.capture import fingerprints_from_stats
+
+        g = self.groups[self.fused_gi]
+        layers = [l for l in sorted(g["layers"]) if l in self.fused_stats]
+        if not layers:
+            return
+        stats = torch.stack([self.fused_stats[l] for l in layers])  # [L, B, H, 18]
+        stats = stats.index_select(1, g["token_index"]).mean(2)  # [L, n, 18]
+        fp = fingerprints_from_stats(stats, g["row_pos"] + 1)  # no window: n_keys = t + 1
+        self.fused_fp = {l: fp[i] for i, l in enumerate(layers)}
+        if all(self.rows[i].req.capture_state.layers == layers for i in g["rows"]):
+            self.fused_row_fp = fp.mean(0)
 
     def _run_pending(self) -> None:
         from sgl_kernel.capture import attention_capture
@@ -210,6 +245,8 @@ class CaptureBatch:
         layers (it runs after attention in each layer)."""
         if self.pending:
             self._run_pending()
+        if self.fused_gi is not None and self.fused_stats:
+            self._run_fused()
         layers = getattr(getattr(model, "model", None), "layers", [])
         for lid in self.layers:
             mlp = getattr(layers[lid], "mlp", None) if lid < len(layers) else None
@@ -225,7 +262,16 @@ class CaptureBatch:
                 p = row.req.capture
                 k = kernel_top_k(p)
                 rec: dict[str, Any] = {"decode_step": row.decode_step, "query_pos": row.pos, "layers": st.layers}
-                res = [self.results[(gi, l)] for l in st.layers]
+                if gi == self.fused_gi and self.fused_fp:
+                    if self.fused_row_fp is not None:
+                        rec["fingerprint"] = self.fused_row_fp[j]
+                    else:
+                        rec["fingerprint"] = torch.stack([self.fused_fp[l][j] if l in self.fused_fp
+                                                          else self.results[(gi, l)].fingerprint[j]
+                                                          for l in st.layers]).mean(0)
+                    res = []
+                else:
+                    res = [self.results[(gi, l)] for l in st.layers]
                 if p.mode != "fingerprint":
                     rec["topk_pos"] = torch.stack([r.topk_pos[j, :k] for r in res])
                     rec["topk_prob"] = torch.stack([r.topk_prob[j, :k] for r in res])
@@ -236,7 +282,8 @@ class CaptureBatch:
                     rec["hist"] = torch.stack([r.hist[j] for r in res])
                     rec["entropy"] = torch.stack([r.entropy[j] for r in res])
                 if p.mode == "fingerprint":
-                    rec["fingerprint"] = torch.stack([r.fingerprint[j] for r in res]).mean(0)
+                    if "fingerprint" not in rec:
+                        rec["fingerprint"] = torch.stack([r.fingerprint[j] for r in res]).mean(0)
                     if self.hook.hints is not None and row.decode_step is not None:
                         assigned = self.hook.hints.assign(rec["fingerprint"])
                         if assigned is not None:
@@ -336,7 +383,13 @@ class CaptureHook:
             self.current = None
 
     def after_step(self, reqs: list["Req"]) -> None:
-        pass  # records are finalized right after the forward
+        """Records are finalised right after the forward; after sampling, this step's
+        device tensors go to the host together (see payload.records_to_host)."""
+        if self.sched.device.type == "cpu":
+            return
+        from sglang.srt.capture.payload import records_to_host
+
+        records_to_host([rec for r in reqs if r.capture_state is not None for rec in r.capture_state.records])
 
     def on_fingerprint(self, req: "Req", rec: dict[str, Any]) -> None:
         if self.sidecar is None:

@@ -9,6 +9,35 @@ import torch
 from sglang.srt.managers.io_struct import CaptureParams
 
 
+def records_to_host(recs: list[dict[str, Any]]) -> None:
+    """Move every device tensor of these records to the host with one copy per dtype.
+
+    Called once per step after sampling (whose token ids already waited for the device),
+    so a batch of B capturing requests costs one or two small transfers instead of B
+    synchronising copies when each request's payload is packed. Records already on the
+    host are left alone; on a CPU device nothing happens."""
+    slots: list[tuple[Any, Any, torch.Tensor]] = []  # (container, key, tensor)
+    for r in recs:
+        for k, v in r.items():
+            if isinstance(v, torch.Tensor) and v.device.type != "cpu":
+                slots.append((r, k, v))
+            elif k == "cluster" and isinstance(v[0], torch.Tensor) and v[0].device.type != "cpu":
+                r[k] = list(v)  # (index tensor, snapshot): the index moves
+                slots.append((r[k], 0, v[0]))
+            elif k == "moe":
+                for layer, pair in v.items():
+                    if isinstance(pair[0], torch.Tensor) and pair[0].device.type != "cpu":
+                        v[layer] = list(pair)
+                        slots += [(v[layer], 0, pair[0]), (v[layer], 1, pair[1])]
+    by_dtype: dict[torch.dtype, list[tuple[Any, Any, torch.Tensor]]] = {}
+    for slot in slots:
+        by_dtype.setdefault(slot[2].dtype, []).append(slot)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for _, _, t in group]).cpu()
+        for (box, key, t), part in zip(group, flat.split([t.numel() for _, _, t in group])):
+            box[key] = part.view(t.shape)
+
+
 def _stack(recs: list[dict[str, Any]], key: str, dtype: Any) -> np.ndarray:
     return torch.stack([r[key] for r in recs]).detach().cpu().numpy().astype(dtype, copy=False)
 

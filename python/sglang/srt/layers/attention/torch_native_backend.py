@@ -98,7 +98,8 @@ class TorchNativeAttnBackend(AttentionBackend):
                 return decode_attention(*args)
             # fingerprint capture from the kernel's own probabilities: no second read of K
             o, lse, hist, masked, entropy = decode_attention(*args, mask_prefix=mp)
-            fb.capture.fused_stats[layer.layer_id] = (hist, masked, entropy)
+            # already averaged over heads: one "head" of the [B, H, 18] stats layout
+            fb.capture.fused_stats[layer.layer_id] = torch.cat([hist, masked[:, None], entropy[:, None]], 1)[:, None]
             return o, lse
         k_rows, v_rows = k_buf.view(-1, k_buf.shape[-1]), v_buf.view(-1, v_buf.shape[-1])
         out = None if self._buckets[0].rows is None else torch.empty_like(q)
