@@ -51,7 +51,9 @@ def test_triton_capture_equals_torch_native(tiny_models, smollm_tokenizer):
                                                include_prompt_attention=True, stride=2))]
     res = {}
     for backend in ("torch_native", "triton"):
-        sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend=backend)
+        # float32 on every device: on a GPU the default bfloat16 rounds the two backends apart
+        sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend=backend,
+                                  dtype="float32")
         res[backend] = run_capture(sched, reqs, 4)
     a, b = res["torch_native"], res["triton"]
     for rid in ("raw", "fp", "heads"):
@@ -94,11 +96,13 @@ def test_triton_fingerprint_batches_use_the_kernel_statistics(tiny_models, smoll
     orig = capture_mod.fingerprints_from_stats
     monkeypatch.setattr(capture_mod, "fingerprints_from_stats",
                         lambda stats, n: calls.append(tuple(stats.shape)) or orig(stats, n))
-    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton")
+    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton",
+                              dtype="float32")
     got = run_capture(sched, reqs, 4)
     assert calls == [(3, 2, 18)] * 3  # layers 0, 1, 3 for both rows, at decode steps 1..3
     monkeypatch.setenv("SGLANG_CPU_DECODE_ATTENTION", "sdpa")  # reference: capture's own two passes
-    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="torch_native")
+    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="torch_native",
+                              dtype="float32")
     want = run_capture(sched, reqs, 4)
     assert len(calls) == 3
     for rid in ("fp", "masked", "plain"):
