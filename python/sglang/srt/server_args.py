@@ -66,6 +66,11 @@ class ServerArgs:
     attention_adaptive_steps: int = 8
 
     @property
+    def capture_enabled(self) -> bool:
+        """A flag turns attention capture on (the production switch is the HTTP side's)."""
+        return self.return_attention_tokens or self.attention_capture_default != "off"
+
+    @property
     def tp(self) -> int:
         return self.tp_size
 

@@ -6,8 +6,7 @@ from typing import Any
 
 def maybe_install_capture(sched: Any) -> None:
     """Capture is wired in only when the server allows it, so other servers pay nothing."""
-    args = sched.args
-    if not (args.return_attention_tokens or args.attention_capture_default != "off"):
+    if not sched.args.capture_enabled:
         return
     from sglang.srt.capture.orchestrator import CaptureHook
 

@@ -24,10 +24,9 @@ DEBUG_ENV = "SGLANG_ATTENTION_DEBUG"
 
 def capture_allowed(args: ServerArgs) -> bool:
     """Capture is on when a flag enables it and the production switch does not forbid it."""
-    enabled = args.return_attention_tokens or args.attention_capture_default != "off"
     if args.attention_disable_in_production and os.environ.get(DEBUG_ENV) != "1":
         return False
-    return enabled
+    return args.capture_enabled
 
 
 def resolve_layers(spec: str | list[int], num_layers: int, param: str) -> list[int]:
@@ -105,8 +104,7 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         return None
     if not capture_allowed(args):
         why = ("capture is disabled in production (set SGLANG_ATTENTION_DEBUG=1 to enable)"
-               if args.attention_disable_in_production and (args.return_attention_tokens
-                                                            or args.attention_capture_default != "off")
+               if args.attention_disable_in_production and args.capture_enabled
                else "attention capture is disabled on this server (start it with --return-attention-tokens)")
         raise APIError(400, f"return_attention_tokens: {why}", "return_attention_tokens")
     # Each request flag overrides the matching server flag; fingerprint beats sketch.

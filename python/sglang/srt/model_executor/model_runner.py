@@ -133,7 +133,7 @@ class ModelRunner:
         pool.req_to_token = torch.cat([pool.req_to_token, torch.zeros_like(pool.req_to_token[:1])])
         # with capture allowed, a second graph per size carries fingerprint statistics
         self.graph_runner = CudaGraphRunner(self, capture_batch_sizes(self.max_running_requests), pad_row,
-                                            with_stats=bool(self.args.return_attention_tokens))
+                                            with_stats=self.args.capture_enabled)
 
     def forward(self, fb: ForwardBatch) -> torch.Tensor:
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
