@@ -352,10 +352,10 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     for label, cap, graphs in tqdm(runs, desc=f"{name}: capture", file=sys.stderr, leave=False):
         runner.graph_runner = gr if graphs else None
         r = run_engine(sched, prompts, [N] * cb, cap)
-        if label in modes and (r.decode_tokens / r.decode_s if r.decode_s else 0) <= (
-                modes[label]["decode_tokens_per_s"] or 0):
+        tps = r.decode_tokens / r.decode_s if r.decode_s else None
+        if label in modes and (tps or 0) <= (modes[label]["decode_tokens_per_s"] or 0):
             continue  # keep each mode's best run
-        modes[label] = {"decode_tokens_per_s": r.decode_tokens / r.decode_s if r.decode_s else None,
+        modes[label] = {"decode_tokens_per_s": tps,
                         "e2e_tokens_per_s": r.output_tokens / r.total_s, "graph_replays": r.graph_replays,
                         "stats_graph_replays": r.extra["stats_graph_replays"]}
     runner.graph_runner = gr

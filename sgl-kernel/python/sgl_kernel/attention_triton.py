@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from sgl_kernel._triton_util import next_pow2
+from sgl_kernel.capture_common import STATS_DIM
 
 
 @triton.jit
@@ -44,9 +45,6 @@ def _online_softmax_step(m, l, acc, s, v, FP32: tl.constexpr):
     else:
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return m_new, l, acc, p, alpha
-
-
-STATS_DIM = 18  # per row and head: hist[16], masked mass, entropy
 
 
 @triton.jit

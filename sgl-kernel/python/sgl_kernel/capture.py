@@ -21,7 +21,14 @@ from typing import Optional, Union
 import torch
 
 from sgl_kernel._triton_util import choose_impl
-from sgl_kernel.capture_common import CaptureResult, check_head_lse, finalize, fingerprint, prepare_rows
+from sgl_kernel.capture_common import (
+    STATS_DIM,
+    CaptureResult,
+    check_head_lse,
+    finalize,
+    fingerprint,
+    prepare_rows,
+)
 
 __all__ = ["CaptureResult", "attention_capture", "decode_capture", "extend_capture",
            "fingerprints_from_stats"]
@@ -124,9 +131,9 @@ def fingerprints_from_stats(stats: torch.Tensor, n_keys: torch.Tensor) -> torch.
     formula as every other capture path (``capture_common.fingerprint``); any number of
     layers and rows in one call, so a decode step finalises all its fingerprints at once."""
     lead = stats.shape[:-1]
-    flat = stats.reshape(-1, stats.shape[-1]).float()
+    flat = stats.reshape(-1, STATS_DIM).float()
     n = torch.broadcast_to(n_keys, lead).reshape(-1)
-    return fingerprint(flat[:, :16], flat[:, 17], n).reshape(*lead, -1)
+    return fingerprint(flat[:, :-2], flat[:, -1], n).reshape(*lead, -1)
 
 
 def extend_rows(

@@ -26,6 +26,9 @@ from sgl_kernel.zones import FINGERPRINT_DIM, LOCAL_BINS, LONG_BINS, MID_BINS, N
 
 NO_KEY = -1
 POS_MASK = 0xFFFFFFFF
+# A decode kernel's capture statistics per row (and head): hist[0:16], masked mass at 16,
+# entropy at 17 (attention_triton's stats, attention_cpu's, fingerprints_from_stats).
+STATS_DIM = N_HIST_BINS + 2
 
 
 @dataclass

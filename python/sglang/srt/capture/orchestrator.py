@@ -105,7 +105,7 @@ class CaptureBatch:
             rs = [rows[i] for i in idx]
             req_index = {p: j for j, p in enumerate(dict.fromkeys(r.req.req_pool_idx for r in rs))}
             vecs = {
-                "heads": list(heads) if heads else [],
+                "heads": list(heads or ()),  # empty = all heads
                 "token_index": [r.token_index for r in rs],
                 "row_req": [r.req.req_pool_idx for r in rs],
                 "row_pos": [r.pos for r in rs],
@@ -118,7 +118,6 @@ class CaptureBatch:
             host += vecs.values()
             self.groups.append({
                 **vecs,
-                "has_heads": bool(heads),
                 "rows": idx,
                 "max_pos": max(r.pos for r in rs),
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
@@ -132,8 +131,7 @@ class CaptureBatch:
         for g in self.groups:
             for key in ("heads", "token_index", "row_req", "row_pos", "reqs", "req_of_row", "window", "mask"):
                 g[key] = next(parts)
-            if not g.pop("has_heads"):
-                g["heads"] = None
+            g["heads"] = g["heads"] if g["heads"].numel() else None
         # A decode batch whose all-heads group is fingerprint-only with no window takes its
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
         # attention_triton's stats): the backend asks fused_mask_prefix(layer) and leaves
@@ -189,7 +187,9 @@ class CaptureBatch:
 
     def stats_buffer(self, layer_id: int, batch_size: int, num_heads: int) -> torch.Tensor:
         """Where the attention kernel writes one layer's statistics [B, Hq, 18]."""
-        return torch.empty(batch_size, num_heads, 18, dtype=torch.float32, device=self.device)
+        from sgl_kernel.capture_common import STATS_DIM
+
+        return torch.empty(batch_size, num_heads, STATS_DIM, dtype=torch.float32, device=self.device)
 
     def _run_fused(self) -> None:
         """Fingerprints of the fused group from the kernels' statistics: every layer and row

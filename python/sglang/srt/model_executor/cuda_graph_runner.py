@@ -102,9 +102,11 @@ class CudaGraphRunner:
         self.stream = torch.cuda.Stream(device=dev)
         self.with_stats = with_stats
         if with_stats:
+            from sgl_kernel.capture_common import STATS_DIM
+
             cfg = runner.model_config
             self.mask_prefix = torch.zeros(n, dtype=torch.long, device=dev)
-            self.stats = torch.zeros(cfg.num_layers, n, runner.num_heads, 18, dtype=torch.float32, device=dev)
+            self.stats = torch.zeros(cfg.num_layers, n, runner.num_heads, STATS_DIM, dtype=torch.float32, device=dev)
         # Largest first: the smaller graphs then fit in the memory pool the first one made.
         for bs in reversed(self.batch_sizes):
             self._record(bs, False)
