@@ -183,7 +183,7 @@ def run_engine(sched: Any, prompts: list[list[int]], new_tokens: list[int],
     dev = sched.device
     gr = sched.runner.graph_runner
     replays0 = gr.replays if gr is not None else 0
-    stats0 = gr.stats_replays if gr is not None else 0
+    cap0 = gr.capture_replays if gr is not None else 0
     sync(dev)
     t0 = time.perf_counter()
     for i, (p, n) in enumerate(zip(prompts, new_tokens)):
@@ -212,7 +212,7 @@ def run_engine(sched: Any, prompts: list[list[int]], new_tokens: list[int],
     total = time.perf_counter() - t0
     return RunResult(len(prompts), out_tokens, sum(map(len, prompts)), total, decode_tokens, decode_s, steps,
                      (gr.replays - replays0) if gr is not None else 0,
-                     {"stats_graph_replays": (gr.stats_replays - stats0) if gr is not None else 0})
+                     {"capture_graph_replays": (gr.capture_replays - cap0) if gr is not None else 0})
 
 
 def random_prompts(n: int, length: int, vocab: int, rng: random.Random) -> list[list[int]]:
@@ -343,7 +343,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         ("sketch_auto", lambda i: CaptureParams(mode="sketch", top_k=5, layers=auto), True),
         ("raw_top32", lambda i: CaptureParams(mode="raw", top_k=32, layers=[L - 1]), True),
         ("raw_top32_auto", lambda i: CaptureParams(mode="raw", top_k=32, layers=auto), True),
-        # half the batch captures: the other half shares its eager steps
+        # half the batch captures: the other half rides along in the same capture-graph replays
         ("mixed_half_raw_top32_auto", lambda i: CaptureParams(mode="raw", top_k=32, layers=auto) if i % 2 else None,
          True),
     ]
@@ -357,7 +357,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
             continue  # keep each mode's best run
         modes[label] = {"decode_tokens_per_s": tps,
                         "e2e_tokens_per_s": r.output_tokens / r.total_s, "graph_replays": r.graph_replays,
-                        "stats_graph_replays": r.extra["stats_graph_replays"]}
+                        "capture_graph_replays": r.extra["capture_graph_replays"]}
     runner.graph_runner = gr
     base = modes["off"]["decode_tokens_per_s"]
     for label in modes:

@@ -61,3 +61,20 @@ def hist16(p: np.ndarray, t: int) -> np.ndarray:
         b = 0 if d <= 1 else min(int(np.floor(np.log2(d))), 15)
         h[b] += p[j]
     return h
+
+
+def assert_entries_close(got: Any, want: Any, atol: float = 0.0, where: str = "entries") -> None:
+    """Capture entries (nested dicts and lists) equal: ints and strings exactly, floats
+    within atol (0: bit for bit)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{where}: keys {got!r} != {want!r}"
+        for k in want:
+            assert_entries_close(got[k], want[k], atol, f"{where}.{k}")
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(want), f"{where}: {got!r} != {want!r}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_entries_close(g, w, atol, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert abs(got - want) <= atol, f"{where}: {got} != {want} (atol {atol})"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"

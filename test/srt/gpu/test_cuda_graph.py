@@ -1,6 +1,7 @@
-"""CUDA-graph decode: batch-size padding and eligibility everywhere; on a GPU, graph
-decode gives the same greedy tokens as eager decode, fingerprint-capturing batches replay
-the statistics graphs with the same fingerprints, other capturing batches run eagerly, and
+"""CUDA-graph decode: batch-size padding and eligibility everywhere; the capture graph's
+static buffers and hand-over (run eagerly, on CPU too) give the same entries as an eager
+forward for every capture mode; on a GPU, graph decode gives the same greedy tokens as
+eager decode, every capturing batch replays the capture graphs with the same entries, and
 padding rows never disturb live requests."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from capture_utils import capture_scheduler, run_capture
+from capture_utils import assert_entries_close, capture_scheduler, run_capture
 from sched_utils import assert_pool_free, greedy, make_scheduler, run
 from sglang.srt.layers.attention.triton_backend import MAX_KV_SPLITS, decode_kv_splits
 from sglang.srt.managers.io_struct import CaptureParams
@@ -63,19 +64,57 @@ def test_graph_decode_equals_eager(arch, tiny_models, smollm_tokenizer):
     assert outs[False] == outs[True]
 
 
+def _mixed_capture_requests(tok):
+    """Every capture mode in one running batch, with a non-capturing request among them."""
+    words = "the quick brown fox jumps over the lazy dog near a river".split()
+    prompts = [tok.encode(" ".join(words[: 3 + i])) for i in range(7)]
+    return [(0, "raw", prompts[6], CaptureParams(mode="raw", top_k=4, layers=[1, 3])),
+            (0, "sketch", prompts[5], CaptureParams(mode="sketch", top_k=3, layers=[3], mask_prefix=2)),
+            (0, "fp", prompts[4], CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=3)),
+            (0, "plain", prompts[3], None),
+            (1, "heads", prompts[2], CaptureParams(mode="raw", top_k=2, layers=[2], head_ids=[1, 3])),
+            (1, "window", prompts[1], CaptureParams(mode="raw", top_k=3, layers=[2, 3], window=4, stride=2))]
+
+
+def _graph_vs_eager(tiny_models, tok, record: bool, n_new: int) -> tuple[dict, dict, object]:
+    reqs = _mixed_capture_requests(tok)
+    res = {}
+    for graphs in (False, True):
+        sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, max_running_requests=8,
+                                  attention_backend="triton", dtype="float32", disable_cuda_graph=not graphs)
+        if graphs and not record:
+            sched.runner.init_graph_runner(record=False)
+        gr = sched.runner.graph_runner
+        assert (gr is not None) == graphs
+        res[graphs] = run_capture(sched, reqs, n_new)
+        assert_pool_free(sched)
+    return res[False], res[True], gr
+
+
+def test_capture_graph_buffers_equal_eager_forward(tiny_models, smollm_tokenizer):
+    # The capture graph's static buffers, padding and hand-over, run without recording
+    # (the Triton kernels interpreted on CPU): every mode's entries are bit for bit those
+    # of an eager forward, and every decode step with a capturing row used them.
+    n_new = 3
+    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=False, n_new=n_new)
+    for rid, want in eager.items():
+        assert graph[rid]["output_ids"] == want["output_ids"]
+        steps = sorted({e["decode_step"] for e in want["entries"]})
+        assert steps == {"plain": [], "window": [0, 2]}.get(rid, list(range(n_new)))
+        assert_entries_close(graph[rid]["entries"], want["entries"], where=rid)
+    # both arrival waves decode tokens 1 and 2 together: two batches of 6, padded to 8
+    assert gr.capture_replays == gr.replays == 2
+
+
 @needs_cuda
-def test_capturing_batches_run_eagerly(tiny_models, smollm_tokenizer):
-    prompt = smollm_tokenizer.encode("count the stars and the moons")
-    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton",
-                              dtype="float32")
-    gr = sched.runner.graph_runner
-    assert gr is not None
-    res = run_capture(sched, [(0, "cap", prompt, CaptureParams(mode="raw", top_k=4, layers=[3], max_steps=2)),
-                              (0, "plain", prompt, None)], 6)
-    # steps 0..1 capture (eager); the remaining decode steps have no capturing row (graphs)
-    assert [e["decode_step"] for e in res["cap"]["entries"]] == [0, 1]
-    assert res["cap"]["output_ids"] == res["plain"]["output_ids"]
-    assert gr.replays == 4
+def test_every_capturing_batch_replays_the_capture_graph(tiny_models, smollm_tokenizer):
+    # Recorded for real: the same entries as eager decode (within float32 rounding, since a
+    # padded batch may split the keys differently) and no decode step falls back to eager.
+    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=True, n_new=6)
+    for rid, want in eager.items():
+        assert graph[rid]["output_ids"] == want["output_ids"]
+        assert_entries_close(graph[rid]["entries"], want["entries"], atol=1e-5, where=rid)
+    assert gr.capture_replays == gr.replays > 0
 
 
 @needs_cuda
@@ -94,7 +133,7 @@ def test_fingerprint_batches_replay_statistics_graphs(tiny_models, smollm_tokeni
         res[disable] = run_capture(sched, reqs, 8)
         gr = sched.runner.graph_runner
         if gr is not None:
-            assert gr.stats_replays > 0
+            assert gr.capture_replays > 0
         assert_pool_free(sched)
     for rid in ("fp", "masked", "plain", "fp2"):
         a, b = res[True][rid], res[False][rid]

@@ -136,8 +136,8 @@ class CaptureBatch:
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
         # attention_triton's stats): the backend asks fused_mask_prefix(layer) and leaves
         # [B, H, 18] (hist[16], masked mass, entropy per row and head, or already averaged
-        # over heads with H = 1) in fused_stats. A CUDA graph fills fused_stats for every
-        # layer at once (cuda_graph_runner).
+        # over heads with H = 1) in fused_stats. A replayed CUDA graph hands over every
+        # layer's statistics, queries and lse at once (cuda_graph_runner.GraphCaptureIO).
         self.device = dev
         self.fused_gi: int | None = None
         self.fused_mask: torch.Tensor | None = None
@@ -154,8 +154,6 @@ class CaptureBatch:
                     for i in g["rows"]:
                         mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
                     self.fused_mask = torch.tensor(mask, dtype=torch.long, device=dev)
-        # every captured row is in the fused group: a CUDA graph with statistics can run it
-        self.graph_ok = self.fused_gi is not None and len(self.groups) == 1
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
         self.pending: dict[int, list[_LayerRows]] = {}  # group -> captured layers' rows, in layer order
         self.fb: "ForwardBatch | None" = None

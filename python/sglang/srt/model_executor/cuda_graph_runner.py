@@ -6,13 +6,16 @@ recorded for each size in ``capture_batch_sizes``; a batch of B requests runs th
 of the smallest recorded size >= B, with padding rows that read and write only the pool's
 padding slot 0 through a req_to_token row of zeros that no request owns.
 
-Batches where no request captures attention are replayed (``can_run``). When the server
-allows capture, a second graph per size is recorded with the decode kernel's capture
-statistics on (``_StatsCapture``): a batch whose capturing rows are all fingerprint-only
-(all heads, no window) replays it, and the fingerprints are finished from its fixed-shape
-statistics buffers. Other capturing batches (raw, sketch, head subsets, windows) need
-per-batch Python work between layers and run eagerly; ``--disable-cuda-graph`` is never
-needed for capture.
+Batches where no request captures attention replay the plain graph. When the server
+allows capture, a second graph per size is recorded with capture on (``GraphCaptureIO``):
+every layer's decode kernel also writes its fingerprint statistics, and every layer's
+post-RoPE queries and lse are copied into static buffers. Every capturing decode batch
+replays it, whatever its modes: fingerprint-only rows (all heads, no window) are finished
+from the statistics; raw, sketch, head-subset and windowed rows hand their kept queries to
+the exact capture kernels, which run after the replay exactly as after an eager forward
+(they only need the queries, the lse and the now complete KV cache). Non-capturing rows of
+a mixed batch ride along in the same replay, so one capturing request never costs the
+others their graph, and ``--disable-cuda-graph`` is never needed for capture.
 Models whose forward needs the host (the MoE expert loop reads expert counts) and the
 torch_native backend (its metadata has data-dependent shapes) always run eagerly.
 """
@@ -20,13 +23,14 @@ from __future__ import annotations
 
 import bisect
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 
 if TYPE_CHECKING:
+    from sglang.srt.layers.radix_attention import RadixAttention
     from sglang.srt.model_executor.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
@@ -61,31 +65,77 @@ def graph_ineligibility(runner: "ModelRunner") -> str | None:
     return None
 
 
-class _StatsCapture:
-    """Stands in for a CaptureBatch while a statistics graph is recorded: every layer's
-    decode kernel writes its statistics into one static buffer, with each row's
-    mask_prefix read from another (both filled on replay)."""
+class GraphCaptureIO:
+    """Stands in for a CaptureBatch while the capture graph is recorded, and holds that
+    graph's static capture buffers (filled on every replay):
 
-    def __init__(self, mask_prefix: torch.Tensor, stats: torch.Tensor) -> None:
-        self.mask_prefix, self.stats = mask_prefix, stats
-        self.fused_stats: dict[int, torch.Tensor] = {}
+    * ``mask_prefix`` [n]: read by every layer's decode kernel;
+    * ``stats`` [layers, n, Hq, STATS_DIM]: each layer's fingerprint statistics;
+    * ``q`` [layers, n, Hq, D] and ``lse`` [layers, n, Hq]: each layer's post-RoPE queries
+      and per-head lse, for the capture kernels that run after the replay.
 
+    ``publish`` hands a replayed batch's views to its CaptureBatch as if the layers had
+    called it one by one during an eager forward."""
+
+    def __init__(self, num_layers: int, max_bs: int, num_heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        from sgl_kernel.capture_common import STATS_DIM
+
+        self.mask_prefix = torch.zeros(max_bs, dtype=torch.long, device=device)
+        self.stats = torch.zeros(num_layers, max_bs, num_heads, STATS_DIM, dtype=torch.float32, device=device)
+        self.q = torch.zeros(num_layers, max_bs, num_heads, head_dim, dtype=dtype, device=device)
+        self.lse = torch.zeros(num_layers, max_bs, num_heads, dtype=torch.float32, device=device)
+        self.layers: dict[int, "RadixAttention"] = {}  # seen while recording: scale and softcap per layer
+        self.fused_stats: dict[int, torch.Tensor] = {}  # the backend's hand-over (unused: stats are static)
+
+    # -- the CaptureBatch interface the attention backend calls during the forward --
     def fused_mask_prefix(self, layer_id: int) -> torch.Tensor:
         return self.mask_prefix
 
     def stats_buffer(self, layer_id: int, batch_size: int, num_heads: int) -> torch.Tensor:
         return self.stats[layer_id, :batch_size]
 
-    def on_layer(self, *args: object) -> None:
-        pass
+    def on_layer(self, layer: "RadixAttention", q: torch.Tensor, lse: torch.Tensor | None,
+                 fb: ForwardBatch) -> None:
+        lid, bs = layer.layer_id, q.shape[0]
+        self.layers[lid] = layer
+        self.q[lid, :bs].copy_(q)
+        if lse is not None:
+            self.lse[lid, :bs].copy_(lse)
+
+    # -- replay --
+    def load(self, capture: Any, bs: int, pbs: int) -> None:
+        """Before a replay: the batch's mask prefixes (padding rows mask nothing)."""
+        mask = getattr(capture, "fused_mask", None)
+        if mask is not None:
+            self.mask_prefix[:bs].copy_(mask)
+        else:
+            self.mask_prefix[:bs].zero_()
+        self.mask_prefix[bs:pbs].zero_()
+
+    def publish(self, capture: Any, fb: ForwardBatch, bs: int) -> None:
+        """After a replay: views of this batch's rows. The statistics first, so the
+        fingerprint rows skip the kept queries of layers the kernel already covered."""
+        capture.fused_stats.update({l: self.stats[l, :bs] for l in capture.layers})
+        for lid in capture.layers:
+            capture.on_layer(self.layers[lid], self.q[lid, :bs], self.lse[lid, :bs], fb)
 
 
 class CudaGraphRunner:
-    def __init__(self, runner: "ModelRunner", batch_sizes: list[int], pad_row: int, with_stats: bool = False) -> None:
+    """Static input buffers and the recorded graphs, keyed by (batch size, capture).
+
+    ``record=False`` keeps the static buffers, the padding and the capture hand-over but
+    runs the forward eagerly on them instead of replaying a recording: it works on any
+    device, so the tests check everything but the recording itself on CPU, and it tells
+    a graph-recording bug from a buffer bug on a GPU."""
+
+    def __init__(self, runner: "ModelRunner", batch_sizes: list[int], pad_row: int, with_capture: bool = False,
+                 record: bool = True) -> None:
         self.runner = runner
         self.batch_sizes = sorted(batch_sizes)
         self.max_bs = self.batch_sizes[-1]
         self.pad_row = pad_row
+        self.record = record
         dev = runner.device
         n = self.max_bs
         # Static inputs: every graph reads slices of these; replay copies the batch in.
@@ -98,36 +148,38 @@ class CudaGraphRunner:
         self.outputs: dict[tuple[int, bool], torch.Tensor] = {}
         self.pool = None
         self.replays = 0  # batches served by a graph (tests and benchmarks read it)
-        self.stats_replays = 0  # of which fingerprint-capturing batches
-        self.stream = torch.cuda.Stream(device=dev)
-        self.with_stats = with_stats
-        if with_stats:
-            from sgl_kernel.capture_common import STATS_DIM
-
+        self.capture_replays = 0  # of which batches with capturing rows
+        self.with_capture = with_capture
+        self.io: GraphCaptureIO | None = None
+        if with_capture:
             cfg = runner.model_config
-            self.mask_prefix = torch.zeros(n, dtype=torch.long, device=dev)
-            self.stats = torch.zeros(cfg.num_layers, n, runner.num_heads, STATS_DIM, dtype=torch.float32, device=dev)
+            self.io = GraphCaptureIO(cfg.num_layers, n, runner.num_heads, cfg.head_dim, runner.dtype, dev)
+        if not record:
+            return
+        self.stream = torch.cuda.Stream(device=dev)
         # Largest first: the smaller graphs then fit in the memory pool the first one made.
         for bs in reversed(self.batch_sizes):
             self._record(bs, False)
-            if with_stats:
+            if with_capture:
                 self._record(bs, True)
         torch.cuda.synchronize(dev)
-        logger.info("CUDA graphs recorded for decode batch sizes %s", self.batch_sizes)
+        logger.info("CUDA graphs recorded for decode batch sizes %s%s", self.batch_sizes,
+                    " (each also with capture)" if with_capture else "")
 
-    def _batch(self, bs: int) -> ForwardBatch:
+    def _batch(self, bs: int, capture: bool) -> ForwardBatch:
         r = self.runner
-        return ForwardBatch(
+        fb = ForwardBatch(
             mode=ForwardMode.DECODE, batch_size=bs, input_ids=self.input_ids[:bs], positions=self.positions[:bs],
             req_pool_indices=self.req_pool_indices[:bs], seq_lens=self.seq_lens[:bs],
             out_cache_loc=self.out_cache_loc[:bs], req_to_token_pool=r.req_to_token_pool, kv_pool=r.kv_pool,
             attn_backend=r.attn_backend, seq_lens_cpu=[1] * bs,
         )
+        if capture:
+            fb.capture = self.io
+        return fb
 
-    def _record(self, bs: int, stats: bool) -> None:
-        fb = self._batch(bs)
-        if stats:
-            fb.capture = _StatsCapture(self.mask_prefix[:bs], self.stats)
+    def _record(self, bs: int, capture: bool) -> None:
+        fb = self._batch(bs, capture)
         model = self.runner.model
         self.stream.wait_stream(torch.cuda.current_stream(self.runner.device))
         with torch.cuda.stream(self.stream):
@@ -138,22 +190,28 @@ class CudaGraphRunner:
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             out = model(fb.input_ids, fb.positions, fb)
         self.pool = graph.pool()
-        self.graphs[(bs, stats)], self.outputs[(bs, stats)] = graph, out
+        self.graphs[(bs, capture)], self.outputs[(bs, capture)] = graph, out
 
     def can_run(self, fb: ForwardBatch) -> bool:
         if not (fb.is_decode and 0 < fb.batch_size <= self.max_bs):
             return False
-        return fb.capture is None or (self.with_stats and getattr(fb.capture, "graph_ok", False))
+        return fb.capture is None or self.with_capture
+
+    def _launch(self, pbs: int, capture: bool) -> torch.Tensor:
+        if self.record:
+            self.graphs[(pbs, capture)].replay()
+            return self.outputs[(pbs, capture)]
+        fb = self._batch(pbs, capture)
+        return self.runner.model(fb.input_ids, fb.positions, fb)
 
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
         bs = fb.batch_size
         pbs = padded_batch_size(self.batch_sizes, bs)
         self.replays += 1
-        stats = fb.capture is not None
-        if stats:
-            self.stats_replays += 1
-            self.mask_prefix[:bs].copy_(fb.capture.fused_mask)
-            self.mask_prefix[bs:pbs].zero_()
+        capture = fb.capture is not None
+        if capture:
+            self.capture_replays += 1
+            self.io.load(fb.capture, bs, pbs)
         self.input_ids[:bs].copy_(fb.input_ids)
         self.positions[:bs].copy_(fb.positions)
         self.req_pool_indices[:bs].copy_(fb.req_pool_indices)
@@ -165,8 +223,8 @@ class CudaGraphRunner:
             self.req_pool_indices[bs:pbs].fill_(self.pad_row)
             self.seq_lens[bs:pbs].fill_(1)
             self.out_cache_loc[bs:pbs].zero_()
-        self.graphs[(pbs, stats)].replay()
-        if stats:  # views of the static buffer: the capture batch finishes them before the next replay
-            fb.capture.fused_stats.update({l: self.stats[l, :bs] for l in fb.capture.layers})
+        out = self._launch(pbs, capture)
+        if capture:  # views of the static buffers: the capture batch finishes them before the next replay
+            self.io.publish(fb.capture, fb, bs)
         # A copy: the graph's output buffer is overwritten by the next replay.
-        return self.outputs[(pbs, stats)][:bs].clone()
+        return out[:bs].clone()

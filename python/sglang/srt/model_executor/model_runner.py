@@ -115,25 +115,30 @@ class ModelRunner:
         return tokens
 
     def _init_cuda_graphs(self) -> None:
-        from sglang.srt.model_executor.cuda_graph_runner import (
-            CudaGraphRunner,
-            capture_batch_sizes,
-            graph_ineligibility,
-        )
+        from sglang.srt.model_executor.cuda_graph_runner import graph_ineligibility
 
         why = graph_ineligibility(self)
         if why is not None:
             if self.device.type == "cuda":
                 logger.info("decode runs without CUDA graphs: %s", why)
             return
+        self.init_graph_runner(record=True)
+
+    def init_graph_runner(self, record: bool) -> None:
+        """Decode graphs for every batch size (``record=False``: the same static buffers and
+        capture hand-over, run eagerly; see CudaGraphRunner)."""
+        from sglang.srt.model_executor.cuda_graph_runner import CudaGraphRunner, capture_batch_sizes
+
+        if self.attention_backend_name != "triton":  # the graph's kernels write static buffers
+            raise ValueError("decode graphs need --attention-backend triton")
         # One extra req_to_token row of zeros that no request can own: padding rows of a
         # replayed graph point at it, so they only touch the pool's padding slot 0.
         pool = self.req_to_token_pool
         pad_row = pool.req_to_token.shape[0]
         pool.req_to_token = torch.cat([pool.req_to_token, torch.zeros_like(pool.req_to_token[:1])])
-        # with capture allowed, a second graph per size carries fingerprint statistics
+        # with capture allowed, a second graph per size also captures (any mode)
         self.graph_runner = CudaGraphRunner(self, capture_batch_sizes(self.max_running_requests), pad_row,
-                                            with_stats=self.args.capture_enabled)
+                                            with_capture=self.args.capture_enabled, record=record)
 
     def forward(self, fb: ForwardBatch) -> torch.Tensor:
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
