@@ -89,3 +89,39 @@ def test_extend_capture_strided():
     assert res.row_pos.tolist() == [20, 24, 28, 0, 4, 8, 12, 16]
     rr = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
     check_against_dense(res, dense_capture(qe[res.row_index], k, t, rr, res.row_pos, scale=SCALE), 4)
+
+
+def test_host_rows_give_the_same_result_without_device_checks():
+    # The scheduler passes (row_pos, row_lo) from the host: the same numbers, the chunk
+    # grid read from the host lists. Wrong lengths or impossible bounds are still refused.
+    q, k, t, rr, rp = _setup([3, 17, 40, 79])
+    win = torch.tensor([0, 5, 0, 30])
+    lo = [0, 13, 0, 50]
+    on = lambda x: x.to(DEV)  # noqa: E731
+    kw = dict(scale=SCALE, top_k=4, chunk_size=16, window=on(win), impl="triton")
+    want = attention_capture(on(q), on(k), on(t), on(rr), on(rp), **kw)
+    got = attention_capture(on(q), on(k), on(t), on(rr), on(rp), host_rows=(rp.tolist(), lo), **kw)
+    for f in ("topk_pos", "topk_prob", "head_lse", "hist", "entropy", "fingerprint"):
+        assert torch.equal(getattr(got, f), getattr(want, f)), f
+    with pytest.raises(ValueError, match="host_rows"):
+        attention_capture(q, k, t, rr, rp, host_rows=(rp.tolist(), lo[:3]), **{**kw, "impl": "torch", "window": win})
+    with pytest.raises(ValueError, match="host_rows"):
+        attention_capture(q, k, t, rr, rp, host_rows=(rp.tolist(), [0, 18, 0, 50]), **{**kw, "impl": "torch",
+                                                                                        "window": win})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_rows_capture_never_syncs_the_device():
+    # What lets capture kernels queue behind a CUDA graph replay: with host_rows and the
+    # attention kernel's lse, a capture call makes no device-to-host synchronisation.
+    q, k, t, rr, rp = (x.cuda() for x in _setup([3, 17, 40, 79]))
+    lse = torch.randn(4, HQ, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        res = attention_capture(q, k, t, rr, rp, scale=SCALE, top_k=4, chunk_size=16, head_lse=lse,
+                                head_ids=torch.tensor([0, 4], device="cuda"), impl="triton",
+                                host_rows=(rp.tolist(), [0] * 4))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert res.topk_pos.shape == (4, 4)

@@ -16,7 +16,7 @@ reference elsewhere; ``impl`` forces one.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -58,6 +58,7 @@ def attention_capture(
     chunk_size: int = 2048,
     head_lse: Optional[torch.Tensor] = None,
     impl: str = "auto",
+    host_rows: Optional[tuple[Sequence[int], Sequence[int]]] = None,
 ) -> CaptureResult:
     """Exact capture statistics for N query rows.
 
@@ -68,14 +69,17 @@ def attention_capture(
     total probability is ``masked_mass``. ``head_lse`` ([N, Hq] from the attention
     kernel, or [N, H_sel]) skips the first pass; it is only valid over the full causal
     range with the same scale and softcap, so it is refused when a window cuts keys off.
+    ``host_rows`` = (row_pos, row_lo) on the host, from a caller that built the rows: no
+    device-side checks and no device sync (see ``capture_common.prepare_rows``).
     """
     rows = prepare_rows(
         q, k_buffer, req_to_token, row_req, row_pos, scale=scale, top_k=top_k, window=window,
         head_ids=head_ids, mask_prefix=mask_prefix, logit_softcap=logit_softcap, chunk_size=chunk_size,
+        host_rows=host_rows,
     )
     mod = _impl_module(choose_impl(impl, q))
     if head_lse is not None:
-        if rows.n and int(rows.row_lo.max()) > 0:
+        if rows.n and (max(rows.host[1]) if rows.host is not None else int(rows.row_lo.max())) > 0:
             raise ValueError("head_lse covers all keys 0..t; it cannot be reused when window cuts keys off")
         lse = check_head_lse(head_lse, rows)
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -72,6 +72,8 @@ class Rows:
     softcap: float
     top_k: int
     chunk_size: int
+    # (row_pos, row_lo) on the host when the caller passed host_rows: geometry without a sync
+    host: Optional[tuple[list[int], list[int]]] = None
 
     @property
     def n(self) -> int:
@@ -112,8 +114,15 @@ def prepare_rows(
     mask_prefix: Optional[torch.Tensor],
     logit_softcap: float,
     chunk_size: int,
+    host_rows: Optional[tuple[Sequence[int], Sequence[int]]] = None,
 ) -> Rows:
-    """Check every argument and raise ValueError naming the first bad one."""
+    """Check every argument and raise ValueError naming the first bad one.
+
+    ``host_rows`` = (row_pos, row_lo) as host integers, from a caller that built the row
+    tensors itself (the scheduler): the device-side range checks of the row and head
+    tensors are skipped and the geometry is read from these, so the call never waits for
+    the device and its kernels queue behind whatever is running (a CUDA graph replay).
+    Their shapes and host-side arguments are still checked."""
     if not isinstance(q, torch.Tensor) or q.dim() != 3 or not q.dtype.is_floating_point:
         raise ValueError("q must be a float tensor [N, Hq, D]")
     n, hq, d = q.shape
@@ -149,7 +158,14 @@ def prepare_rows(
     rp = _as_index(row_pos, "row_pos", n, dev)
     win = _as_index(window, "window", n, dev)
     mp = _as_index(0 if mask_prefix is None else mask_prefix, "mask_prefix", n, dev)
-    if n:
+    host = None
+    if host_rows is not None:
+        host = (list(host_rows[0]), list(host_rows[1]))
+        if len(host[0]) != n or len(host[1]) != n:
+            raise ValueError(f"host_rows must hold {n} row positions and {n} window starts")
+        if n and (min(host[1]) < 0 or any(lo > t for t, lo in zip(*host)) or max(host[0]) >= req_to_token.shape[1]):
+            raise ValueError(f"host_rows must satisfy 0 <= row_lo <= row_pos < {req_to_token.shape[1]}")
+    if n and host is None:
         if int(rr.min()) < 0 or int(rr.max()) >= req_to_token.shape[0]:
             raise ValueError(f"row_req must index req_to_token's {req_to_token.shape[0]} rows")
         if int(rp.min()) < 0 or int(rp.max()) >= req_to_token.shape[1]:
@@ -169,14 +185,15 @@ def prepare_rows(
         hid = hid.reshape(-1).to(torch.int64)
         if hid.numel() == 0:
             raise ValueError("head_ids must not be empty")
-        if int(hid.min()) < 0 or int(hid.max()) >= hq:
-            raise ValueError(f"head_ids must be in [0, {hq})")
-        if torch.unique(hid).numel() != hid.numel():
-            raise ValueError("head_ids must not repeat")
+        if host is None:
+            if int(hid.min()) < 0 or int(hid.max()) >= hq:
+                raise ValueError(f"head_ids must be in [0, {hq})")
+            if torch.unique(hid).numel() != hid.numel():
+                raise ValueError("head_ids must not repeat")
     return Rows(
         q=q, k_buffer=k_buffer, req_to_token=req_to_token, row_req=rr, row_pos=rp, row_lo=lo,
         mask_prefix=mp, head_ids=hid, kv_ids=hid // (hq // hkv), scale=scale, softcap=logit_softcap,
-        top_k=top_k, chunk_size=chunk_size,
+        top_k=top_k, chunk_size=chunk_size, host=host,
     )
 
 

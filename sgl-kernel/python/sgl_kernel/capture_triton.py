@@ -144,6 +144,8 @@ def _geometry(rows: Rows, block_n: int) -> tuple[int, int, int]:
     chunk = -(-rows.chunk_size // bn) * bn  # a whole number of tiles
     if rows.n == 0:
         return bn, chunk, 0
+    if rows.host is not None:  # known on the host: no sync
+        return bn, chunk, max(t // chunk - lo // chunk + 1 for t, lo in zip(*rows.host))
     per_row = rows.row_pos // chunk - rows.row_lo // chunk + 1
     return bn, chunk, int(per_row.max())
 

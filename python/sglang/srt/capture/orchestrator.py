@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sglang.srt.layers.moe import SparseMoE
+from sglang.srt.capture.payload import CaptureBlock, blocks_to_host, resolve_records
 from sglang.srt.managers.io_struct import CaptureParams
 
 if TYPE_CHECKING:
@@ -118,6 +119,9 @@ class CaptureBatch:
             host += vecs.values()
             self.groups.append({
                 **vecs,
+                # row positions and window starts on the host: capture calls never sync
+                "host_rows": (vecs["row_pos"], [max(0, r.pos - r.req.capture.window + 1) if r.req.capture.window
+                                                else 0 for r in rs]),
                 "rows": idx,
                 "max_pos": max(r.pos for r in rs),
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
@@ -217,7 +221,8 @@ class CaptureBatch:
                 for it in items:
                     self.results[(gi, it.layer)] = attention_capture(
                         it.q, fb.kv_pool.get_kv(it.layer)[0], table, g["row_req"], g["row_pos"], scale=it.scale,
-                        window=g["window"], mask_prefix=g["mask"], logit_softcap=it.softcap, head_lse=it.lse, **kw)
+                        window=g["window"], mask_prefix=g["mask"], logit_softcap=it.softcap, head_lse=it.lse,
+                        host_rows=g["host_rows"], **kw)
                 continue
             # All layers in one call: K of every layer is one pool tensor, so row r of
             # layer l reads slots offset by l * slots_per_layer through its own table row.
@@ -233,7 +238,7 @@ class CaptureBatch:
                 torch.cat([inverse + j * reqs.numel() for j in range(n_layers)]), g["row_pos"].repeat(n_layers),
                 scale=items[0].scale, window=g["window"].repeat(n_layers), mask_prefix=g["mask"].repeat(n_layers),
                 logit_softcap=items[0].softcap, head_lse=None if any(x is None for x in lses) else torch.cat(lses),
-                **kw)
+                host_rows=(g["host_rows"][0] * n_layers, g["host_rows"][1] * n_layers), **kw)
             for j, it in enumerate(items):
                 self.results[(gi, it.layer)] = _slice_result(res, j * n, (j + 1) * n)
         self.pending.clear()
@@ -251,52 +256,80 @@ class CaptureBatch:
             if isinstance(mlp, SparseMoE) and mlp.last_topk_ids is not None:
                 self.moe[lid] = (mlp.last_topk_ids, mlp.last_topk_weights)
 
-    def finalize(self) -> None:
-        """Turn this forward's results into one record per captured row."""
+    def finalize(self) -> list[dict[str, Any]]:
+        """One record per captured row, pointing at its row of a CaptureBlock: the results
+        are stacked per (head group, layer list) with a few batched ops, not per row, and
+        reach the host together after sampling (CaptureHook.after_step). Returns the new
+        records."""
+        new: list[dict[str, Any]] = []
         for gi, g in enumerate(self.groups):
+            by_layers: dict[tuple[int, ...], list[int]] = {}  # layer list -> rows' places in the group
             for j, ri in enumerate(g["rows"]):
-                row = self.rows[ri]
-                st = row.req.capture_state
-                p = row.req.capture
-                k = kernel_top_k(p)
-                rec: dict[str, Any] = {"decode_step": row.decode_step, "query_pos": row.pos, "layers": st.layers}
-                if gi == self.fused_gi and self.fused_fp:
-                    if self.fused_row_fp is not None:
-                        rec["fingerprint"] = self.fused_row_fp[j]
-                    else:
-                        rec["fingerprint"] = torch.stack([self.fused_fp[l][j] if l in self.fused_fp
-                                                          else self.results[(gi, l)].fingerprint[j]
-                                                          for l in st.layers]).mean(0)
-                    res = []
-                else:
-                    res = [self.results[(gi, l)] for l in st.layers]
-                if p.mode != "fingerprint":
-                    rec["topk_pos"] = torch.stack([r.topk_pos[j, :k] for r in res])
-                    rec["topk_prob"] = torch.stack([r.topk_prob[j, :k] for r in res])
-                    rec["topk_logit"] = torch.stack([r.topk_logit[j, :k] for r in res])
-                    rec["lse_ref"] = torch.stack([r.lse_ref[j] for r in res])
-                    rec["masked_mass"] = torch.stack([r.masked_mass[j] for r in res])
-                if p.mode == "sketch":
-                    rec["hist"] = torch.stack([r.hist[j] for r in res])
-                    rec["entropy"] = torch.stack([r.entropy[j] for r in res])
-                if p.mode == "fingerprint":
-                    if "fingerprint" not in rec:
-                        rec["fingerprint"] = torch.stack([r.fingerprint[j] for r in res]).mean(0)
-                    if self.hook.hints is not None and row.decode_step is not None:
-                        assigned = self.hook.hints.assign(rec["fingerprint"])
-                        if assigned is not None:
-                            rec["cluster"] = (assigned[0][0], assigned[1])
-                moe = {l: (self.moe[l][0][row.token_index], self.moe[l][1][row.token_index])
-                       for l in st.layers if l in self.moe}
-                if moe:
-                    rec["moe"] = moe
-                st.records.append(rec)
-                if row.decode_step is not None:
-                    st.captured_steps += 1
-                    if p.mode == "fingerprint":
-                        self.hook.on_fingerprint(row.req, rec)
-                        if p.adaptive_sampling and "cluster" in rec:
-                            self.hook.adapt(row.req, rec)
+                by_layers.setdefault(tuple(self.rows[ri].req.capture_state.layers), []).append(j)
+            for layers, places in by_layers.items():
+                blk = self._block(gi, list(layers), places)
+                for b, j in enumerate(places):
+                    row = self.rows[g["rows"][j]]
+                    rec = {"decode_step": row.decode_step, "query_pos": row.pos, "layers": blk.layers,
+                           "_block": blk, "_row": b, "_top_k": kernel_top_k(row.req.capture),
+                           "_mode": row.req.capture.mode}
+                    row.req.capture_state.records.append(rec)
+                    new.append(rec)
+                    self._after_record(row, blk, b)
+        return new
+
+    def _block(self, gi: int, layers: list[int], places: list[int]) -> CaptureBlock:
+        """The rows ``places`` of group gi, which all capture ``layers``."""
+        g = self.groups[gi]
+        modes = {self.rows[g["rows"][j]].req.capture.mode for j in places}
+        sel = None if len(places) == len(g["rows"]) else torch.tensor(places, device=self.device)
+
+        def rows_of(t: torch.Tensor) -> torch.Tensor:
+            return t if sel is None else t.index_select(0, sel)
+
+        def stacked(name: str) -> torch.Tensor:  # [rows, layers, ...]
+            return rows_of(torch.stack([getattr(self.results[(gi, l)], name) for l in layers], 1))
+
+        arrays: dict[str, torch.Tensor] = {}
+        if modes - {"fingerprint"}:
+            for name in ("topk_pos", "topk_prob", "topk_logit", "lse_ref", "masked_mass"):
+                arrays[name] = stacked(name)
+        if "sketch" in modes:
+            arrays["hist"], arrays["entropy"] = stacked("hist"), stacked("entropy")
+        blk = CaptureBlock(layers, arrays)
+        if "fingerprint" in modes:
+            if gi == self.fused_gi and self.fused_fp:
+                fp = (self.fused_row_fp if self.fused_row_fp is not None
+                      else torch.stack([self.fused_fp[l] if l in self.fused_fp else self.results[(gi, l)].fingerprint
+                                        for l in layers]).mean(0))
+                fp = rows_of(fp)
+            else:
+                fp = stacked("fingerprint").mean(1)
+            arrays["fingerprint"] = fp
+            if self.hook.hints is not None:
+                assigned = self.hook.hints.assign(fp)
+                if assigned is not None:
+                    arrays["cluster_idx"], blk.snapshot = assigned
+        blk.moe_layers = [l for l in layers if l in self.moe]
+        if blk.moe_layers:
+            ti = rows_of(g["token_index"])
+            arrays["moe_ids"] = torch.stack([self.moe[l][0].index_select(0, ti) for l in blk.moe_layers], 1)
+            arrays["moe_w"] = torch.stack([self.moe[l][1].index_select(0, ti) for l in blk.moe_layers], 1)
+        self.hook.step_blocks.append(blk)
+        return blk
+
+    def _after_record(self, row: _Row, blk: CaptureBlock, b: int) -> None:
+        """Step bookkeeping of one captured row; the sidecar and adaptive sampling read
+        its fingerprint while it is still on the device."""
+        if row.decode_step is None:
+            return
+        st = row.req.capture_state
+        st.captured_steps += 1
+        if row.req.capture.mode != "fingerprint":
+            return
+        self.hook.on_fingerprint(row.req, row.decode_step, blk.arrays["fingerprint"][b])
+        if row.req.capture.adaptive_sampling and "cluster_idx" in blk.arrays:
+            self.hook.adapt(row.req, row.decode_step, int(blk.arrays["cluster_idx"][b]), blk.snapshot)
 
 
 class CaptureHook:
@@ -306,6 +339,8 @@ class CaptureHook:
         self.sched = sched
         self.num_layers = sched.cfg.num_layers
         self.current: CaptureBatch | None = None
+        self.step_blocks: list[CaptureBlock] = []  # this step's results, moved to the host after sampling
+        self.step_records: list[dict[str, Any]] = []
         self.adaptive_steps = sched.args.attention_adaptive_steps
         self.hints = None
         if sched.args.attention_hints_url:
@@ -377,48 +412,47 @@ class CaptureHook:
     def after_forward(self, model: torch.nn.Module) -> None:
         if self.current is not None:
             self.current.after_forward(model)
-            self.current.finalize()
+            self.step_records += self.current.finalize()
             self.current = None
 
     def after_step(self, reqs: list["Req"]) -> None:
-        """Records are finalised right after the forward; after sampling, this step's
-        device tensors go to the host together (see payload.records_to_host)."""
-        if self.sched.device.type == "cpu":
+        """After sampling: this step's blocks reach the host in one copy per dtype, and each
+        new record takes its own rows (see payload.resolve_records)."""
+        if not self.step_records:
             return
-        from sglang.srt.capture.payload import records_to_host
+        blocks_to_host(self.step_blocks)
+        recs, self.step_records, self.step_blocks = self.step_records, [], []
+        resolve_records(recs)
 
-        records_to_host([rec for r in reqs if r.capture_state is not None for rec in r.capture_state.records])
-
-    def on_fingerprint(self, req: "Req", rec: dict[str, Any]) -> None:
+    def on_fingerprint(self, req: "Req", step: int, v: torch.Tensor) -> None:
         if self.sidecar is None:
             return
         # Device tensors go to the emitter's thread, which copies them to the host:
         # the scheduler never waits on a device-to-host copy for the sidecar.
         st = req.capture_state
-        v = rec["fingerprint"].detach().double()
-        self.sidecar.step(req.rid, rec["decode_step"], v)
+        v = v.detach().double()
+        self.sidecar.step(req.rid, step, v)
         st.fp_sum = v.clone() if st.fp_sum is None else st.fp_sum + v
         st.fp_count += 1
 
-    def adapt(self, req: "Req", rec: dict[str, Any]) -> None:
+    def adapt(self, req: "Req", step: int, idx: int, snap: Any) -> None:
         """Adaptive sampling: after ``adaptive_steps`` consecutive fingerprint steps in one
         cluster, switch the request's temperature and top_p to that cluster's hint, once.
-        The switch takes effect for the token of the step that completed the run."""
+        The switch takes effect for the token of the step that completed the run. (Reading
+        idx is one host sync, only for adaptive requests.)"""
         if req.sampling_switch is not None:
             return
         st = req.capture_state
-        idx, snap = rec["cluster"]
-        i = int(idx)  # one host sync, only for adaptive requests
-        cid = snap.ids[i] if i >= 0 else -1
+        cid = snap.ids[idx] if idx >= 0 else -1
         last, n = st.cluster_run
         st.cluster_run = (cid, n + 1 if cid == last else 1)
         if cid < 0 or st.cluster_run[1] < self.adaptive_steps:
             return
-        hint = snap.hints[i]
+        hint = snap.hints[idx]
         before = {"temperature": req.params.temperature, "top_p": req.params.top_p}
         req.params = dataclasses.replace(req.params, temperature=hint["temperature"], top_p=hint["top_p"])
-        req.sampling_switch = {"step": rec["decode_step"], "before": before, "after": dict(hint),
-                               "cluster_id": cid, "zone": snap.zones[i]}
+        req.sampling_switch = {"step": step, "before": before, "after": dict(hint),
+                               "cluster_id": cid, "zone": snap.zones[idx]}
 
     def on_finish(self, req: "Req") -> None:
         st = req.capture_state
@@ -432,4 +466,4 @@ class CaptureHook:
         recs, st.records = st.records, []
         from sglang.srt.capture.payload import pack_records
 
-        return pack_records(st.params, recs, self.sched.cfg.moe_layers)
+        return pack_records(st.params, recs)

@@ -1,6 +1,8 @@
-"""Pack a request's capture records into compact numpy arrays for the trip to the front end."""
+"""A step's capture results on their way out: blocks of rows, moved to the host once per
+step, then packed per request into compact numpy arrays for the trip to the front end."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -9,40 +11,82 @@ import torch
 from sglang.srt.managers.io_struct import CaptureParams
 
 
-def records_to_host(recs: list[dict[str, Any]]) -> None:
-    """Move every device tensor of these records to the host with one copy per dtype.
+# Which block arrays a record of each mode keeps (moe_ids / moe_w go with every mode).
+_TOPK = ("topk_pos", "topk_prob", "topk_logit")
+MODE_FIELDS: dict[str, tuple[str, ...]] = {
+    "raw": (*_TOPK, "lse_ref", "masked_mass"),
+    "sketch": (*_TOPK, "lse_ref", "masked_mass", "hist", "entropy"),
+    "fingerprint": ("fingerprint", "cluster_idx"),
+}
 
-    Called once per step after sampling (whose token ids already waited for the device),
-    so a batch of B capturing requests costs one or two small transfers instead of B
-    synchronising copies when each request's payload is packed. Records already on the
-    host are left alone; on a CPU device nothing happens."""
-    slots: list[tuple[Any, Any, torch.Tensor]] = []  # (container, key, tensor)
-    for r in recs:
-        for k, v in r.items():
-            if isinstance(v, torch.Tensor) and v.device.type != "cpu":
-                slots.append((r, k, v))
-            elif k == "cluster" and isinstance(v[0], torch.Tensor) and v[0].device.type != "cpu":
-                r[k] = list(v)  # (index tensor, snapshot): the index moves
-                slots.append((r[k], 0, v[0]))
-            elif k == "moe":
-                for layer, pair in v.items():
-                    if isinstance(pair[0], torch.Tensor) and pair[0].device.type != "cpu":
-                        v[layer] = list(pair)
-                        slots += [(v[layer], 0, pair[0]), (v[layer], 1, pair[1])]
-    by_dtype: dict[torch.dtype, list[tuple[Any, Any, torch.Tensor]]] = {}
-    for slot in slots:
-        by_dtype.setdefault(slot[2].dtype, []).append(slot)
-    for group in by_dtype.values():
-        flat = torch.cat([t.reshape(-1) for _, _, t in group]).cpu()
-        for (box, key, t), part in zip(group, flat.split([t.numel() for _, _, t in group])):
-            box[key] = part.view(t.shape)
+
+@dataclass
+class CaptureBlock:
+    """One forward's capture results for the rows of one head group that share a layer
+    list: every array is [rows, ...] (layers second where there are layers). Records point
+    at a block and a row until the step's results reach the host together."""
+    layers: list[int]
+    arrays: dict[str, Any]  # name -> device tensor, then a host numpy array
+    moe_layers: list[int] = field(default_factory=list)
+    snapshot: Any = None  # the hints snapshot that cluster_idx indexes
+    on_host: bool = False
+
+
+def blocks_to_host(blocks: list[CaptureBlock]) -> None:
+    """Turn every array of these blocks into numpy with one device-to-host copy per dtype
+    (a handful of blocks per step, not one copy per request and field). Called after the
+    step's sampling, whose token ids already waited for the device."""
+    todo = [b for b in blocks if not b.on_host]
+    slots: dict[torch.dtype, list[tuple[CaptureBlock, str, torch.Tensor]]] = {}
+    for blk in todo:
+        for key, t in blk.arrays.items():
+            t = t.detach()
+            if t.dtype in (torch.bfloat16, torch.float16):
+                t = t.float()  # numpy has no bfloat16
+            if t.device.type == "cpu":
+                blk.arrays[key] = t.numpy()
+            else:
+                slots.setdefault(t.dtype, []).append((blk, key, t))
+        blk.on_host = True
+    for group in slots.values():
+        flat = torch.cat([t.reshape(-1) for _, _, t in group]).cpu().numpy()
+        offsets = np.cumsum([t.numel() for _, _, t in group])[:-1]
+        for (blk, key, t), part in zip(group, np.split(flat, offsets)):
+            blk.arrays[key] = part.reshape(tuple(t.shape))
+
+
+def resolve_records(recs: list[dict[str, Any]]) -> None:
+    """Give each record its own rows of its block's arrays (the fields of its mode), as
+    small numpy copies, so a long request keeps only its own rows and not whole batches.
+    Blocks still on the device are moved first; resolved records are left alone."""
+    blocks_to_host(list({id(r["_block"]): r["_block"] for r in recs if "_block" in r}.values()))
+    for rec in recs:
+        blk = rec.pop("_block", None)
+        if blk is None:
+            continue
+        j, k, mode = rec.pop("_row"), rec.pop("_top_k"), rec.pop("_mode")
+        for key in MODE_FIELDS[mode]:
+            arr = blk.arrays.get(key)
+            if arr is not None:
+                rec[key] = (arr[j, :, :k] if key in _TOPK else arr[j]).copy()
+        if "cluster_idx" in rec:  # decode steps only (the hints describe generation)
+            idx = int(rec.pop("cluster_idx"))
+            if rec["decode_step"] is not None:
+                rec["cluster"] = (idx, blk.snapshot)
+        if blk.moe_layers:
+            rec["moe_layers"] = blk.moe_layers
+            rec["moe_ids"], rec["moe_w"] = blk.arrays["moe_ids"][j].copy(), blk.arrays["moe_w"][j].copy()
 
 
 def _stack(recs: list[dict[str, Any]], key: str, dtype: Any) -> np.ndarray:
-    return torch.stack([r[key] for r in recs]).detach().cpu().numpy().astype(dtype, copy=False)
+    if len(recs) == 1:  # a streaming step: a view, not np.stack's copy (4x cheaper per field)
+        return recs[0][key][None].astype(dtype, copy=False)
+    return np.stack([r[key] for r in recs]).astype(dtype, copy=False)
 
 
-def pack_records(p: CaptureParams, recs: list[dict[str, Any]], moe_layers: list[int]) -> dict[str, Any]:
+def pack_records(p: CaptureParams, recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One request's records (resolved, see resolve_records) as [steps, ...] arrays."""
+    resolve_records(recs)
     out: dict[str, Any] = {
         "mode": p.mode,
         "top_k": p.top_k,
@@ -74,9 +118,9 @@ def pack_records(p: CaptureParams, recs: list[dict[str, Any]], moe_layers: list[
                 ids.append(snap.ids[i] if i >= 0 else -1)
                 zs.append(snap.zones[i] if i >= 0 else None)
             out["cluster_id"], out["cluster_zone"] = ids, zs
-    cap_moe = [l for l in out["layers"] if l in moe_layers and all("moe" in r and l in r["moe"] for r in recs)]
-    if cap_moe:
-        out["moe_layers"] = cap_moe
-        out["moe_ids"] = np.stack([np.stack([r["moe"][l][0].cpu().numpy() for l in cap_moe]) for r in recs])
-        out["moe_w"] = np.stack([np.stack([r["moe"][l][1].float().cpu().numpy() for l in cap_moe]) for r in recs])
+    moe = recs[0].get("moe_layers")
+    if moe and all(r.get("moe_layers") == moe for r in recs):
+        out["moe_layers"] = list(moe)
+        out["moe_ids"] = _stack(recs, "moe_ids", np.int64)
+        out["moe_w"] = _stack(recs, "moe_w", np.float32)
     return out
