@@ -90,7 +90,7 @@ class GraphCaptureIO:
 
     # -- the CaptureBatch interface the attention backend calls during the forward --
     def fused_mask_prefix(self, layer_id: int) -> torch.Tensor:
-        return self.mask_prefix
+        return self.mask_prefix  # [max_bs]: the kernel reads the batch's first B
 
     def stats_buffer(self, layer_id: int, batch_size: int, num_heads: int) -> torch.Tensor:
         return self.stats[layer_id, :batch_size]
