@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.capture.payload import CaptureBlock, blocks_to_host, resolve_records
+from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.managers.io_struct import CaptureParams
 
 if TYPE_CHECKING:
