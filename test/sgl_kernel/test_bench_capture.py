@@ -8,20 +8,25 @@ import sys
 import pytest
 import torch
 
-from sgl_kernel.bench_capture import main, measure_workspace
+from sgl_kernel.bench_capture import main, measure_workspace, rss_noise_bytes
 
 MiB = 1 << 20
 
 
 def test_workspace_measurement_sees_a_transient_allocation():
-    def holds_16_mib():
-        x = torch.ones(4 * MiB)  # 16 MiB live during the call, freed before it returns
+    # RSS counters are approximate (more so with more CPUs): the signal is kept well above
+    # their error, and the tolerances are that error.
+    noise = rss_noise_bytes()
+    size = max(16 * MiB, 8 * noise)
+
+    def holds_transient():
+        x = torch.ones(size // 4)  # live during the call, freed before it returns
         return x.sum().reshape(1)
 
-    _, big, method = measure_workspace(holds_16_mib, "cpu")
-    assert big >= 15 * MiB, (big, method)
+    _, big, method = measure_workspace(holds_transient, "cpu")
+    assert big >= size - noise - MiB, (big, size, noise, method)
     _, small, _ = measure_workspace(lambda: torch.zeros(1), "cpu")
-    assert small < MiB
+    assert small < max(MiB, noise), (small, noise)
 
 
 def test_bench_capture_workspace_is_flat_while_context_grows():
@@ -36,9 +41,9 @@ def test_bench_capture_workspace_is_flat_while_context_grows():
     for r in rows:
         assert r["kind"] == "capture" and r["ms"] > 0 and "VmHWM" in r["method"]
         assert r["kv_cache_bytes"] == r["context_len"] * 3 * 64 * 4
-        assert 0 <= r["workspace_bytes"] < 4 * MiB
+        assert 0 <= r["workspace_bytes"] < 4 * MiB + r["noise_bytes"]
         assert 0 < r["mass_captured"] <= 1
-    assert abs(rows[1]["workspace_bytes"] - rows[0]["workspace_bytes"]) < MiB
+    assert abs(rows[1]["workspace_bytes"] - rows[0]["workspace_bytes"]) < MiB + 2 * rows[0]["noise_bytes"]
 
 
 @pytest.mark.parametrize("bad", [["--context-lens", "abc"], ["--context-lens", "0"],

@@ -2,7 +2,8 @@
 
     python -m sgl_kernel.bench_capture --context-lens 1024,4096,...,1048576 --json
 
-One JSON line per context length: ``context_len``, ``workspace_bytes`` and ``ms``.
+One JSON line per context length: ``context_len``, ``workspace_bytes`` and ``ms`` (on CPU also
+``noise_bytes``, how far the RSS counters may be off on this machine).
 Each length runs in a fresh subprocess (so allocator state and peaks from one length
 never leak into the next). ``workspace_bytes`` is measured, not computed:
 
@@ -41,6 +42,15 @@ def _proc_kb(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_noise_bytes() -> int:
+    """How far the kernel's RSS counters may be off when read. Since Linux 6.2 they are
+    per-CPU counters that each CPU folds in after max(32, 2 x CPUs) pages, so a reading can
+    miss up to CPUs x that many pages: 256 KiB on 2 CPUs, 2 MiB on 16. A measured workspace
+    smaller than this is indistinguishable from zero."""
+    cpus = os.cpu_count() or 1
+    return cpus * max(32, 2 * cpus) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _reset_peak_rss() -> bool:
@@ -169,6 +179,7 @@ def run_one(args: argparse.Namespace, n_keys: int) -> dict:
         "top_k": args.top_k, "chunk_size": args.chunk_size, "queries": 1,
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "kv_cache_bytes": k.numel() * k.element_size(), "method": method,
+        "noise_bytes": rss_noise_bytes() if device == "cpu" else 0,
         "mass_captured": round(float(res.mass_captured[0]), 6),
     }
 
