@@ -117,7 +117,13 @@ class CaptureBatch:
                 "mask": [r.req.capture.mask_prefix for r in rs],
             }
             host += vecs.values()
+            by_layers: dict[tuple[int, ...], list[int]] = {}  # layer list -> its rows' places in the group
+            for j, r in enumerate(rs):
+                by_layers.setdefault(tuple(r.req.capture_state.layers), []).append(j)
+            if len(by_layers) > 1:  # finalize selects each list's rows on the device
+                host += by_layers.values()
             self.groups.append({
+                "by_layers": by_layers,
                 **vecs,
                 # row positions and window starts on the host: capture calls never sync
                 "host_rows": (vecs["row_pos"], [max(0, r.pos - r.req.capture.window + 1) if r.req.capture.window
@@ -136,6 +142,7 @@ class CaptureBatch:
             for key in ("heads", "token_index", "row_req", "row_pos", "reqs", "req_of_row", "window", "mask"):
                 g[key] = next(parts)
             g["heads"] = g["heads"] if g["heads"].numel() else None
+            g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
         # A decode batch whose all-heads group is fingerprint-only with no window takes its
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
         # attention_triton's stats): the backend asks fused_mask_prefix(layer) and leaves
@@ -263,10 +270,7 @@ class CaptureBatch:
         records."""
         new: list[dict[str, Any]] = []
         for gi, g in enumerate(self.groups):
-            by_layers: dict[tuple[int, ...], list[int]] = {}  # layer list -> rows' places in the group
-            for j, ri in enumerate(g["rows"]):
-                by_layers.setdefault(tuple(self.rows[ri].req.capture_state.layers), []).append(j)
-            for layers, places in by_layers.items():
+            for layers, places in g["by_layers"].items():
                 blk = self._block(gi, list(layers), places)
                 for b, j in enumerate(places):
                     row = self.rows[g["rows"][j]]
@@ -282,7 +286,7 @@ class CaptureBatch:
         """The rows ``places`` of group gi, which all capture ``layers``."""
         g = self.groups[gi]
         modes = {self.rows[g["rows"][j]].req.capture.mode for j in places}
-        sel = None if len(places) == len(g["rows"]) else torch.tensor(places, device=self.device)
+        sel = g["places"].get(tuple(layers))  # None: every row of the group
 
         def rows_of(t: torch.Tensor) -> torch.Tensor:
             return t if sel is None else t.index_select(0, sel)
