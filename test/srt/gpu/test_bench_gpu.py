@@ -33,7 +33,12 @@ def test_bench_gpu_cli_prints_complete_json(tmp_path):
     assert all(v["decode_tokens_per_s"] > 0 for v in m["capture"]["modes"].values())
     roof = m["roofline_batch1"]
     assert roof["weight_bytes"] > 0 and roof["fraction_of_measured_copy"] > 0 and roof["fraction_of_spec"] is None
-    assert "tiny" in rep["targets"] and "fingerprint_overhead" in rep["targets"]["tiny"]
+    t = rep["targets"]["tiny"]
+    assert "fingerprint_overhead" in t
+    for mode in ("fingerprint_auto", "sketch_auto", "raw_top32_auto", "mixed_half_raw_top32_auto"):
+        want = 1 - m["capture"]["modes"][mode]["decode_tokens_per_s"] / m["capture"]["modes"]["off"]["decode_tokens_per_s"]
+        assert abs(t[f"{mode}_loss"] - want) < 1e-9
+    assert {"fingerprint_auto_loss_ok", "sketch_auto_loss_ok", "raw_top32_auto_loss_ok"} <= t.keys()
 
 
 def test_random_model_has_the_architecture_shapes(tmp_path):
