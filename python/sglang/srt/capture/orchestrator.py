@@ -80,12 +80,6 @@ class _LayerRows:
     softcap: float
 
 
-def _slice_result(res: Any, lo: int, hi: int) -> Any:
-    """Rows lo..hi-1 of a CaptureResult."""
-    return dataclasses.replace(res, **{f.name: getattr(res, f.name)[lo:hi] for f in dataclasses.fields(res)
-                                       if isinstance(getattr(res, f.name), torch.Tensor)})
-
-
 class CaptureBatch:
     """Capture work of one forward; ``on_layer`` is called by the attention backend."""
 
@@ -166,6 +160,8 @@ class CaptureBatch:
                         mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
                     self.fused_mask = torch.tensor(mask, dtype=torch.long, device=dev)
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
+        # group -> (CaptureResult of all its layers in one call, rows layer-major; the layers in order)
+        self.combined: dict[int, tuple[Any, list[int]]] = {}
         self.pending: dict[int, list[_LayerRows]] = {}  # group -> captured layers' rows, in layer order
         self.fb: "ForwardBatch | None" = None
         self.moe: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -246,8 +242,7 @@ class CaptureBatch:
                 scale=items[0].scale, window=g["window"].repeat(n_layers), mask_prefix=g["mask"].repeat(n_layers),
                 logit_softcap=items[0].softcap, head_lse=None if any(x is None for x in lses) else torch.cat(lses),
                 host_rows=(g["host_rows"][0] * n_layers, g["host_rows"][1] * n_layers), **kw)
-            for j, it in enumerate(items):
-                self.results[(gi, it.layer)] = _slice_result(res, j * n, (j + 1) * n)
+            self.combined[gi] = (res, [it.layer for it in items])
         self.pending.clear()
 
     def after_forward(self, model: torch.nn.Module) -> None:
@@ -282,6 +277,17 @@ class CaptureBatch:
                     self._after_record(row, blk, b)
         return new
 
+    def _layers_of(self, gi: int, name: str, layers: list[int]) -> torch.Tensor:
+        """Field ``name`` of group gi's results as [rows of the group, layers, ...]: views of
+        a combined call's layer-major rows where possible (no per-layer slicing)."""
+        if gi in self.combined:
+            res, order = self.combined[gi]
+            t = getattr(res, name).unflatten(0, (len(order), -1))  # [L_all, n, ...]
+            if layers != order:
+                t = torch.stack([t[order.index(l)] for l in layers])
+            return t.transpose(0, 1)
+        return torch.stack([getattr(self.results[(gi, l)], name) for l in layers], 1)
+
     def _block(self, gi: int, layers: list[int], places: list[int]) -> CaptureBlock:
         """The rows ``places`` of group gi, which all capture ``layers``."""
         g = self.groups[gi]
@@ -292,7 +298,7 @@ class CaptureBatch:
             return t if sel is None else t.index_select(0, sel)
 
         def stacked(name: str) -> torch.Tensor:  # [rows, layers, ...]
-            return rows_of(torch.stack([getattr(self.results[(gi, l)], name) for l in layers], 1))
+            return rows_of(self._layers_of(gi, name, layers))
 
         arrays: dict[str, torch.Tensor] = {}
         if modes - {"fingerprint"}:
@@ -304,8 +310,8 @@ class CaptureBatch:
         if "fingerprint" in modes:
             if gi == self.fused_gi and self.fused_fp:
                 fp = (self.fused_row_fp if self.fused_row_fp is not None
-                      else torch.stack([self.fused_fp[l] if l in self.fused_fp else self.results[(gi, l)].fingerprint
-                                        for l in layers]).mean(0))
+                      else torch.stack([self.fused_fp[l] if l in self.fused_fp
+                                        else self._layers_of(gi, "fingerprint", [l])[:, 0] for l in layers]).mean(0))
                 fp = rows_of(fp)
             else:
                 fp = stacked("fingerprint").mean(1)
@@ -331,7 +337,8 @@ class CaptureBatch:
         st.captured_steps += 1
         if row.req.capture.mode != "fingerprint":
             return
-        self.hook.on_fingerprint(row.req, row.decode_step, blk.arrays["fingerprint"][b])
+        if self.hook.sidecar is not None:  # (indexing a row is a device op: only when someone listens)
+            self.hook.on_fingerprint(row.req, row.decode_step, blk.arrays["fingerprint"][b])
         if row.req.capture.adaptive_sampling and "cluster_idx" in blk.arrays:
             self.hook.adapt(row.req, row.decode_step, int(blk.arrays["cluster_idx"][b]), blk.snapshot)
 
