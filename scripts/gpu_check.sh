@@ -39,13 +39,18 @@ if [ "$stage" = smoke ]; then
   step bench_smoke 150 $PY -m sglang.bench_gpu --models smollm2-135m --batch-sizes 1,8 --decode-len 32 \
     --offline-requests 32 --capture-batch 8 --workdir /tmp/bench_models --out "$OUT/bench_smoke.json"
 elif [ "$stage" = capture ]; then
-  # about 9 minutes in all on an H200: fits one device call of 600 s
-  step pytest_capture 150 "${PYTEST[@]}" test/sgl_kernel/test_kernel_attention.py test/sgl_kernel/test_capture_triton.py \
-    test/srt/gpu/test_cuda_graph.py test/srt/gpu/test_triton_backend.py test/srt/capture/test_payload.py
+  # under 10 minutes in all on an H200: fits one device call of 600 s
+  step pytest_capture 140 "${PYTEST[@]}" test/sgl_kernel/test_kernel_attention.py test/sgl_kernel/test_capture_triton.py \
+    test/sgl_kernel/test_bench_capture.py test/srt/gpu/test_cuda_graph.py test/srt/gpu/test_triton_backend.py \
+    test/srt/capture/test_payload.py
   CAP=(--batch-sizes 1 --offline-requests 0 --skip-hf --capture-batch 32 --capture-repeats 1 --workdir /tmp/bench_models)
-  step bench_capture_small 170 $PY -m sglang.bench_gpu --models smollm2-135m,qwen2.5-0.5b "${CAP[@]}" \
+  step bench_capture_7b 190 $PY -m sglang.bench_gpu --models qwen2.5-7b "${CAP[@]}" --out "$OUT/bench_capture_7b.json"
+  # the capture issue's own benchmark, on the 7B random-weight model just written (SmolLM2's tokenizer)
+  [ -d .gpu/tokenizer ] && step bench_attention_capture_7b 120 $PY -m sglang.bench_attention_capture \
+    --model-path /tmp/bench_models/qwen2.5-7b --tokenizer-path .gpu/tokenizer --num-prompts 32 --output-len 64 \
+    --max-running-requests 32
+  step bench_capture_small 120 $PY -m sglang.bench_gpu --models smollm2-135m,qwen2.5-0.5b "${CAP[@]}" \
     --out "$OUT/bench_capture_small.json"
-  step bench_capture_7b 200 $PY -m sglang.bench_gpu --models qwen2.5-7b "${CAP[@]}" --out "$OUT/bench_capture_7b.json"
 else
   step pytest_gpu 150 "${PYTEST[@]}" test/sgl_kernel test/srt/gpu
   step bench_small 180 $PY -m sglang.bench_gpu --models smollm2-135m,qwen2.5-0.5b --workdir /tmp/bench_models \

@@ -78,7 +78,7 @@ def main() -> dict[str, Any]:
     maybe_install_capture(sched)
     L = sched.cfg.num_layers
     auto = sorted({L // 4, L // 2, 3 * L // 4, L - 1})
-    tok = load_tokenizer(sched.runner.files)
+    tok = load_tokenizer(sched.runner.files, args.tokenizer_path)
     prompts = make_prompts(tok, a.num_prompts, a.input_len, a.input_len)
     n = a.num_prompts
     raw32 = CaptureParams(mode="raw", top_k=32, layers=auto)
