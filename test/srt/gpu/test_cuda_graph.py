@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 import pytest
 import torch
 
@@ -87,8 +86,18 @@ def _no_sync(fn):
     return run
 
 
-def _graph_vs_eager(tiny_models, tok, record: bool, n_new: int) -> tuple[dict, dict, object]:
-    reqs = _mixed_capture_requests(tok)
+def _fingerprint_requests(tok):
+    """A fingerprint-only batch (statistics from the decode kernel), with a non-capturing request."""
+    words = "the quick brown fox jumps over the lazy dog near a river".split()
+    prompts = [tok.encode(" ".join(words[: 3 + i])) for i in range(5)]
+    return [(0, "fp", prompts[4], CaptureParams(mode="fingerprint", layers=[1, 3])),
+            (0, "masked", prompts[3], CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=3)),
+            (1, "plain", prompts[2], None), (2, "fp2", prompts[1], CaptureParams(mode="fingerprint", layers=[1, 3]))]
+
+
+def _graph_vs_eager(tiny_models, tok, record: bool, n_new: int, requests=_mixed_capture_requests
+                    ) -> tuple[dict, dict, object]:
+    reqs = requests(tok)
     res = {}
     for graphs in (False, True):
         sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, max_running_requests=8,
@@ -121,6 +130,18 @@ def test_capture_graph_buffers_equal_eager_forward(tiny_models, smollm_tokenizer
     assert gr.capture_replays == gr.replays == 2
 
 
+def test_fingerprint_batches_take_the_graph_statistics_buffer(tiny_models, smollm_tokenizer):
+    # A fingerprint-only batch is finished from the statistics every layer's kernel wrote
+    # into the graph's static buffer (with the batch's mask prefixes): bit for bit eager.
+    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=False, n_new=3,
+                                       requests=_fingerprint_requests)
+    for rid, want in eager.items():
+        assert graph[rid]["output_ids"] == want["output_ids"]
+        assert len(want["entries"]) == (0 if rid == "plain" else 3)
+        assert_entries_close(graph[rid]["entries"], want["entries"], where=rid)
+    assert gr.capture_replays == gr.replays > 0
+
+
 @needs_cuda
 def test_every_capturing_batch_replays_the_capture_graph(tiny_models, smollm_tokenizer):
     # Recorded for real: the same entries as eager decode (within float32 rounding, since a
@@ -134,27 +155,13 @@ def test_every_capturing_batch_replays_the_capture_graph(tiny_models, smollm_tok
 
 
 @needs_cuda
-def test_fingerprint_batches_replay_statistics_graphs(tiny_models, smollm_tokenizer):
-    # Fingerprint-only capturing batches replay the graphs recorded with the decode
-    # kernel's statistics on: same tokens and fingerprints as eager decode.
-    words = "the quick brown fox jumps over the lazy dog near a river".split()
-    prompts = [smollm_tokenizer.encode(" ".join(words[: 3 + i])) for i in range(5)]
-    reqs = [(0, "fp", prompts[4], CaptureParams(mode="fingerprint", layers=[1, 3])),
-            (0, "masked", prompts[3], CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=3)),
-            (1, "plain", prompts[2], None), (2, "fp2", prompts[1], CaptureParams(mode="fingerprint", layers=[1, 3]))]
-    res = {}
-    for disable in (True, False):
-        sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton",
-                                  dtype="float32", disable_cuda_graph=disable)
-        res[disable] = run_capture(sched, reqs, 8)
-        gr = sched.runner.graph_runner
-        if gr is not None:
-            assert gr.capture_replays > 0
-        assert_pool_free(sched)
-    for rid in ("fp", "masked", "plain", "fp2"):
-        a, b = res[True][rid], res[False][rid]
-        assert a["output_ids"] == b["output_ids"]
-        assert len(a["entries"]) == len(b["entries"]) == (0 if rid == "plain" else 8)
-        for e1, e2 in zip(a["entries"], b["entries"]):
-            assert e1["decode_step"] == e2["decode_step"] and e1["manifold"] == e2["manifold"]
-            np.testing.assert_allclose(e1["fingerprint"], e2["fingerprint"], atol=1e-5)
+def test_fingerprint_batches_replay_the_capture_graph(tiny_models, smollm_tokenizer):
+    # Recorded for real: fingerprint-only batches are finished from the graph's statistics
+    # buffer, with the eager fingerprints and zones.
+    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=True, n_new=8,
+                                       requests=_fingerprint_requests)
+    for rid, want in eager.items():
+        assert graph[rid]["output_ids"] == want["output_ids"]
+        assert len(want["entries"]) == (0 if rid == "plain" else 8)
+        assert_entries_close(graph[rid]["entries"], want["entries"], atol=1e-5, where=rid)
+    assert gr.capture_replays == gr.replays > 0
