@@ -159,6 +159,9 @@ class CaptureBatch:
                     for i in g["rows"]:
                         mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
                     self.fused_mask = torch.tensor(mask, dtype=torch.long, device=dev)
+        # every capturing row is finished from the decode kernel's statistics (a CUDA graph
+        # without query copies can run the batch)
+        self.stats_only = self.fused_gi is not None and len(self.groups) == 1
         self.results: dict[tuple[int, int], Any] = {}  # (group, layer) -> CaptureResult
         # group -> (CaptureResult of all its layers in one call, rows layer-major; the layers in order)
         self.combined: dict[int, tuple[Any, list[int]]] = {}

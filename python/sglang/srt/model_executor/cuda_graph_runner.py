@@ -7,21 +7,24 @@ of the smallest recorded size >= B, with padding rows that read and write only t
 padding slot 0 through a req_to_token row of zeros that no request owns.
 
 Batches where no request captures attention replay the plain graph. When the server
-allows capture, a second graph per size is recorded with capture on (``GraphCaptureIO``):
-every layer's decode kernel also writes its fingerprint statistics, and every layer's
-post-RoPE queries and lse are copied into static buffers. Every capturing decode batch
-replays it, whatever its modes: fingerprint-only rows (all heads, no window) are finished
-from the statistics; raw, sketch, head-subset and windowed rows hand their kept queries to
-the exact capture kernels, which run after the replay exactly as after an eager forward
-(they only need the queries, the lse and the now complete KV cache). Non-capturing rows of
-a mixed batch ride along in the same replay, so one capturing request never costs the
-others their graph, and ``--disable-cuda-graph`` is never needed for capture.
+allows capture, two more graphs per size are recorded with capture on (``GraphCaptureIO``):
+in both, every layer's decode kernel also writes its fingerprint statistics into a static
+buffer; in the "full" one every layer also copies its post-RoPE queries and lse into two
+more. A batch whose capturing rows are all fingerprint-only (all heads, no window)
+replays the "stats" graph and is finished from the statistics. Any other capturing batch
+(raw, sketch, head subsets, windows, mixtures) replays the "full" graph: its rows hand
+their kept queries to the exact capture kernels, which run after the replay exactly as
+after an eager forward (they only need the queries, the lse and the now complete KV
+cache). Non-capturing rows of a mixed batch ride along in the same replay, so one
+capturing request never costs the others their graph, and ``--disable-cuda-graph`` is
+never needed for capture.
 Models whose forward needs the host (the MoE expert loop reads expert counts) and the
 torch_native backend (its metadata has data-dependent shapes) always run eagerly.
 """
 from __future__ import annotations
 
 import bisect
+import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -66,13 +69,14 @@ def graph_ineligibility(runner: "ModelRunner") -> str | None:
 
 
 class GraphCaptureIO:
-    """Stands in for a CaptureBatch while the capture graph is recorded, and holds that
-    graph's static capture buffers (filled on every replay):
+    """Stands in for a CaptureBatch while a capture graph is recorded, and holds the capture
+    graphs' static buffers (filled on every replay):
 
     * ``mask_prefix`` [n]: read by every layer's decode kernel;
     * ``stats`` [layers, n, Hq, STATS_DIM]: each layer's fingerprint statistics;
     * ``q`` [layers, n, Hq, D] and ``lse`` [layers, n, Hq]: each layer's post-RoPE queries
-      and per-head lse, for the capture kernels that run after the replay.
+      and per-head lse, for the capture kernels that run after the replay (written only
+      while ``keep_queries``: the "full" graphs).
 
     ``publish`` hands a replayed batch's views to its CaptureBatch as if the layers had
     called it one by one during an eager forward."""
@@ -86,6 +90,7 @@ class GraphCaptureIO:
         self.q = torch.zeros(num_layers, max_bs, num_heads, head_dim, dtype=dtype, device=device)
         self.lse = torch.zeros(num_layers, max_bs, num_heads, dtype=torch.float32, device=device)
         self.layers: dict[int, "RadixAttention"] = {}  # seen while recording: scale and softcap per layer
+        self.keep_queries = True
         self.fused_stats: dict[int, torch.Tensor] = {}  # the backend's hand-over (unused: stats are static)
 
     # -- the CaptureBatch interface the attention backend calls during the forward --
@@ -99,6 +104,8 @@ class GraphCaptureIO:
                  fb: ForwardBatch) -> None:
         lid, bs = layer.layer_id, q.shape[0]
         self.layers[lid] = layer
+        if not self.keep_queries:
+            return
         self.q[lid, :bs].copy_(q)
         if lse is not None:
             self.lse[lid, :bs].copy_(lse)
@@ -113,16 +120,19 @@ class GraphCaptureIO:
             self.mask_prefix[:bs].zero_()
         self.mask_prefix[bs:pbs].zero_()
 
-    def publish(self, capture: Any, fb: ForwardBatch, bs: int) -> None:
+    def publish(self, capture: Any, fb: ForwardBatch, bs: int, queries: bool) -> None:
         """After a replay: views of this batch's rows. The statistics first, so the
         fingerprint rows skip the kept queries of layers the kernel already covered."""
         capture.fused_stats.update({l: self.stats[l, :bs] for l in capture.layers})
+        if not queries:
+            return
         for lid in capture.layers:
             capture.on_layer(self.layers[lid], self.q[lid, :bs], self.lse[lid, :bs], fb)
 
 
 class CudaGraphRunner:
-    """Static input buffers and the recorded graphs, keyed by (batch size, capture).
+    """Static input buffers and the recorded graphs, keyed by (batch size, kind): kind is
+    None (no capture), "stats" (fingerprint statistics) or "full" (statistics, queries, lse).
 
     ``record=False`` keeps the static buffers, the padding and the capture hand-over but
     runs the forward eagerly on them instead of replaying a recording: it works on any
@@ -144,11 +154,12 @@ class CudaGraphRunner:
         self.req_pool_indices = torch.full((n,), pad_row, dtype=torch.long, device=dev)
         self.seq_lens = torch.ones(n, dtype=torch.long, device=dev)
         self.out_cache_loc = torch.zeros(n, dtype=torch.long, device=dev)
-        self.graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[tuple[int, bool], torch.Tensor] = {}
+        self.graphs: dict[tuple[int, str | None], torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[tuple[int, str | None], torch.Tensor] = {}
         self.pool = None
         self.replays = 0  # batches served by a graph (tests and benchmarks read it)
         self.capture_replays = 0  # of which batches with capturing rows
+        self.kind_replays: collections.Counter[str | None] = collections.Counter()
         self.with_capture = with_capture
         self.io: GraphCaptureIO | None = None
         if with_capture:
@@ -159,14 +170,13 @@ class CudaGraphRunner:
         self.stream = torch.cuda.Stream(device=dev)
         # Largest first: the smaller graphs then fit in the memory pool the first one made.
         for bs in reversed(self.batch_sizes):
-            self._record(bs, False)
-            if with_capture:
-                self._record(bs, True)
+            for kind in (None, "stats", "full") if with_capture else (None,):
+                self._record(bs, kind)
         torch.cuda.synchronize(dev)
         logger.info("CUDA graphs recorded for decode batch sizes %s%s", self.batch_sizes,
-                    " (each also with capture)" if with_capture else "")
+                    " (each also with capture: stats, full)" if with_capture else "")
 
-    def _batch(self, bs: int, capture: bool) -> ForwardBatch:
+    def _batch(self, bs: int, kind: str | None) -> ForwardBatch:
         r = self.runner
         fb = ForwardBatch(
             mode=ForwardMode.DECODE, batch_size=bs, input_ids=self.input_ids[:bs], positions=self.positions[:bs],
@@ -174,12 +184,13 @@ class CudaGraphRunner:
             out_cache_loc=self.out_cache_loc[:bs], req_to_token_pool=r.req_to_token_pool, kv_pool=r.kv_pool,
             attn_backend=r.attn_backend, seq_lens_cpu=[1] * bs,
         )
-        if capture:
+        if kind is not None:
             fb.capture = self.io
+            self.io.keep_queries = kind == "full"
         return fb
 
-    def _record(self, bs: int, capture: bool) -> None:
-        fb = self._batch(bs, capture)
+    def _record(self, bs: int, kind: str | None) -> None:
+        fb = self._batch(bs, kind)
         model = self.runner.model
         self.stream.wait_stream(torch.cuda.current_stream(self.runner.device))
         with torch.cuda.stream(self.stream):
@@ -190,28 +201,30 @@ class CudaGraphRunner:
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             out = model(fb.input_ids, fb.positions, fb)
         self.pool = graph.pool()
-        self.graphs[(bs, capture)], self.outputs[(bs, capture)] = graph, out
+        self.graphs[(bs, kind)], self.outputs[(bs, kind)] = graph, out
 
     def can_run(self, fb: ForwardBatch) -> bool:
         if not (fb.is_decode and 0 < fb.batch_size <= self.max_bs):
             return False
         return fb.capture is None or self.with_capture
 
-    def _launch(self, pbs: int, capture: bool) -> torch.Tensor:
+    def _launch(self, pbs: int, kind: str | None) -> torch.Tensor:
         if self.record:
-            self.graphs[(pbs, capture)].replay()
-            return self.outputs[(pbs, capture)]
-        fb = self._batch(pbs, capture)
+            self.graphs[(pbs, kind)].replay()
+            return self.outputs[(pbs, kind)]
+        fb = self._batch(pbs, kind)
         return self.runner.model(fb.input_ids, fb.positions, fb)
 
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
         bs = fb.batch_size
         pbs = padded_batch_size(self.batch_sizes, bs)
         self.replays += 1
-        capture = fb.capture is not None
-        if capture:
+        kind = None
+        if fb.capture is not None:
+            kind = "stats" if fb.capture.stats_only else "full"
             self.capture_replays += 1
             self.io.load(fb.capture, bs, pbs)
+        self.kind_replays[kind] += 1
         self.input_ids[:bs].copy_(fb.input_ids)
         self.positions[:bs].copy_(fb.positions)
         self.req_pool_indices[:bs].copy_(fb.req_pool_indices)
@@ -223,8 +236,8 @@ class CudaGraphRunner:
             self.req_pool_indices[bs:pbs].fill_(self.pad_row)
             self.seq_lens[bs:pbs].fill_(1)
             self.out_cache_loc[bs:pbs].zero_()
-        out = self._launch(pbs, capture)
-        if capture:  # views of the static buffers: the capture batch finishes them before the next replay
-            self.io.publish(fb.capture, fb, bs)
+        out = self._launch(pbs, kind)
+        if kind is not None:  # views of the static buffers: the capture batch finishes them before the next replay
+            self.io.publish(fb.capture, fb, bs, queries=kind == "full")
         # A copy: the graph's output buffer is overwritten by the next replay.
         return out[:bs].clone()
