@@ -45,9 +45,14 @@ class CaptureResult:
     mass_captured: torch.Tensor  # [N] float32 sum of topk_prob
     masked_mass: torch.Tensor  # [N] float32 total p of masked keys
     n_keys: torch.Tensor  # [N] int64 |W|
-    fingerprint: torch.Tensor  # [N, 20] float32 (sgl_kernel.zones layout)
     row_pos: Optional[torch.Tensor] = None  # [N] int64 logical query position of each row
     row_index: Optional[torch.Tensor] = None  # [N] int64 row of q each result row came from
+
+    @property
+    def fingerprint(self) -> torch.Tensor:
+        """[N, 20] float32 (sgl_kernel.zones layout), computed from hist, entropy and n_keys
+        when read: raw and sketch capture never pay its ~20 small ops."""
+        return fingerprint(self.hist, self.entropy, self.n_keys)
 
     def to(self, device: Union[str, torch.device]) -> "CaptureResult":
         """Move every tensor (e.g. to "cpu" before serialising)."""
@@ -277,6 +282,5 @@ def finalize(
         mass_captured=prob.sum(dim=1),
         masked_mass=masked,
         n_keys=n_keys,
-        fingerprint=fingerprint(hist, entropy, n_keys),
         row_pos=rows.row_pos,
     )
