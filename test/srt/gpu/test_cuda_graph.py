@@ -131,16 +131,20 @@ def test_capture_graph_buffers_equal_eager_forward(tiny_models, smollm_tokenizer
     assert gr.capture_replays == gr.replays == gr.kind_replays["full"] == 2
 
 
-def test_fingerprint_batches_take_the_graph_statistics_buffer(tiny_models, smollm_tokenizer):
+@pytest.mark.parametrize("record", [False, pytest.param(True, marks=needs_cuda)], ids=["buffers", "recorded"])
+def test_fingerprint_batches_take_the_graph_statistics_buffer(record, tiny_models, smollm_tokenizer):
     # A fingerprint-only batch is finished from the statistics every layer's kernel wrote
-    # into the graph's static buffer (with the batch's mask prefixes): bit for bit eager.
-    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=False, n_new=3,
+    # into the graph's static buffer (with the batch's mask prefixes), replaying the graph
+    # without query copies: bit for bit eager when run without recording (CPU), within
+    # float32 rounding when recorded (a padded batch may split the keys differently).
+    n_new = 8 if record else 3
+    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=record, n_new=n_new,
                                        requests=_fingerprint_requests)
     for rid, want in eager.items():
         assert graph[rid]["output_ids"] == want["output_ids"]
-        assert len(want["entries"]) == (0 if rid == "plain" else 3)
-        assert_entries_close(graph[rid]["entries"], want["entries"], where=rid)
-    assert gr.capture_replays == gr.replays == gr.kind_replays["stats"] > 0  # no query copies needed
+        assert len(want["entries"]) == (0 if rid == "plain" else n_new)
+        assert_entries_close(graph[rid]["entries"], want["entries"], atol=1e-5 if record else 0.0, where=rid)
+    assert gr.capture_replays == gr.replays == gr.kind_replays["stats"] > 0
 
 
 @needs_cuda
@@ -153,16 +157,3 @@ def test_every_capturing_batch_replays_the_capture_graph(tiny_models, smollm_tok
         assert graph[rid]["output_ids"] == want["output_ids"]
         assert_entries_close(graph[rid]["entries"], want["entries"], atol=1e-5, where=rid)
     assert gr.capture_replays == gr.replays == gr.kind_replays["full"] > 0
-
-
-@needs_cuda
-def test_fingerprint_batches_replay_the_capture_graph(tiny_models, smollm_tokenizer):
-    # Recorded for real: fingerprint-only batches are finished from the graph's statistics
-    # buffer, with the eager fingerprints and zones.
-    eager, graph, gr = _graph_vs_eager(tiny_models, smollm_tokenizer, record=True, n_new=8,
-                                       requests=_fingerprint_requests)
-    for rid, want in eager.items():
-        assert graph[rid]["output_ids"] == want["output_ids"]
-        assert len(want["entries"]) == (0 if rid == "plain" else 8)
-        assert_entries_close(graph[rid]["entries"], want["entries"], atol=1e-5, where=rid)
-    assert gr.capture_replays == gr.replays == gr.kind_replays["stats"] > 0
