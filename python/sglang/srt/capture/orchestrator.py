@@ -117,6 +117,7 @@ class CaptureBatch:
             if len(by_layers) > 1:  # finalize selects each list's rows on the device
                 host += by_layers.values()
             self.groups.append({
+                "all_heads": not heads,
                 "by_layers": by_layers,
                 **vecs,
                 # row positions and window starts on the host: capture calls never sync
@@ -130,13 +131,6 @@ class CaptureBatch:
                 # with no window the attention kernel's lse is exactly capture's first pass
                 "full": all(r.req.capture.window == 0 for r in rs),
             })
-        flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)
-        parts = iter(flat.split([len(v) for v in host]))
-        for g in self.groups:
-            for key in ("heads", "token_index", "row_req", "row_pos", "reqs", "req_of_row", "window", "mask"):
-                g[key] = next(parts)
-            g["heads"] = g["heads"] if g["heads"].numel() else None
-            g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
         # A decode batch whose all-heads group is fingerprint-only with no window takes its
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
         # attention_triton's stats): the backend asks fused_mask_prefix(layer) and leaves
@@ -145,20 +139,28 @@ class CaptureBatch:
         # layer's statistics, queries and lse at once (cuda_graph_runner.GraphCaptureIO).
         self.device = dev
         self.fused_gi: int | None = None
-        self.fused_mask: torch.Tensor | None = None
+        self.fused_mask: torch.Tensor | None = None  # [B] mask prefix per row of the batch
         self.fused_stats: dict[int, torch.Tensor] = {}
         self.fused_fp: dict[int, torch.Tensor] = {}  # layer -> [n rows of the fused group, 20]
         self.fused_row_fp: torch.Tensor | None = None  # [n, 20] when every row has the same layers
         if fb.is_decode:
             for gi, g in enumerate(self.groups):
-                rs = [rows[i] for i in g["rows"]]
-                if g["heads"] is None and all(r.req.capture.mode == "fingerprint" and r.req.capture.window == 0
-                                              for r in rs):
+                if g["all_heads"] and all(rows[i].req.capture.mode == "fingerprint" and rows[i].req.capture.window == 0
+                                          for i in g["rows"]):
                     self.fused_gi = gi
-                    mask = [0] * fb.batch_size  # host-side: one copy to the device
+                    mask = [0] * fb.batch_size
                     for i in g["rows"]:
                         mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
-                    self.fused_mask = torch.tensor(mask, dtype=torch.long, device=dev)
+                    host.append(mask)
+        flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)  # the one copy
+        parts = iter(flat.split([len(v) for v in host]))
+        for g in self.groups:
+            for key in ("heads", "token_index", "row_req", "row_pos", "reqs", "req_of_row", "window", "mask"):
+                g[key] = next(parts)
+            g["heads"] = None if g["all_heads"] else g["heads"]
+            g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
+        if self.fused_gi is not None:
+            self.fused_mask = next(parts)
         # every capturing row is finished from the decode kernel's statistics (a CUDA graph
         # without query copies can run the batch)
         self.stats_only = self.fused_gi is not None and len(self.groups) == 1
