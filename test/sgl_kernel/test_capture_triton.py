@@ -116,12 +116,18 @@ def test_host_rows_capture_never_syncs_the_device():
     # attention kernel's lse, a capture call makes no device-to-host synchronisation.
     q, k, t, rr, rp = (x.cuda() for x in _setup([3, 17, 40, 79]))
     lse = torch.randn(4, HQ, device="cuda")
+    heads = torch.tensor([0, 4], device="cuda")
+    host_rows = ([3, 17, 40, 79], [0] * 4)
+
+    def call():
+        return attention_capture(q, k, t, rr, rp, scale=SCALE, top_k=4, chunk_size=16, head_lse=lse,
+                                 head_ids=heads, impl="triton", host_rows=host_rows)
+
+    call()  # compiles the kernels outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        res = attention_capture(q, k, t, rr, rp, scale=SCALE, top_k=4, chunk_size=16, head_lse=lse,
-                                head_ids=torch.tensor([0, 4], device="cuda"), impl="triton",
-                                host_rows=(rp.tolist(), [0] * 4))
+        res = call()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert res.topk_pos.shape == (4, 4)
