@@ -141,6 +141,10 @@ class CaptureBatch:
         self.fused_gi: int | None = None
         self.fused_mask: torch.Tensor | None = None  # [B] mask prefix per row of the batch
         self.fused_stats: dict[int, torch.Tensor] = {}
+        self.fused_layers: list[int] = []
+        # [model layers, B, 20]: the fingerprints a replayed capture graph computed for every
+        # layer and row from its statistics (fixed shapes, so inside the graph)
+        self.graph_fp: torch.Tensor | None = None
         self.fused_fp: dict[int, torch.Tensor] = {}  # layer -> [n rows of the fused group, 20]
         self.fused_row_fp: torch.Tensor | None = None  # [n, 20] when every row has the same layers
         if fb.is_decode:
@@ -148,10 +152,11 @@ class CaptureBatch:
                 if g["all_heads"] and all(rows[i].req.capture.mode == "fingerprint" and rows[i].req.capture.window == 0
                                           for i in g["rows"]):
                     self.fused_gi = gi
+                    self.fused_layers = sorted(g["layers"])
                     mask = [0] * fb.batch_size
                     for i in g["rows"]:
                         mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
-                    host.append(mask)
+                    host += [mask, self.fused_layers]
         flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)  # the one copy
         parts = iter(flat.split([len(v) for v in host]))
         for g in self.groups:
@@ -160,7 +165,7 @@ class CaptureBatch:
             g["heads"] = None if g["all_heads"] else g["heads"]
             g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
         if self.fused_gi is not None:
-            self.fused_mask = next(parts)
+            self.fused_mask, self.fused_layer_ids = next(parts), next(parts)
         # every capturing row is finished from the decode kernel's statistics (a CUDA graph
         # without query copies can run the batch)
         self.stats_only = self.fused_gi is not None and len(self.groups) == 1
@@ -181,7 +186,7 @@ class CaptureBatch:
         self.fb = fb
         for gi, g in enumerate(self.groups):
             if lid in g["layers"]:
-                if gi == self.fused_gi and lid in self.fused_stats:
+                if gi == self.fused_gi and (self.graph_fp is not None or lid in self.fused_stats):
                     continue  # the kernel computed this layer's statistics
                 ti = g["token_index"]
                 self.pending.setdefault(gi, []).append(
@@ -203,16 +208,21 @@ class CaptureBatch:
 
     def _run_fused(self) -> None:
         """Fingerprints of the fused group from the kernels' statistics: every layer and row
-        in one call, and one mean over layers when all rows share their layer list."""
+        in one call (or already computed by a replayed graph), and one mean over layers
+        when all rows share their layer list."""
         from sgl_kernel.capture import fingerprints_from_stats
 
         g = self.groups[self.fused_gi]
-        layers = [l for l in sorted(g["layers"]) if l in self.fused_stats]
-        if not layers:
-            return
-        stats = torch.stack([self.fused_stats[l] for l in layers])  # [L, B, H, 18]
-        stats = stats.index_select(1, g["token_index"]).mean(2)  # [L, n, 18]
-        fp = fingerprints_from_stats(stats, g["row_pos"] + 1)  # no window: n_keys = t + 1
+        if self.graph_fp is not None:
+            layers = self.fused_layers
+            fp = self.graph_fp.index_select(0, self.fused_layer_ids).index_select(1, g["token_index"])
+        else:
+            layers = [l for l in self.fused_layers if l in self.fused_stats]
+            if not layers:
+                return
+            stats = torch.stack([self.fused_stats[l] for l in layers])  # [L, B, H, 18]
+            stats = stats.index_select(1, g["token_index"]).mean(2)  # [L, n, 18]
+            fp = fingerprints_from_stats(stats, g["row_pos"] + 1)  # no window: n_keys = t + 1
         self.fused_fp = {l: fp[i] for i, l in enumerate(layers)}
         if all(self.rows[i].req.capture_state.layers == layers for i in g["rows"]):
             self.fused_row_fp = fp.mean(0)
@@ -234,7 +244,7 @@ class CaptureBatch:
                 continue
             # All layers in one call: K of every layer is one pool tensor, so row r of
             # layer l reads slots offset by l * slots_per_layer through its own table row.
-            n, n_layers = g["row_req"].numel(), len(items)
+            n_layers = len(items)
             reqs, inverse = g["reqs"], g["req_of_row"]
             span = g["max_pos"] + 1
             slots = table[:, :span].index_select(0, reqs).long()  # [R, span]
@@ -255,7 +265,7 @@ class CaptureBatch:
         layers (it runs after attention in each layer)."""
         if self.pending:
             self._run_pending()
-        if self.fused_gi is not None and self.fused_stats:
+        if self.fused_gi is not None and (self.fused_stats or self.graph_fp is not None):
             self._run_fused()
         layers = getattr(getattr(model, "model", None), "layers", [])
         for lid in self.layers:

@@ -74,6 +74,8 @@ class GraphCaptureIO:
 
     * ``mask_prefix`` [n]: read by every layer's decode kernel;
     * ``stats`` [layers, n, Hq, STATS_DIM]: each layer's fingerprint statistics;
+    * ``fp`` [layers, n, 20]: every layer's and row's fingerprint from those statistics
+      (rows without a window: n_keys = seq_len), computed at the end of the graph (``finish``);
     * ``q`` [layers, n, Hq, D] and ``lse`` [layers, n, Hq]: each layer's post-RoPE queries
       and per-head lse, for the capture kernels that run after the replay (written only
       while ``keep_queries``: the "full" graphs).
@@ -84,11 +86,13 @@ class GraphCaptureIO:
     def __init__(self, num_layers: int, max_bs: int, num_heads: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device) -> None:
         from sgl_kernel.capture_common import STATS_DIM
+        from sgl_kernel.zones import FINGERPRINT_DIM
 
         self.mask_prefix = torch.zeros(max_bs, dtype=torch.long, device=device)
         self.stats = torch.zeros(num_layers, max_bs, num_heads, STATS_DIM, dtype=torch.float32, device=device)
         self.q = torch.zeros(num_layers, max_bs, num_heads, head_dim, dtype=dtype, device=device)
         self.lse = torch.zeros(num_layers, max_bs, num_heads, dtype=torch.float32, device=device)
+        self.fp = torch.zeros(num_layers, max_bs, FINGERPRINT_DIM, dtype=torch.float32, device=device)
         self.layers: dict[int, "RadixAttention"] = {}  # seen while recording: scale and softcap per layer
         self.keep_queries = True
         self.fused_stats: dict[int, torch.Tensor] = {}  # the backend's hand-over (unused: stats are static)
@@ -110,6 +114,13 @@ class GraphCaptureIO:
         if lse is not None:
             self.lse[lid, :bs].copy_(lse)
 
+    def finish(self, bs: int, seq_lens: torch.Tensor) -> None:
+        """End of the recorded forward: fingerprints of every layer and row at once, so a
+        replay leaves only a selection to the host (the formula of every capture path)."""
+        from sgl_kernel.capture import fingerprints_from_stats
+
+        self.fp[:, :bs].copy_(fingerprints_from_stats(self.stats[:, :bs].mean(2), seq_lens))
+
     # -- replay --
     def load(self, capture: Any, bs: int, pbs: int) -> None:
         """Before a replay: the batch's mask prefixes (padding rows mask nothing)."""
@@ -121,9 +132,9 @@ class GraphCaptureIO:
         self.mask_prefix[bs:pbs].zero_()
 
     def publish(self, capture: Any, fb: ForwardBatch, bs: int, queries: bool) -> None:
-        """After a replay: views of this batch's rows. The statistics first, so the
-        fingerprint rows skip the kept queries of layers the kernel already covered."""
-        capture.fused_stats.update({l: self.stats[l, :bs] for l in capture.layers})
+        """After a replay: views of this batch's rows. The fingerprints first, so the
+        fingerprint rows skip the kept queries of layers the graph already covered."""
+        capture.graph_fp = self.fp[:, :bs]
         if not queries:
             return
         for lid in capture.layers:
@@ -191,15 +202,14 @@ class CudaGraphRunner:
 
     def _record(self, bs: int, kind: str | None) -> None:
         fb = self._batch(bs, kind)
-        model = self.runner.model
         self.stream.wait_stream(torch.cuda.current_stream(self.runner.device))
         with torch.cuda.stream(self.stream):
             for _ in range(2):  # compiles the Triton kernels and settles lazy allocations outside the graph
-                model(fb.input_ids, fb.positions, fb)
+                self._forward(fb, kind)
         self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-            out = model(fb.input_ids, fb.positions, fb)
+            out = self._forward(fb, kind)
         self.pool = graph.pool()
         self.graphs[(bs, kind)], self.outputs[(bs, kind)] = graph, out
 
@@ -208,12 +218,18 @@ class CudaGraphRunner:
             return False
         return fb.capture is None or self.with_capture
 
+    def _forward(self, fb: ForwardBatch, kind: str | None) -> torch.Tensor:
+        """What a graph holds: the decode forward, and with capture the fingerprints."""
+        out = self.runner.model(fb.input_ids, fb.positions, fb)
+        if kind is not None:
+            self.io.finish(fb.batch_size, fb.seq_lens)
+        return out
+
     def _launch(self, pbs: int, kind: str | None) -> torch.Tensor:
         if self.record:
             self.graphs[(pbs, kind)].replay()
             return self.outputs[(pbs, kind)]
-        fb = self._batch(pbs, kind)
-        return self.runner.model(fb.input_ids, fb.positions, fb)
+        return self._forward(self._batch(pbs, kind), kind)
 
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
         bs = fb.batch_size
