@@ -7,7 +7,7 @@
 //   E2E_SERVER_URL=http://127.0.0.1:30000 npm run test:e2e
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, resultsDir, startServer, startUi, UI_DIR, assert, stepRunner } from "./lib.mjs";
+import { launchBrowser, resultsDir, settledCount, startServer, startUi, UI_DIR, assert, stepRunner } from "./lib.mjs";
 
 const runner = stepRunner();
 const { results, step } = runner;
@@ -79,7 +79,7 @@ try {
     const tok = page.locator(".msg-assistant .tokens.output .tok").nth(2);
     await tok.hover();
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
-    hoverLinks = await page.locator(".link-overlay path").count();
+    hoverLinks = await settledCount(page.locator(".link-overlay path"));
     assert(hoverLinks > 0, "no link paths drawn");
     await page.locator(".lens.open").waitFor();
     const rows = page.locator('.lens [data-panel="links"] .links-table tbody tr');
@@ -157,7 +157,8 @@ try {
     assert(JSON.stringify(texts) === JSON.stringify(outputTexts), "imported tokens differ from the live ones");
     await page.locator(".msg-assistant .tokens.output .tok").nth(2).hover();
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
-    assert((await page.locator(".link-overlay path").count()) === hoverLinks, "imported trace draws a different number of links");
+    const imported = await settledCount(page.locator(".link-overlay path"));
+    assert(imported === hoverLinks, `imported trace draws ${imported} links, the live one ${hoverLinks}`);
     await page.locator('.lens [data-tab="links"]').click();
     const rows = await page.locator('.lens [data-panel="links"] .links-table tbody tr').allInnerTexts();
     assert(JSON.stringify(rows) === JSON.stringify(lensRows), "imported lens rows differ");

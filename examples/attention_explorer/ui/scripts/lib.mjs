@@ -135,6 +135,25 @@ export function stepRunner() {
   };
 }
 
+// A locator's count once it has held still for `quiet` ms (drawing that settles over a few
+// renders, such as link curves whose targets mount later), or its last value at the timeout.
+export async function settledCount(locator, { quiet = 400, timeoutMs = 5000 } = {}) {
+  const end = Date.now() + timeoutMs;
+  let last = await locator.count();
+  let since = Date.now();
+  while (Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 50));
+    const n = await locator.count();
+    if (n !== last) {
+      last = n;
+      since = Date.now();
+    } else if (Date.now() - since >= quiet) {
+      break;
+    }
+  }
+  return last;
+}
+
 export function assert(cond, msg) {
   if (!cond) throw new Error(`assertion failed: ${msg}`);
 }
