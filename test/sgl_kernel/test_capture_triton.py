@@ -92,22 +92,25 @@ def test_extend_capture_strided():
 
 
 def test_host_rows_give_the_same_result_without_device_checks():
-    # The scheduler passes (row_pos, row_lo) from the host: the same numbers, the chunk
+    # The scheduler passes (row_pos, window) from the host: the same numbers, the chunk
     # grid read from the host lists. Wrong lengths or impossible bounds are still refused.
     q, k, t, rr, rp = _setup([3, 17, 40, 79])
-    win = torch.tensor([0, 5, 0, 30])
-    lo = [0, 13, 0, 50]
+    win = torch.tensor([0, 5, 0, 30])  # row 79's window starts at 50: chunks 3 and 4 only
     on = lambda x: x.to(DEV)  # noqa: E731
     kw = dict(scale=SCALE, top_k=4, chunk_size=16, window=on(win), impl="triton")
     want = attention_capture(on(q), on(k), on(t), on(rr), on(rp), **kw)
-    got = attention_capture(on(q), on(k), on(t), on(rr), on(rp), host_rows=(rp.tolist(), lo), **kw)
+    got = attention_capture(on(q), on(k), on(t), on(rr), on(rp), host_rows=(rp.tolist(), win.tolist()), **kw)
     for f in ("topk_pos", "topk_prob", "head_lse", "hist", "entropy", "fingerprint"):
         assert torch.equal(getattr(got, f), getattr(want, f)), f
     with pytest.raises(ValueError, match="host_rows"):
-        attention_capture(q, k, t, rr, rp, host_rows=(rp.tolist(), lo[:3]), **{**kw, "impl": "torch", "window": win})
+        attention_capture(q, k, t, rr, rp, host_rows=(rp.tolist(), win.tolist()[:3]),
+                          **{**kw, "impl": "torch", "window": win})
     with pytest.raises(ValueError, match="host_rows"):
-        attention_capture(q, k, t, rr, rp, host_rows=(rp.tolist(), [0, 18, 0, 50]), **{**kw, "impl": "torch",
+        attention_capture(q, k, t, rr, rp, host_rows=(rp.tolist(), [0, -1, 0, 30]), **{**kw, "impl": "torch",
                                                                                         "window": win})
+    with pytest.raises(ValueError, match="host_rows"):
+        attention_capture(q, k, t, rr, rp, host_rows=([3, 17, 40, 80], win.tolist()), **{**kw, "impl": "torch",
+                                                                                          "window": win})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

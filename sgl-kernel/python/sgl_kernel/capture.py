@@ -69,7 +69,7 @@ def attention_capture(
     total probability is ``masked_mass``. ``head_lse`` ([N, Hq] from the attention
     kernel, or [N, H_sel]) skips the first pass; it is only valid over the full causal
     range with the same scale and softcap, so it is refused when a window cuts keys off.
-    ``host_rows`` = (row_pos, row_lo) on the host, from a caller that built the rows: no
+    ``host_rows`` = (row_pos, window) on the host, from a caller that built the rows: no
     device-side checks and no device sync (see ``capture_common.prepare_rows``).
     """
     rows = prepare_rows(

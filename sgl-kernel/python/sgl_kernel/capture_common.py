@@ -123,7 +123,7 @@ def prepare_rows(
 ) -> Rows:
     """Check every argument and raise ValueError naming the first bad one.
 
-    ``host_rows`` = (row_pos, row_lo) as host integers, from a caller that built the row
+    ``host_rows`` = (row_pos, window) as host integers, from a caller that built the row
     tensors itself (the scheduler): the device-side range checks of the row and head
     tensors are skipped and the geometry is read from these, so the call never waits for
     the device and its kernels queue behind whatever is running (a CUDA graph replay).
@@ -165,11 +165,13 @@ def prepare_rows(
     mp = _as_index(0 if mask_prefix is None else mask_prefix, "mask_prefix", n, dev)
     host = None
     if host_rows is not None:
-        host = (list(host_rows[0]), list(host_rows[1]))
-        if len(host[0]) != n or len(host[1]) != n:
-            raise ValueError(f"host_rows must hold {n} row positions and {n} window starts")
-        if n and (min(host[1]) < 0 or any(lo > t for t, lo in zip(*host)) or max(host[0]) >= req_to_token.shape[1]):
-            raise ValueError(f"host_rows must satisfy 0 <= row_lo <= row_pos < {req_to_token.shape[1]}")
+        pos_h, win_h = list(host_rows[0]), list(host_rows[1])
+        if len(pos_h) != n or len(win_h) != n:
+            raise ValueError(f"host_rows must hold {n} row positions and {n} windows")
+        if n and (min(pos_h) < 0 or max(pos_h) >= req_to_token.shape[1] or min(win_h) < 0):
+            raise ValueError(f"host_rows must hold row positions in [0, {req_to_token.shape[1]}) and windows >= 0")
+        # the window rule of `lo` below, on the host
+        host = (pos_h, [max(0, t - w + 1) if w > 0 else 0 for t, w in zip(pos_h, win_h)])
     if n and host is None:
         if int(rr.min()) < 0 or int(rr.max()) >= req_to_token.shape[0]:
             raise ValueError(f"row_req must index req_to_token's {req_to_token.shape[0]} rows")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sglang.srt.capture.payload import CaptureBlock, blocks_to_host, resolve_records
+from sglang.srt.capture.payload import CaptureBlock, resolve_records
 from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.managers.io_struct import CaptureParams
 
@@ -120,9 +120,8 @@ class CaptureBatch:
                 "all_heads": not heads,
                 "by_layers": by_layers,
                 **vecs,
-                # row positions and window starts on the host: capture calls never sync
-                "host_rows": (vecs["row_pos"], [max(0, r.pos - r.req.capture.window + 1) if r.req.capture.window
-                                                else 0 for r in rs]),
+                # row positions and windows on the host: capture calls never sync
+                "host_rows": (vecs["row_pos"], vecs["window"]),
                 "rows": idx,
                 "max_pos": max(r.pos for r in rs),
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
@@ -340,7 +339,6 @@ class CaptureBatch:
             ti = rows_of(g["token_index"])
             arrays["moe_ids"] = torch.stack([self.moe[l][0].index_select(0, ti) for l in blk.moe_layers], 1)
             arrays["moe_w"] = torch.stack([self.moe[l][1].index_select(0, ti) for l in blk.moe_layers], 1)
-        self.hook.step_blocks.append(blk)
         return blk
 
     def _after_record(self, row: _Row, blk: CaptureBlock, b: int) -> None:
@@ -365,8 +363,7 @@ class CaptureHook:
         self.sched = sched
         self.num_layers = sched.cfg.num_layers
         self.current: CaptureBatch | None = None
-        self.step_blocks: list[CaptureBlock] = []  # this step's results, moved to the host after sampling
-        self.step_records: list[dict[str, Any]] = []
+        self.step_records: list[dict[str, Any]] = []  # this step's, moved to the host after sampling
         self.adaptive_steps = sched.args.attention_adaptive_steps
         self.hints = None
         if sched.args.attention_hints_url:
@@ -444,11 +441,9 @@ class CaptureHook:
     def after_step(self, reqs: list["Req"]) -> None:
         """After sampling: this step's blocks reach the host in one copy per dtype, and each
         new record takes its own rows (see payload.resolve_records)."""
-        if not self.step_records:
-            return
-        blocks_to_host(self.step_blocks)
-        recs, self.step_records, self.step_blocks = self.step_records, [], []
-        resolve_records(recs)
+        if self.step_records:
+            recs, self.step_records = self.step_records, []
+            resolve_records(recs)
 
     def on_fingerprint(self, req: "Req", step: int, v: torch.Tensor) -> None:
         if self.sidecar is None:

@@ -136,7 +136,7 @@ class ModelRunner:
         pool = self.req_to_token_pool
         pad_row = pool.req_to_token.shape[0]
         pool.req_to_token = torch.cat([pool.req_to_token, torch.zeros_like(pool.req_to_token[:1])])
-        # with capture allowed, a second graph per size also captures (any mode)
+        # with capture allowed, each size also gets the "stats" and "full" capture graphs
         self.graph_runner = CudaGraphRunner(self, capture_batch_sizes(self.max_running_requests), pad_row,
                                             with_capture=self.args.capture_enabled, record=record)
 
