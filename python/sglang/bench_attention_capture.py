@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from sglang.bench_utils import make_prompts, run_cli
-from sglang.srt.managers.io_struct import CaptureParams
+from sglang.srt.managers.io_struct import CaptureParams, auto_layers
 from sglang.srt.server_args import ServerArgs
 
 
@@ -77,7 +77,7 @@ def main() -> dict[str, Any]:
     sched = Scheduler(args)
     maybe_install_capture(sched)
     L = sched.cfg.num_layers
-    auto = sorted({L // 4, L // 2, 3 * L // 4, L - 1})
+    auto = auto_layers(L)
     tok = load_tokenizer(sched.runner.files, args.tokenizer_path)
     prompts = make_prompts(tok, a.num_prompts, a.input_len, a.input_len)
     n = a.num_prompts

@@ -262,7 +262,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     from tqdm import tqdm
 
     from sglang.srt.capture.hook import maybe_install_capture
-    from sglang.srt.managers.io_struct import CaptureParams
+    from sglang.srt.managers.io_struct import CaptureParams, auto_layers
     from sglang.srt.managers.scheduler import Scheduler
     from sglang.srt.server_args import ServerArgs
 
@@ -335,7 +335,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     prompts = random_prompts(cb, P, vocab, random.Random(args.seed + 999))
     modes: dict[str, Any] = {}
     L = runner.model_config.num_layers
-    auto = sorted({L // 4, L // 2, 3 * L // 4, L - 1})  # what `auto` resolves to
+    auto = auto_layers(L)
     variants: list[tuple[str, Callable[[int], Any] | None, bool]] = [
         ("off", None, True), ("off_eager", None, False),
         ("fingerprint", lambda i: CaptureParams(mode="fingerprint", layers=[L - 1]), True),

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
-from sglang.srt.managers.io_struct import CaptureParams
+from sglang.srt.managers.io_struct import CaptureParams, auto_layers
 from sglang.srt.server_args import ServerArgs
 
 MAX_TOP_K = 64
@@ -37,7 +37,7 @@ def resolve_layers(spec: str | list[int], num_layers: int, param: str) -> list[i
         if s == "last":
             return [L - 1]
         if s == "auto":
-            return sorted({L // 4, L // 2, (3 * L) // 4, L - 1})
+            return auto_layers(L)
         try:
             ids = [int(p) for p in s.split(",") if p.strip() != ""]
         except ValueError:

@@ -12,6 +12,12 @@ from typing import Any, Literal
 CaptureMode = Literal["raw", "sketch", "fingerprint"]
 
 
+def auto_layers(num_layers: int) -> list[int]:
+    """What ``attention_capture_layers: "auto"`` captures: about L/4, L/2, 3L/4 and the last layer."""
+    L = num_layers
+    return sorted({L // 4, L // 2, (3 * L) // 4, L - 1})
+
+
 @dataclass
 class CaptureParams:
     """What one request asks to capture, already validated against the server limits."""
