@@ -74,12 +74,14 @@ try {
   });
 
   let hoverLinks = 0;
+  let hoverTargets = [];
   let lensRows = [];
   await step("hover a token: link curves and the Links tab", async () => {
     const tok = page.locator(".msg-assistant .tokens.output .tok").nth(2);
     await tok.hover();
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
     hoverLinks = await settledCount(page.locator(".link-overlay path"));
+    hoverTargets = await page.locator(".link-overlay path").evaluateAll((ps) => ps.map((p) => p.getAttribute("data-to")));
     assert(hoverLinks > 0, "no link paths drawn");
     await page.locator(".lens.open").waitFor();
     const rows = page.locator('.lens [data-panel="links"] .links-table tbody tr');
@@ -158,7 +160,9 @@ try {
     await page.locator(".msg-assistant .tokens.output .tok").nth(2).hover();
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
     const imported = await settledCount(page.locator(".link-overlay path"));
-    assert(imported === hoverLinks, `imported trace draws ${imported} links, the live one ${hoverLinks}`);
+    const targets = await page.locator(".link-overlay path").evaluateAll((ps) => ps.map((p) => p.getAttribute("data-to")));
+    assert(imported === hoverLinks,
+      `imported trace draws ${imported} links (to ${targets.join(",")}), the live one ${hoverLinks} (to ${hoverTargets.join(",")})`);
     await page.locator('.lens [data-tab="links"]').click();
     const rows = await page.locator('.lens [data-panel="links"] .links-table tbody tr').allInnerTexts();
     assert(JSON.stringify(rows) === JSON.stringify(lensRows), "imported lens rows differ");
