@@ -7,7 +7,7 @@
 //   E2E_SERVER_URL=http://127.0.0.1:30000 npm run test:e2e
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { launchBrowser, resultsDir, settledCount, startServer, startUi, UI_DIR, assert, stepRunner } from "./lib.mjs";
+import { hoverToken, launchBrowser, resultsDir, settledCount, startServer, startUi, UI_DIR, assert, stepRunner } from "./lib.mjs";
 
 const runner = stepRunner();
 const { results, step } = runner;
@@ -78,7 +78,7 @@ try {
   let lensRows = [];
   await step("hover a token: link curves and the Links tab", async () => {
     const tok = page.locator(".msg-assistant .tokens.output .tok").nth(2);
-    await tok.hover();
+    await hoverToken(page, tok);
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
     hoverLinks = await settledCount(page.locator(".link-overlay path"));
     hoverTargets = await page.locator(".link-overlay path").evaluateAll((ps) => ps.map((p) => p.getAttribute("data-to")));
@@ -157,7 +157,7 @@ try {
     assert((await page.getByLabel("session").locator("option").count()) === 2, "imported session not listed");
     const texts = await page.locator(".msg-assistant .tokens.output .tok").allInnerTexts();
     assert(JSON.stringify(texts) === JSON.stringify(outputTexts), "imported tokens differ from the live ones");
-    await page.locator(".msg-assistant .tokens.output .tok").nth(2).hover();
+    await hoverToken(page, page.locator(".msg-assistant .tokens.output .tok").nth(2));
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
     const imported = await settledCount(page.locator(".link-overlay path"));
     const targets = await page.locator(".link-overlay path").evaluateAll((ps) => ps.map((p) => p.getAttribute("data-to")));

@@ -154,6 +154,29 @@ export async function settledCount(locator, { quiet = 400, timeoutMs = 5000 } = 
   return last;
 }
 
+/**
+ * Hover a dashboard token and make sure the dashboard focused that token. A layout shift
+ * between Playwright computing the token's centre and the pointer arriving (the lens
+ * closing on import re-wraps the text) can land the pointer on a neighbour, which then
+ * rightly takes the focus; the pointer is moved off and the hover retried. Returns the
+ * focused position.
+ */
+export async function hoverToken(page, tok, attempts = 3) {
+  const want = await tok.getAttribute("data-pos");
+  let got = null;
+  for (let i = 0; i < attempts; i++) {
+    await page.mouse.move(1, 1);
+    await tok.hover();
+    try {
+      await page.locator(`.tok.focus[data-pos="${want}"]`).waitFor({ timeout: 2000 });
+      return Number(want);
+    } catch {
+      got = await page.locator(".tok.focus").first().getAttribute("data-pos", { timeout: 500 }).catch(() => null);
+    }
+  }
+  throw new Error(`assertion failed: hovering token ${want} focused ${got ?? "nothing"} in ${attempts} tries`);
+}
+
 export function assert(cond, msg) {
   if (!cond) throw new Error(`assertion failed: ${msg}`);
 }
