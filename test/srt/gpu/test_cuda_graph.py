@@ -157,3 +157,43 @@ def test_every_capturing_batch_replays_the_capture_graph(tiny_models, smollm_tok
         assert graph[rid]["output_ids"] == want["output_ids"]
         assert_entries_close(graph[rid]["entries"], want["entries"], atol=1e-5, where=rid)
     assert gr.capture_replays == gr.replays == gr.kind_replays["full"] > 0
+
+
+def test_capture_graph_failure_leaves_capture_eager_and_plain_graphs(tiny_models, smollm_tokenizer, monkeypatch):
+    # A capture graph that cannot be recorded (here: the "full" graph of size 4 raises)
+    # must not stop the server: the capture graphs are dropped, capturing batches decode
+    # eagerly with the same entries, and the plain graphs stay.
+    from sglang.srt.managers.scheduler_process import model_info
+
+    reqs = _mixed_capture_requests(smollm_tokenizer)
+    res = {}
+    for graphs in (False, True):
+        sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, max_running_requests=8,
+                                  attention_backend="triton", dtype="float32", disable_cuda_graph=not graphs)
+        if graphs:
+            sched.runner.init_graph_runner(record=False)
+            gr = sched.runner.graph_runner
+            recorded = []
+
+            def fake_record(bs: int, kind: str | None) -> None:
+                if (bs, kind) == (4, "full"):
+                    raise RuntimeError("operation not permitted when stream is capturing")
+                recorded.append((bs, kind))
+                gr.graphs[(bs, kind)], gr.outputs[(bs, kind)] = object(), torch.empty(0)
+
+            for bs in gr.batch_sizes:
+                fake_record(bs, None)
+            monkeypatch.setattr(gr, "_record", fake_record)
+            gr.record_capture_graphs()
+            assert (8, "full") in recorded and not gr.with_capture and gr.io is None
+            assert "RuntimeError: operation not permitted" in gr.capture_graph_error
+            assert sorted(gr.graphs) == [(bs, None) for bs in gr.batch_sizes]
+            info = model_info(sched)
+            assert info["cuda_graph"] and not info["cuda_graph_capture"]
+            assert "operation not permitted" in info["cuda_graph_capture_error"]
+        res[graphs] = run_capture(sched, reqs, 3)
+        assert_pool_free(sched)
+    assert gr.capture_replays == gr.replays == 0  # every decode batch here had capturing rows
+    for rid, want in res[False].items():
+        assert res[True][rid]["output_ids"] == want["output_ids"]
+        assert_entries_close(res[True][rid]["entries"], want["entries"], where=rid)

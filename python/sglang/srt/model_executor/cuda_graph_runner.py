@@ -176,16 +176,39 @@ class CudaGraphRunner:
         if with_capture:
             cfg = runner.model_config
             self.io = GraphCaptureIO(cfg.num_layers, n, runner.num_heads, cfg.head_dim, runner.dtype, dev)
+        # Why the capture graphs are not in use although capture is allowed (None: they are).
+        self.capture_graph_error: str | None = None
         if not record:
             return
         self.stream = torch.cuda.Stream(device=dev)
         # Largest first: the smaller graphs then fit in the memory pool the first one made.
         for bs in reversed(self.batch_sizes):
-            for kind in (None, "stats", "full") if with_capture else (None,):
-                self._record(bs, kind)
+            self._record(bs, None)
+        if with_capture:
+            self.record_capture_graphs()
         torch.cuda.synchronize(dev)
         logger.info("CUDA graphs recorded for decode batch sizes %s%s", self.batch_sizes,
-                    " (each also with capture: stats, full)" if with_capture else "")
+                    " (each also with capture: stats, full)" if self.with_capture else "")
+
+    def record_capture_graphs(self) -> None:
+        """Record the "stats" and "full" graphs of every size. If any fails (a kernel that
+        cannot be recorded on this GPU, out of memory), the server still starts: capturing
+        batches then decode eagerly, as exact as before, and the others keep their graphs."""
+        try:
+            for bs in reversed(self.batch_sizes):
+                for kind in ("stats", "full"):
+                    self._record(bs, kind)
+        except Exception as e:  # noqa: BLE001 - any failure here only costs capture its graphs
+            self.disable_capture_graphs(f"{type(e).__name__}: {e}")
+
+    def disable_capture_graphs(self, reason: str) -> None:
+        for key in [k for k in self.graphs if k[1] is not None]:
+            del self.graphs[key], self.outputs[key]
+        self.with_capture = False
+        self.io = None
+        self.capture_graph_error = reason
+        logger.warning("capture graphs could not be recorded (%s): decode batches with capturing requests run "
+                       "eagerly; batches without capture still replay graphs", reason)
 
     def _batch(self, bs: int, kind: str | None) -> ForwardBatch:
         r = self.runner
