@@ -264,6 +264,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     from sglang.srt.capture.hook import maybe_install_capture
     from sglang.srt.managers.io_struct import CaptureParams, auto_layers
     from sglang.srt.managers.scheduler import Scheduler
+    from sglang.srt.model_executor.cuda_graph_runner import graph_status
     from sglang.srt.server_args import ServerArgs
 
     folder = write_random_model(name, args.workdir, device=device)
@@ -300,7 +301,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     maybe_install_capture(sched)  # requests without capture fields pay nothing
     runner = sched.runner
     res["engine"] = {"attention_backend": runner.attention_backend_name, "dtype": str(runner.dtype),
-                     "cuda_graph": runner.graph_runner is not None, "startup_s": time.perf_counter() - t0,
+                     **graph_status(runner.graph_runner), "startup_s": time.perf_counter() - t0,
                      "graph_batch_sizes": runner.graph_runner.batch_sizes if runner.graph_runner else []}
     run_engine(sched, random_prompts(2, P, vocab, rng), [4, 4])  # warm-up: kernels compile
 

@@ -110,6 +110,7 @@ def _graph_vs_eager(tiny_models, tok, record: bool, n_new: int, requests=_mixed_
             sched.capture_hook.after_forward = _no_sync(sched.capture_hook.after_forward)
         gr = sched.runner.graph_runner
         assert (gr is not None) == graphs
+        assert gr is None or gr.capture_graph_error is None, gr.capture_graph_error
         res[graphs] = run_capture(sched, reqs, n_new)
         assert_pool_free(sched)
     return res[False], res[True], gr

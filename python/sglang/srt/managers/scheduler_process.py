@@ -29,6 +29,7 @@ from sglang.srt.managers.io_struct import (
     ReqOutput,
     TokenizedGenerateReqInput,
 )
+from sglang.srt.model_executor.cuda_graph_runner import graph_status
 from sglang.srt.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,7 @@ def model_info(sched: Any) -> dict[str, Any]:
         "num_attention_heads": runner.num_heads,
         "num_attention_heads_total": cfg.num_heads,
         "tp_size": runner.tp_size,
-        "cuda_graph": runner.graph_runner is not None,
-        # capturing decode batches replay graphs too (False: they run eagerly; see the error)
-        "cuda_graph_capture": bool(runner.graph_runner and runner.graph_runner.with_capture),
-        "cuda_graph_capture_error": runner.graph_runner.capture_graph_error if runner.graph_runner else None,
+        **graph_status(runner.graph_runner),
         "num_kv_heads": cfg.num_kv_heads,
         "head_dim": cfg.head_dim,
         "hidden_size": cfg.hidden_size,

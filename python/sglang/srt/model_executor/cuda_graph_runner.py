@@ -68,6 +68,16 @@ def graph_ineligibility(runner: "ModelRunner") -> str | None:
     return None
 
 
+def graph_status(graph_runner: "CudaGraphRunner | None") -> dict[str, Any]:
+    """What the model info and the benchmarks report: graphs on, capture graphs on, and
+    why not when capture is allowed but its graphs failed to record."""
+    return {
+        "cuda_graph": graph_runner is not None,
+        "cuda_graph_capture": bool(graph_runner and graph_runner.with_capture),
+        "cuda_graph_capture_error": graph_runner.capture_graph_error if graph_runner else None,
+    }
+
+
 class GraphCaptureIO:
     """Stands in for a CaptureBatch while a capture graph is recorded, and holds the capture
     graphs' static buffers (filled on every replay):
