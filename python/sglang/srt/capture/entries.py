@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sgl_kernel import zones
+from sglang.srt.capture.wire import RowRefs, unpack
 
 
 def _r(x: float, nd: int = 6) -> float:
@@ -51,7 +52,8 @@ def _raw(payload: dict[str, Any], s: int, li: int, layer: int, base: dict[str, A
     return e
 
 
-def build_entries(payload: dict[str, Any], prompt_len: int) -> list[dict[str, Any]]:
+def build_entries(payload: dict[str, Any] | RowRefs, prompt_len: int) -> list[dict[str, Any]]:
+    payload = unpack(payload)
     mode, layers = payload["mode"], payload["layers"]
     entries: list[dict[str, Any]] = []
     for s in range(len(payload["decode_step"])):

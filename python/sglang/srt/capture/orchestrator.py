@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sglang.srt.capture.payload import CaptureBlock, resolve_records
+from sglang.srt.capture.payload import CaptureBlock, Record, blocks_to_host, own_rows, take_payload
 from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.managers.io_struct import CaptureParams
 
@@ -50,7 +50,7 @@ class ReqCaptureState:
     prompt_len: int
     captured_steps: int = 0
     prompt_rows_done: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)  # not yet sent
+    records: list[Record] = field(default_factory=list)  # not yet sent
     fp_sum: torch.Tensor | None = None  # running sum of step fingerprints, on the device
     fp_count: int = 0
     cluster_run: tuple[int, int] = (-1, 0)  # (cluster id, consecutive steps in it), adaptive sampling
@@ -272,24 +272,26 @@ class CaptureBatch:
             if isinstance(mlp, SparseMoE) and mlp.last_topk_ids is not None:
                 self.moe[lid] = (mlp.last_topk_ids, mlp.last_topk_weights)
 
-    def finalize(self) -> list[dict[str, Any]]:
+    def finalize(self) -> tuple[list[CaptureBlock], list[Record]]:
         """One record per captured row, pointing at its row of a CaptureBlock: the results
         are stacked per (head group, layer list) with a few batched ops, not per row, and
-        reach the host together after sampling (CaptureHook.after_step). Returns the new
-        records."""
-        new: list[dict[str, Any]] = []
+        reach the host together after sampling (CaptureHook.after_step). Returns the
+        step's blocks and the records that wait for a later step (non-streaming requests)."""
+        blocks: list[CaptureBlock] = []
+        waiting: list[Record] = []
         for gi, g in enumerate(self.groups):
             for layers, places in g["by_layers"].items():
                 blk = self._block(gi, list(layers), places)
+                blocks.append(blk)
                 for b, j in enumerate(places):
                     row = self.rows[g["rows"][j]]
-                    rec = {"decode_step": row.decode_step, "query_pos": row.pos, "layers": blk.layers,
-                           "_block": blk, "_row": b, "_top_k": kernel_top_k(row.req.capture),
-                           "_mode": row.req.capture.mode}
+                    p = row.req.capture
+                    rec = Record(blk, b, row.decode_step, row.pos, kernel_top_k(p), p.mode)
                     row.req.capture_state.records.append(rec)
-                    new.append(rec)
+                    if not row.req.stream:
+                        waiting.append(rec)
                     self._after_record(row, blk, b)
-        return new
+        return blocks, waiting
 
     def _layers_of(self, gi: int, name: str, layers: list[int]) -> torch.Tensor:
         """Field ``name`` of group gi's results as [rows of the group, layers, ...]: views of
@@ -363,7 +365,10 @@ class CaptureHook:
         self.sched = sched
         self.num_layers = sched.cfg.num_layers
         self.current: CaptureBatch | None = None
-        self.step_records: list[dict[str, Any]] = []  # this step's, moved to the host after sampling
+        # this step's blocks (moved to the host after sampling) and the records that then
+        # copy their rows out, because their request sends them at a later step
+        self.step_blocks: list[CaptureBlock] = []
+        self.step_waiting: list[Record] = []
         self.adaptive_steps = sched.args.attention_adaptive_steps
         self.hints = None
         if sched.args.attention_hints_url:
@@ -435,15 +440,21 @@ class CaptureHook:
     def after_forward(self, model: torch.nn.Module) -> None:
         if self.current is not None:
             self.current.after_forward(model)
-            self.step_records += self.current.finalize()
+            blocks, waiting = self.current.finalize()
+            self.step_blocks += blocks
+            self.step_waiting += waiting
             self.current = None
 
     def after_step(self, reqs: list["Req"]) -> None:
-        """After sampling: this step's blocks reach the host in one copy per dtype, and each
-        new record takes its own rows (see payload.resolve_records)."""
-        if self.step_records:
-            recs, self.step_records = self.step_records, []
-            resolve_records(recs)
+        """After sampling: this step's blocks reach the host in one copy per dtype; records
+        sent later (non-streaming requests) copy their rows out, so no block outlives its step
+        there. Streaming requests pack views of the blocks' rows in this step's output."""
+        if self.step_blocks:
+            blocks_to_host(self.step_blocks)
+            self.step_blocks = []
+        if self.step_waiting:
+            own_rows(self.step_waiting)
+            self.step_waiting = []
 
     def on_fingerprint(self, req: "Req", step: int, v: torch.Tensor) -> None:
         if self.sidecar is None:
@@ -485,6 +496,4 @@ class CaptureHook:
         if st is None or not st.records:
             return None
         recs, st.records = st.records, []
-        from sglang.srt.capture.payload import pack_records
-
-        return pack_records(st.params, recs)
+        return take_payload(st.params, recs, req.stream)

@@ -1,5 +1,8 @@
-"""A step's capture results on their way out: blocks of rows, moved to the host once per
-step, then packed per request into compact numpy arrays for the trip to the front end."""
+"""A step's capture results on their way out of the scheduler: blocks of rows on the
+device, moved to the host once per step, and each request's records of rows in them.
+
+Host work per captured row is a few attribute reads: see ``wire`` for how a streaming
+request's rows travel as references into the step's shared blocks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,35 +11,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from sglang.srt.capture.wire import HostBlock, Row, RowRefs, pack_rows
 from sglang.srt.managers.io_struct import CaptureParams
-
-
-# Which block arrays a record of each mode keeps (moe_ids / moe_w go with every mode).
-_TOPK = ("topk_pos", "topk_prob", "topk_logit")
-MODE_FIELDS: dict[str, tuple[str, ...]] = {
-    "raw": (*_TOPK, "lse_ref", "masked_mass"),
-    "sketch": (*_TOPK, "lse_ref", "masked_mass", "hist", "entropy"),
-    "fingerprint": ("fingerprint", "cluster_idx"),
-}
 
 
 @dataclass
 class CaptureBlock:
     """One forward's capture results for the rows of one head group that share a layer
-    list: every array is [rows, ...] (layers second where there are layers). Records point
-    at a block and a row until the step's results reach the host together."""
+    list: every array is [rows, ...] (layers second where there are layers), on the
+    device until ``blocks_to_host`` makes ``host``."""
     layers: list[int]
-    arrays: dict[str, Any]  # name -> device tensor, then a host numpy array
+    arrays: dict[str, torch.Tensor]
     moe_layers: list[int] = field(default_factory=list)
-    snapshot: Any = None  # the hints snapshot that cluster_idx indexes
-    on_host: bool = False
+    snapshot: Any = None  # the hints snapshot that arrays["cluster_idx"] indexes
+    host: HostBlock | None = None
 
 
 def blocks_to_host(blocks: list[CaptureBlock]) -> None:
-    """Turn every array of these blocks into numpy with one device-to-host copy per dtype
-    (a handful of blocks per step, not one copy per request and field). Called after the
-    step's sampling, whose token ids already waited for the device."""
-    todo = [b for b in blocks if not b.on_host]
+    """Give each block its ``host`` copy with one device-to-host copy per dtype for all of
+    them (a handful of blocks per step, not one copy per request and field). Called after
+    the step's sampling, whose token ids already waited for the device."""
+    todo = [b for b in blocks if b.host is None]
+    out: dict[int, dict[str, np.ndarray]] = {id(b): {} for b in todo}
     slots: dict[torch.dtype, list[tuple[CaptureBlock, str, torch.Tensor]]] = {}
     for blk in todo:
         for key, t in blk.arrays.items():
@@ -44,83 +40,70 @@ def blocks_to_host(blocks: list[CaptureBlock]) -> None:
             if t.dtype in (torch.bfloat16, torch.float16):
                 t = t.float()  # numpy has no bfloat16
             if t.device.type == "cpu":
-                blk.arrays[key] = t.numpy()
+                out[id(blk)][key] = t.numpy()
             else:
                 slots.setdefault(t.dtype, []).append((blk, key, t))
-        blk.on_host = True
     for group in slots.values():
         flat = torch.cat([t.reshape(-1) for _, _, t in group]).cpu().numpy()
         offsets = np.cumsum([t.numel() for _, _, t in group])[:-1]
         for (blk, key, t), part in zip(group, np.split(flat, offsets)):
-            blk.arrays[key] = part.reshape(tuple(t.shape))
+            out[id(blk)][key] = part.reshape(tuple(t.shape))
+    for blk in todo:
+        arrays = out[id(blk)]
+        hb = HostBlock(blk.layers, arrays, blk.moe_layers)
+        idx = arrays.pop("cluster_idx", None)
+        if idx is not None and blk.snapshot is not None:
+            snap = blk.snapshot
+            hb.cluster_ids = [snap.ids[i] if i >= 0 else -1 for i in idx.tolist()]
+            hb.cluster_zones = [snap.zones[i] if i >= 0 else None for i in idx.tolist()]
+        blk.host = hb
+        blk.arrays = {}  # the device copies can go now
 
 
-def resolve_records(recs: list[dict[str, Any]]) -> None:
-    """Give each record its own rows of its block's arrays (the fields of its mode), as
-    small numpy copies, so a long request keeps only its own rows and not whole batches.
-    Blocks still on the device are moved first; resolved records are left alone."""
-    blocks_to_host(list({id(r["_block"]): r["_block"] for r in recs if "_block" in r}.values()))
-    for rec in recs:
-        blk = rec.pop("_block", None)
-        if blk is None:
-            continue
-        j, k, mode = rec.pop("_row"), rec.pop("_top_k"), rec.pop("_mode")
-        for key in MODE_FIELDS[mode]:
-            arr = blk.arrays.get(key)
-            if arr is not None:
-                rec[key] = (arr[j, :, :k] if key in _TOPK else arr[j]).copy()
-        if "cluster_idx" in rec:  # decode steps only (the hints describe generation)
-            idx = int(rec.pop("cluster_idx"))
-            if rec["decode_step"] is not None:
-                rec["cluster"] = (idx, blk.snapshot)
-        if blk.moe_layers:
-            rec["moe_layers"] = blk.moe_layers
-            rec["moe_ids"], rec["moe_w"] = blk.arrays["moe_ids"][j].copy(), blk.arrays["moe_w"][j].copy()
+class Record:
+    """One captured query row of a request: which step and position, and where its numbers
+    are (row ``row`` of ``block``, or of ``own``: a one-row copy once it has to wait)."""
+    __slots__ = ("block", "row", "decode_step", "query_pos", "top_k", "mode", "own")
+
+    def __init__(self, block: CaptureBlock, row: int, decode_step: int | None, query_pos: int, top_k: int,
+                 mode: str) -> None:
+        self.block: CaptureBlock | None = block
+        self.row = row
+        self.decode_step = -1 if decode_step is None else decode_step  # -1: a prompt-attention row
+        self.query_pos = query_pos
+        self.top_k = top_k  # this request's k (a block holds the largest k of its rows)
+        self.mode = mode
+        self.own: HostBlock | None = None
+
+    def ref(self) -> Row:
+        if self.own is not None:
+            return (self.own, 0, self.decode_step, self.query_pos, self.top_k)
+        return (self.block.host, self.row, self.decode_step, self.query_pos, self.top_k)
+
+    def own_row(self) -> None:
+        """Copy this row's fields out of its block (on the host), so the block can go."""
+        if self.own is None:
+            self.own = self.block.host.own_row(self.row, self.top_k, self.mode)
+            self.block = None
 
 
-def _stack(recs: list[dict[str, Any]], key: str, dtype: Any) -> np.ndarray:
-    if len(recs) == 1:  # a streaming step: a view, not np.stack's copy (4x cheaper per field)
-        return recs[0][key][None].astype(dtype, copy=False)
-    return np.stack([r[key] for r in recs]).astype(dtype, copy=False)
+def _on_host(recs: list[Record]) -> None:
+    blocks_to_host(list({id(r.block): r.block for r in recs if r.own is None and r.block.host is None}.values()))
 
 
-def pack_records(p: CaptureParams, recs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One request's records (resolved, see resolve_records) as [steps, ...] arrays."""
-    resolve_records(recs)
-    out: dict[str, Any] = {
-        "mode": p.mode,
-        "top_k": p.top_k,
-        "layers": list(recs[0]["layers"]),
-        "mask_prefix": p.mask_prefix,
-        "decode_step": np.array([-1 if r["decode_step"] is None else r["decode_step"] for r in recs], np.int64),
-        "query_pos": np.array([r["query_pos"] for r in recs], np.int64),
-    }
-    if p.mode != "fingerprint":
-        out["topk_pos"] = _stack(recs, "topk_pos", np.int32)
-        out["topk_prob"] = _stack(recs, "topk_prob", np.float32)
-        out["topk_logit"] = _stack(recs, "topk_logit", np.float32)
-        out["lse_ref"] = _stack(recs, "lse_ref", np.float32)
-        out["masked_mass"] = _stack(recs, "masked_mass", np.float32)
-    if p.mode == "sketch":
-        out["hist"] = _stack(recs, "hist", np.float32)
-        out["entropy"] = _stack(recs, "entropy", np.float32)
-    if p.mode == "fingerprint":
-        out["fingerprint"] = _stack(recs, "fingerprint", np.float32)
-        if any("cluster" in r for r in recs):
-            ids, zs = [], []
-            for r in recs:
-                if "cluster" not in r:
-                    ids.append(None)
-                    zs.append(None)
-                    continue
-                i = int(r["cluster"][0])
-                snap = r["cluster"][1]
-                ids.append(snap.ids[i] if i >= 0 else -1)
-                zs.append(snap.zones[i] if i >= 0 else None)
-            out["cluster_id"], out["cluster_zone"] = ids, zs
-    moe = recs[0].get("moe_layers")
-    if moe and all(r.get("moe_layers") == moe for r in recs):
-        out["moe_layers"] = list(moe)
-        out["moe_ids"] = _stack(recs, "moe_ids", np.int64)
-        out["moe_w"] = _stack(recs, "moe_w", np.float32)
-    return out
+def own_rows(recs: list[Record]) -> None:
+    """Records that wait for a later step copy their rows out (their blocks to the host first)."""
+    _on_host(recs)
+    for r in recs:
+        r.own_row()
+
+
+def take_payload(p: CaptureParams, recs: list[Record], stream: bool) -> dict[str, Any] | RowRefs:
+    """A request's records as what travels to the front end: references into the step's
+    shared blocks for a streaming request, packed arrays otherwise (see ``wire``)."""
+    if any(r.own is None and r.block.host is None for r in recs):  # normally after_step moved them
+        _on_host(recs)
+    rows = [r.ref() for r in recs]
+    if stream:
+        return RowRefs(p.mode, p.top_k, p.mask_prefix, rows)
+    return pack_rows(p.mode, p.top_k, p.mask_prefix, rows)

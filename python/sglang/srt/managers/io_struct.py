@@ -94,8 +94,9 @@ class ReqOutput:
     # logprobs of each new token: list of (logprob, token_id), and top alternatives.
     token_logprobs: list[tuple[float, int]] | None = None
     top_logprobs: list[list[tuple[float, int]]] | None = None
-    # Capture payload: dict of numpy arrays for the steps in this message (see capture package).
-    capture: dict[str, Any] | None = None
+    # Capture payload for the steps in this message: packed numpy arrays, or (streaming)
+    # RowRefs into the step's shared blocks (see capture/wire.py)
+    capture: Any = None
     # Adaptive sampling switch {"step", "before", "after", "cluster_id", "zone"}, once it happened.
     sampling_switch: dict[str, Any] | None = None
     error: str | None = None
