@@ -80,30 +80,40 @@ class _LayerRows:
     softcap: float
 
 
-class CaptureBatch:
-    """Capture work of one forward; ``on_layer`` is called by the attention backend."""
+@dataclass
+class _Plan:
+    """What a forward's capture does that depends only on which requests capture in which
+    batch rows (not on their positions): head groups, layer lists, the index vectors on the
+    device, the fused statistics' mask. A decode batch with the same rows as the previous
+    one (the steady state) reuses it, so a step's setup is the row positions alone."""
+    layers: list[int]
+    groups: list[dict[str, Any]]
+    fused_gi: int | None
+    fused_layers: list[int]
+    fused_mask: torch.Tensor | None  # [B] mask prefix per row of the batch
+    fused_layer_ids: torch.Tensor | None
+    key: tuple = ()
+    # the requests of the key: held, so no id in the key can be reused by a new request
+    reqs: list[Any] = field(default_factory=list)
 
-    def __init__(self, hook: "CaptureHook", rows: list[_Row], fb: "ForwardBatch") -> None:
-        self.hook = hook
-        self.rows = rows
-        self.layers = sorted({l for r in rows for l in r.req.capture_state.layers})
-        self.layer_set = set(self.layers)
+    @staticmethod
+    def build(rows: list[_Row], fb: "ForwardBatch") -> "_Plan":
         dev = fb.input_ids.device
         # Group rows by head subset: one kernel call per group per layer.
-        groups: dict[tuple[int, ...] | None, list[int]] = {}
+        by_heads: dict[tuple[int, ...] | None, list[int]] = {}
         for i, r in enumerate(rows):
             ids = r.req.capture.head_ids
-            groups.setdefault(tuple(ids) if ids else None, []).append(i)
-        self.groups = []
+            by_heads.setdefault(tuple(ids) if ids else None, []).append(i)
+        groups = []
         host: list[list[int]] = []  # every group's index vectors, moved to the device in one copy
-        for heads, idx in groups.items():
+        names = ("heads", "token_index", "row_req", "reqs", "req_of_row", "window", "mask")
+        for heads, idx in by_heads.items():
             rs = [rows[i] for i in idx]
             req_index = {p: j for j, p in enumerate(dict.fromkeys(r.req.req_pool_idx for r in rs))}
             vecs = {
                 "heads": list(heads or ()),  # empty = all heads
                 "token_index": [r.token_index for r in rs],
                 "row_req": [r.req.req_pool_idx for r in rs],
-                "row_pos": [r.pos for r in rs],
                 # distinct requests of the group and each row's index among them
                 "reqs": list(req_index),
                 "req_of_row": [req_index[r.req.req_pool_idx] for r in rs],
@@ -116,19 +126,20 @@ class CaptureBatch:
                 by_layers.setdefault(tuple(r.req.capture_state.layers), []).append(j)
             if len(by_layers) > 1:  # finalize selects each list's rows on the device
                 host += by_layers.values()
-            self.groups.append({
+            groups.append({
                 "all_heads": not heads,
                 "by_layers": by_layers,
-                **vecs,
-                # row positions and windows on the host: capture calls never sync
-                "host_rows": (vecs["row_pos"], vecs["window"]),
+                # windows on the host (with the row positions, see CaptureBatch): capture calls never sync
+                "window_host": vecs["window"],
+                # every row of the batch, in order: selecting the group's rows is a no-op
+                "identity": vecs["token_index"] == list(range(fb.batch_size)),
                 "rows": idx,
-                "max_pos": max(r.pos for r in rs),
                 "top_k": max(kernel_top_k(r.req.capture) for r in rs),
                 "chunk": min(r.req.capture.chunk_size for r in rs),
                 "layers": {l for r in rs for l in r.req.capture_state.layers},
                 # with no window the attention kernel's lse is exactly capture's first pass
                 "full": all(r.req.capture.window == 0 for r in rs),
+                "modes": {r.req.capture.mode for r in rs},
             })
         # A decode batch whose all-heads group is fingerprint-only with no window takes its
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
@@ -136,35 +147,55 @@ class CaptureBatch:
         # [B, H, 18] (hist[16], masked mass, entropy per row and head, or already averaged
         # over heads with H = 1) in fused_stats. A replayed CUDA graph hands over every
         # layer's statistics, queries and lse at once (cuda_graph_runner.GraphCaptureIO).
-        self.device = dev
-        self.fused_gi: int | None = None
-        self.fused_mask: torch.Tensor | None = None  # [B] mask prefix per row of the batch
+        fused_gi, fused_layers = None, []
+        if fb.is_decode:
+            for gi, g in enumerate(groups):
+                if g["all_heads"] and all(rows[i].req.capture.mode == "fingerprint" and rows[i].req.capture.window == 0
+                                          for i in g["rows"]):
+                    fused_gi, fused_layers = gi, sorted(g["layers"])
+                    mask = [0] * fb.batch_size
+                    for i in g["rows"]:
+                        mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
+                    host += [mask, fused_layers]
+        flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)  # the one copy
+        parts = iter(flat.split([len(v) for v in host]))
+        for g in groups:
+            for key in names:
+                g[key] = next(parts)
+            g["heads"] = None if g["all_heads"] else g["heads"]
+            g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
+        fused_mask = fused_layer_ids = None
+        if fused_gi is not None:
+            fused_mask, fused_layer_ids = next(parts), next(parts)
+        layers = sorted({l for r in rows for l in r.req.capture_state.layers})
+        return _Plan(layers, groups, fused_gi, fused_layers, fused_mask, fused_layer_ids)
+
+
+class CaptureBatch:
+    """Capture work of one forward; ``on_layer`` is called by the attention backend."""
+
+    def __init__(self, hook: "CaptureHook", rows: list[_Row], fb: "ForwardBatch", plan: _Plan | None = None) -> None:
+        self.hook = hook
+        self.rows = rows
+        self.plan = plan = plan or _Plan.build(rows, fb)
+        self.layers = plan.layers
+        self.layer_set = set(plan.layers)
+        self.device = dev = fb.input_ids.device
+        # This step's row positions: on the host (capture calls never sync) and on the device.
+        pos = [[rows[i].pos for i in g["rows"]] for g in plan.groups]
+        flat = torch.tensor([p for ps in pos for p in ps], dtype=torch.long).to(dev)
+        dev_pos = flat.split([len(ps) for ps in pos]) if len(pos) > 1 else (flat,)
+        self.groups = [{**g, "row_pos": dp, "host_rows": (ps, g["window_host"]), "max_pos": max(ps)}
+                       for g, ps, dp in zip(plan.groups, pos, dev_pos)]
+        self.fused_gi = plan.fused_gi
+        self.fused_layers = plan.fused_layers
+        self.fused_mask, self.fused_layer_ids = plan.fused_mask, plan.fused_layer_ids
         self.fused_stats: dict[int, torch.Tensor] = {}
-        self.fused_layers: list[int] = []
         # [model layers, B, 20]: the fingerprints a replayed capture graph computed for every
         # layer and row from its statistics (fixed shapes, so inside the graph)
         self.graph_fp: torch.Tensor | None = None
         self.fused_fp: dict[int, torch.Tensor] = {}  # layer -> [n rows of the fused group, 20]
         self.fused_row_fp: torch.Tensor | None = None  # [n, 20] when every row has the same layers
-        if fb.is_decode:
-            for gi, g in enumerate(self.groups):
-                if g["all_heads"] and all(rows[i].req.capture.mode == "fingerprint" and rows[i].req.capture.window == 0
-                                          for i in g["rows"]):
-                    self.fused_gi = gi
-                    self.fused_layers = sorted(g["layers"])
-                    mask = [0] * fb.batch_size
-                    for i in g["rows"]:
-                        mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
-                    host += [mask, self.fused_layers]
-        flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)  # the one copy
-        parts = iter(flat.split([len(v) for v in host]))
-        for g in self.groups:
-            for key in ("heads", "token_index", "row_req", "row_pos", "reqs", "req_of_row", "window", "mask"):
-                g[key] = next(parts)
-            g["heads"] = None if g["all_heads"] else g["heads"]
-            g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
-        if self.fused_gi is not None:
-            self.fused_mask, self.fused_layer_ids = next(parts), next(parts)
         # every capturing row is finished from the decode kernel's statistics (a CUDA graph
         # without query copies can run the batch)
         self.stats_only = self.fused_gi is not None and len(self.groups) == 1
@@ -208,13 +239,15 @@ class CaptureBatch:
     def _run_fused(self) -> None:
         """Fingerprints of the fused group from the kernels' statistics: every layer and row
         in one call (or already computed by a replayed graph), and one mean over layers
-        when all rows share their layer list."""
+        when all rows share their layer list (then no per-layer views are made)."""
         from sgl_kernel.capture import fingerprints_from_stats
 
         g = self.groups[self.fused_gi]
         if self.graph_fp is not None:
             layers = self.fused_layers
-            fp = self.graph_fp.index_select(0, self.fused_layer_ids).index_select(1, g["token_index"])
+            fp = self.graph_fp.index_select(0, self.fused_layer_ids)  # [L, B, 20]
+            if not g["identity"]:
+                fp = fp.index_select(1, g["token_index"])
         else:
             layers = [l for l in self.fused_layers if l in self.fused_stats]
             if not layers:
@@ -222,9 +255,10 @@ class CaptureBatch:
             stats = torch.stack([self.fused_stats[l] for l in layers])  # [L, B, H, 18]
             stats = stats.index_select(1, g["token_index"]).mean(2)  # [L, n, 18]
             fp = fingerprints_from_stats(stats, g["row_pos"] + 1)  # no window: n_keys = t + 1
-        self.fused_fp = {l: fp[i] for i, l in enumerate(layers)}
         if all(self.rows[i].req.capture_state.layers == layers for i in g["rows"]):
             self.fused_row_fp = fp.mean(0)
+        else:
+            self.fused_fp = {l: fp[i] for i, l in enumerate(layers)}
 
     def _run_pending(self) -> None:
         from sgl_kernel.capture import attention_capture
@@ -307,7 +341,8 @@ class CaptureBatch:
     def _block(self, gi: int, layers: list[int], places: list[int]) -> CaptureBlock:
         """The rows ``places`` of group gi, which all capture ``layers``."""
         g = self.groups[gi]
-        modes = {self.rows[g["rows"][j]].req.capture.mode for j in places}
+        modes = g["modes"] if len(places) == len(g["rows"]) else {self.rows[g["rows"][j]].req.capture.mode
+                                                                   for j in places}
         sel = g["places"].get(tuple(layers))  # None: every row of the group
 
         def rows_of(t: torch.Tensor) -> torch.Tensor:
@@ -324,7 +359,7 @@ class CaptureBatch:
             arrays["hist"], arrays["entropy"] = stacked("hist"), stacked("entropy")
         blk = CaptureBlock(layers, arrays)
         if "fingerprint" in modes:
-            if gi == self.fused_gi and self.fused_fp:
+            if gi == self.fused_gi and (self.fused_fp or self.fused_row_fp is not None):
                 fp = (self.fused_row_fp if self.fused_row_fp is not None
                       else torch.stack([self.fused_fp[l] if l in self.fused_fp
                                         else self._layers_of(gi, "fingerprint", [l])[:, 0] for l in layers]).mean(0))
@@ -365,6 +400,7 @@ class CaptureHook:
         self.sched = sched
         self.num_layers = sched.cfg.num_layers
         self.current: CaptureBatch | None = None
+        self.plan: _Plan | None = None  # the last decode batch's, reused while its rows stay the same
         # this step's blocks (moved to the host after sampling) and the records that then
         # copy their rows out, because their request sends them at a later step
         self.step_blocks: list[CaptureBlock] = []
@@ -420,7 +456,15 @@ class CaptureHook:
                 start += take
         if not rows:
             return None
-        self.current = CaptureBatch(self, rows, fb)
+        plan = None
+        if fb.is_decode:
+            key = (fb.batch_size, tuple((id(r.req), r.req.req_pool_idx, r.token_index) for r in rows))
+            if self.plan is not None and self.plan.key == key:
+                plan = self.plan
+        self.current = CaptureBatch(self, rows, fb, plan)
+        if fb.is_decode and plan is None:
+            self.plan = self.current.plan
+            self.plan.key, self.plan.reqs = key, [r.req for r in rows]
         return self.current
 
     def _prompt_rows(self, r: "Req", lo: int, hi: int, start: int) -> list[_Row]:
