@@ -255,7 +255,7 @@ class CaptureBatch:
             stats = torch.stack([self.fused_stats[l] for l in layers])  # [L, B, H, 18]
             stats = stats.index_select(1, g["token_index"]).mean(2)  # [L, n, 18]
             fp = fingerprints_from_stats(stats, g["row_pos"] + 1)  # no window: n_keys = t + 1
-        if all(self.rows[i].req.capture_state.layers == layers for i in g["rows"]):
+        if len(g["by_layers"]) == 1 and list(next(iter(g["by_layers"]))) == layers:  # every row has these layers
             self.fused_row_fp = fp.mean(0)
         else:
             self.fused_fp = {l: fp[i] for i, l in enumerate(layers)}
@@ -300,10 +300,10 @@ class CaptureBatch:
             self._run_pending()
         if self.fused_gi is not None and (self.fused_stats or self.graph_fp is not None):
             self._run_fused()
-        layers = getattr(getattr(model, "model", None), "layers", [])
+        moe = self.hook.moe_mlps(model)
         for lid in self.layers:
-            mlp = getattr(layers[lid], "mlp", None) if lid < len(layers) else None
-            if isinstance(mlp, SparseMoE) and mlp.last_topk_ids is not None:
+            mlp = moe.get(lid)
+            if mlp is not None and mlp.last_topk_ids is not None:
                 self.moe[lid] = (mlp.last_topk_ids, mlp.last_topk_weights)
 
     def finalize(self) -> tuple[list[CaptureBlock], list[Record]]:
@@ -401,6 +401,7 @@ class CaptureHook:
         self.num_layers = sched.cfg.num_layers
         self.current: CaptureBatch | None = None
         self.plan: _Plan | None = None  # the last decode batch's, reused while its rows stay the same
+        self._moe_mlps: dict[int, SparseMoE] | None = None
         # this step's blocks (moved to the host after sampling) and the records that then
         # copy their rows out, because their request sends them at a later step
         self.step_blocks: list[CaptureBlock] = []
@@ -418,6 +419,13 @@ class CaptureHook:
 
             self.sidecar = SidecarEmitter(sched.args.attention_sidecar_url,
                                           model=sched.runner.files.display_name)
+
+    def moe_mlps(self, model: torch.nn.Module) -> dict[int, SparseMoE]:
+        """The model's MoE blocks by layer id (found once: the model does not change)."""
+        if self._moe_mlps is None:
+            layers = getattr(getattr(model, "model", None), "layers", [])
+            self._moe_mlps = {i: m.mlp for i, m in enumerate(layers) if isinstance(getattr(m, "mlp", None), SparseMoE)}
+        return self._moe_mlps
 
     @property
     def dropped(self) -> int:
