@@ -34,6 +34,11 @@ def test_bench_attention_capture_prints_every_mode(tiny_models, tmp_path):
     assert 0 < m["fingerprint_auto"]["bytes_per_step"] < m["raw_top32_auto"]["bytes_per_step"]
     assert m["raw_top5_last"]["bytes_per_step"] < m["raw_top32_auto"]["bytes_per_step"]
     assert m["sketch_auto"]["bytes_per_step"] > m["fingerprint_auto"]["bytes_per_step"]
+    # host cost of capture per step, and the scheduler's output message per step
+    for name, r in m.items():
+        assert r["capture_host_ms_per_step"] >= 0 and r["message_pickle_ms_per_step"] > 0, name
+    assert m["off"]["message_bytes_per_step"] < m["fingerprint_auto"]["message_bytes_per_step"] \
+        < m["raw_top32_auto"]["message_bytes_per_step"]
 
 
 def test_bench_attention_capture_bad_flag_exits_2():
