@@ -52,6 +52,7 @@ def test_blocks_to_host_then_waiting_records_own_their_rows(dev):
         for k in hb.arrays:
             assert isinstance(hb.arrays[k], np.ndarray)
             np.testing.assert_array_equal(hb.arrays[k], w[k])
+        assert hb.arrays["topk_pos"].dtype == np.int32  # what the wire carries
         assert hb.cluster_ids[:3] == [9, -1, 7] and hb.cluster_zones[:3] == ["long_range", None, "syntax_floor"]
     raw, sk, fp = _rec(blocks[1], 2, 5, "raw", 4), _rec(blocks[0], 0, 6, "sketch", 6), _rec(blocks[0], 1, 7, "fingerprint", 0)
     hb, row, _, _, k = raw.ref()

@@ -50,6 +50,8 @@ def blocks_to_host(blocks: list[CaptureBlock]) -> None:
             out[id(blk)][key] = part.reshape(tuple(t.shape))
     for blk in todo:
         arrays = out[id(blk)]
+        if "topk_pos" in arrays:  # positions fit int32: half the bytes on the wire
+            arrays["topk_pos"] = arrays["topk_pos"].astype(np.int32)
         hb = HostBlock(blk.layers, arrays, blk.moe_layers)
         idx = arrays.pop("cluster_idx", None)
         if idx is not None and blk.snapshot is not None:
