@@ -90,7 +90,10 @@ class Record:
 
 
 def _on_host(recs: list[Record]) -> None:
-    blocks_to_host(list({id(r.block): r.block for r in recs if r.own is None and r.block.host is None}.values()))
+    """Blocks of these records still on the device reach the host (normally after_step did it)."""
+    todo = {id(r.block): r.block for r in recs if r.own is None and r.block.host is None}
+    if todo:
+        blocks_to_host(list(todo.values()))
 
 
 def own_rows(recs: list[Record]) -> None:
@@ -103,8 +106,7 @@ def own_rows(recs: list[Record]) -> None:
 def take_payload(p: CaptureParams, recs: list[Record], stream: bool) -> dict[str, Any] | RowRefs:
     """A request's records as what travels to the front end: references into the step's
     shared blocks for a streaming request, packed arrays otherwise (see ``wire``)."""
-    if any(r.own is None and r.block.host is None for r in recs):  # normally after_step moved them
-        _on_host(recs)
+    _on_host(recs)
     rows = [r.ref() for r in recs]
     if stream:
         return RowRefs(p.mode, p.top_k, p.mask_prefix, rows)

@@ -101,8 +101,8 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
     if mode == "fingerprint":
         out["fingerprint"] = stacked("fingerprint", np.float32)
         # cluster hints describe generation: decode steps only
-        if any(hb.cluster_ids is not None and ds >= 0 for hb, _, ds, _, _ in rows):
-            hinted = [hb.cluster_ids is not None and ds >= 0 for hb, _, ds, _, _ in rows]
+        hinted = [hb.cluster_ids is not None and ds >= 0 for hb, _, ds, _, _ in rows]
+        if any(hinted):
             out["cluster_id"] = [hb.cluster_ids[r] if h else None for (hb, r, _, _, _), h in zip(rows, hinted)]
             out["cluster_zone"] = [hb.cluster_zones[r] if h else None for (hb, r, _, _, _), h in zip(rows, hinted)]
     moe = first.moe_layers
