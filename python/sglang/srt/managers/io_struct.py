@@ -100,6 +100,21 @@ class ReqOutput:
     # Adaptive sampling switch {"step", "before", "after", "cluster_id", "zone"}, once it happened.
     sampling_switch: dict[str, Any] | None = None
     error: str | None = None
+    # HTTP-style status of ``error``: 400 when the request itself is invalid, 500 when the
+    # engine failed while running it (only the request at fault gets it), 503 on shutdown
+    error_status: int = 400
+
+
+class RequestFailed(RuntimeError):
+    """The engine could not finish a valid request (an internal fault, or shutdown).
+
+    Carries the HTTP status the front end answers with (500-class); invalid input is a
+    ``ValueError`` instead (400)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass

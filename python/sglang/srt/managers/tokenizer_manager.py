@@ -23,6 +23,7 @@ from sglang.srt.managers.io_struct import (
     GenerateReqInput,
     GetLoadReq,
     ReqOutput,
+    RequestFailed,
     SchedulerLoad,
     TokenizedGenerateReqInput,
 )
@@ -158,7 +159,9 @@ class TokenizerManager:
             out: ReqOutput = await st.queue.get()
             if out.error:
                 st.finished = True
-                raise ValueError(out.error)
+                if out.error_status == 400:
+                    raise ValueError(out.error)
+                raise RequestFailed(out.error_status, out.error)
             final = out.finished_reason is not None
             delta = self._advance_text(st, out, final)
             item = self._make_item(st, out, delta, first)
@@ -266,6 +269,19 @@ class TokenizerManager:
                 self._send.send_pyobj(AbortReq(rid), flags=zmq.NOBLOCK)
             except zmq.ZMQError:
                 logger.warning("could not send abort for %s", rid)
+
+    def fail_all(self, message: str, status: int = 503) -> int:
+        """End every request in flight with an error (server shutdown): a stream sends an
+        error event and [DONE] instead of being cut, a waiting response answers ``status``.
+        Call it on the event loop's thread. Returns how many requests were ended."""
+        n = 0
+        for rid, st in list(self.states.items()):
+            if st.finished:
+                continue
+            st.queue.put_nowait(ReqOutput(rid, [], {"type": "abort", "message": message}, st.prompt_len,
+                                          len(st.output_ids), error=message, error_status=status))
+            n += 1
+        return n
 
     async def flush_cache(self) -> bool:
         self._ensure_loop()

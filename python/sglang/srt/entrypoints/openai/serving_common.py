@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from sglang.srt.entrypoints.capture_api import CaptureGuard
 from sglang.srt.entrypoints.openai.errors import APIError, error_body
-from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.managers.io_struct import GenerateReqInput, RequestFailed
 from sglang.srt.metrics import ServerMetrics
 from sglang.srt.server_args import ServerArgs
 
@@ -99,6 +99,8 @@ async def tracked_generate(ctx: ServingContext, obj: GenerateReqInput) -> AsyncI
                 from sglang.srt.entrypoints.openai.errors import from_value_error
 
                 raise from_value_error(e) from None
+            except RequestFailed as e:  # the engine failed this request (not its input)
+                raise APIError(e.status, e.message) from None
             except Exception as e:
                 if overloaded is not None and isinstance(e, overloaded):
                     raise APIError(503, f"server overloaded: {e}") from None
