@@ -27,7 +27,7 @@ def run(sched: Scheduler, arrivals: list[tuple[int, str, list[int], SamplingPara
     while (pending or sched.has_work() or sched.finished_outputs) and step < max_steps:
         while pending and pending[0][0] <= step:
             _, rid, ids, params = pending.pop(0)
-            results[rid] = {"output_ids": [], "finish": None, "error": None, "cached": 0}
+            results[rid] = {"output_ids": [], "finish": None, "error": None, "status": None, "cached": 0}
             sched.add_request(TokenizedGenerateReqInput(rid, ids, params, stream=True))
         outs: list[ReqOutput] = sched.step() if sched.has_work() else sched.step_idle()
         for o in outs:
@@ -36,6 +36,7 @@ def run(sched: Scheduler, arrivals: list[tuple[int, str, list[int], SamplingPara
             r["cached"] = o.cached_tokens
             if o.finished_reason is not None:
                 r["finish"], r["error"] = o.finished_reason, o.error
+                r["status"] = o.error_status if o.error else None
         step += 1
     assert not pending and not sched.has_work(), "scheduler did not finish in time"
     return results

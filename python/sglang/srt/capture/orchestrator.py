@@ -50,6 +50,9 @@ class ReqCaptureState:
     prompt_len: int
     captured_steps: int = 0
     prompt_rows_done: int = 0
+    # prompt positions below this were already considered for prompt rows: a request that
+    # is prefilled again (retracted, or retried after a failed step) does not repeat them
+    prompt_pos_next: int = 0
     records: list[Record] = field(default_factory=list)  # not yet sent
     fp_sum: torch.Tensor | None = None  # running sum of step fingerprints, on the device
     fp_count: int = 0
@@ -480,7 +483,9 @@ class CaptureHook:
         private (masked) query positions are never captured."""
         p, st = r.capture, r.capture_state
         out = []
-        for pos in range(max(lo, p.mask_prefix), min(hi, r.prompt_len - 1)):
+        end = min(hi, r.prompt_len - 1)
+        start, st.prompt_pos_next = max(lo, p.mask_prefix, st.prompt_pos_next), max(st.prompt_pos_next, end)
+        for pos in range(start, end):
             if pos % p.stride:
                 continue
             if p.max_steps and st.prompt_rows_done >= p.max_steps:
@@ -496,6 +501,31 @@ class CaptureHook:
             self.step_blocks += blocks
             self.step_waiting += waiting
             self.current = None
+
+    def checkpoint(self, reqs: list["Req"]) -> list[tuple["Req", tuple]]:
+        """What a step may change in its requests' capture state, to undo a failed step."""
+        cp = []
+        for r in reqs:
+            st = r.capture_state
+            if st is not None:
+                cp.append((r, (len(st.records), st.captured_steps, st.prompt_rows_done, st.prompt_pos_next,
+                               st.fp_sum, st.fp_count, st.cluster_run, r.sampling_switch, r.params)))
+        return cp
+
+    def rollback(self, cp: list[tuple["Req", tuple]]) -> None:
+        """Forget a failed step: its batch, blocks and records; the requests' capture state
+        is as before the step, so their retry captures the same rows once. (Fingerprints
+        already handed to the sidecar stream cannot be recalled.)"""
+        self.current = None
+        self.plan = None
+        self.step_blocks = []
+        self.step_waiting = []
+        for r, (n_rec, steps, rows, pos_next, fp_sum, fp_count, run, switch, params) in cp:
+            st = r.capture_state
+            del st.records[n_rec:]
+            st.captured_steps, st.prompt_rows_done, st.prompt_pos_next = steps, rows, pos_next
+            st.fp_sum, st.fp_count, st.cluster_run = fp_sum, fp_count, run
+            r.sampling_switch, r.params = switch, params
 
     def after_step(self, reqs: list["Req"]) -> None:
         """After sampling: this step's blocks reach the host in one copy per dtype; records

@@ -10,7 +10,7 @@ from sglang.srt.managers.io_struct import CaptureParams
 from sglang.srt.sampling.sampling_params import SamplingParams
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself: queues find and remove it by identity
 class Req:
     rid: str
     origin_input_ids: list[int]
@@ -36,6 +36,10 @@ class Req:
     capture_state: Any = None  # sglang.srt.capture.ReqCaptureState
     # Adaptive sampling (manifold hints): the switch, once it happened.
     sampling_switch: dict[str, Any] | None = None
+    # Fault isolation: forwards this request was part of that failed; while ``probation``
+    # is positive it runs alone (a failure then is its own), see Scheduler._recover.
+    faults: int = 0
+    probation: int = 0
 
     @property
     def fill_ids(self) -> list[int]:

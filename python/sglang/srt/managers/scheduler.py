@@ -29,6 +29,12 @@ from sglang.srt.server_args import ServerArgs
 logger = logging.getLogger(__name__)
 
 DECODE_RESERVE = 8  # KV slots kept free per running request when admitting new ones
+# Fault isolation (see _recover): a request that was part of a failed forward runs alone
+# for this many forwards (its prefill and one decode); one that keeps being part of failed
+# forwards is failed itself after MAX_FAULTS of them.
+PROBATION_STEPS = 2
+MAX_FAULTS = 3
+INTERNAL_ERROR = "internal error while running this request; see the server log"
 
 
 class Scheduler:
@@ -56,6 +62,11 @@ class Scheduler:
         self.cached_tokens_total = 0
         self._seed_counter = 0
         self.capture_hook: Any = None  # set by the capture package when capture is enabled
+        # the forward in progress: its requests, and KV slots it allocated that no request's
+        # kv_len covers yet (freed if the step fails)
+        self._inflight: list[Req] = []
+        self._step_slots: torch.Tensor | None = None
+        self.failed_steps_total = 0
 
     # ------------------------------------------------------------------ requests in / out
     def add_request(self, r: TokenizedGenerateReqInput) -> None:
@@ -96,9 +107,19 @@ class Scheduler:
                     "(it must leave room for at least one new token)")
         if n + 1 > self.allocator.size:
             return f"the prompt has {n} tokens, more than the whole KV cache ({self.allocator.size} tokens)"
+        # The last new token needs no KV slot; every other prompt and output token does.
+        if n + req.params.max_new_tokens - 1 > self.allocator.size:
+            return (f"sampling_params.max_new_tokens: the prompt ({n} tokens) plus max_new_tokens "
+                    f"({req.params.max_new_tokens}) can never fit in the KV cache ({self.allocator.size} tokens); "
+                    "lower max_new_tokens")
         if max(req.origin_input_ids) >= self.cfg.vocab_size or min(req.origin_input_ids) < 0:
             return f"input_ids must be in [0, {self.cfg.vocab_size})"
         return None
+
+    def reject(self, rid: str, prompt_len: int, message: str, status: int = 400) -> None:
+        """Answer a request that never entered the queues with an error."""
+        self.finished_outputs.append(ReqOutput(rid, [], {"type": "abort", "message": message}, prompt_len, 0,
+                                               error=message, error_status=status))
 
     def abort(self, rid: str) -> None:
         for req in list(self.waiting):
@@ -185,7 +206,21 @@ class Scheduler:
 
     def _retract(self, req: Req) -> None:
         logger.warning("KV cache full: retracting request %s (it will be re-prefilled)", req.rid)
-        self.running.remove(req)
+        self._requeue(req)
+
+    def _detach(self, req: Req) -> None:
+        """Take the request out of the running batch, the chunked slot or the queue."""
+        if req is self.chunked:
+            self.chunked = None
+        self.running = [r for r in self.running if r is not req]
+        if any(r is req for r in self.waiting):
+            self.waiting = deque(r for r in self.waiting if r is not req)
+
+    def _requeue(self, req: Req) -> None:
+        """Back to the front of the queue; its computed KV goes to the radix cache, and it
+        is prefilled again from its prompt and output so far (sampling continues exactly:
+        the draws depend on seed and position only)."""
+        self._detach(req)
         self._release(req)
         req.kv_len = req.cached_tokens = req.tree_len = 0
         self.waiting.appendleft(req)
@@ -243,6 +278,8 @@ class Scheduler:
             if len(self.running) + len(reqs) >= self.args.max_running_requests:
                 break
             req = self.waiting[0]
+            if req.probation > 0 and reqs:
+                break  # a request on probation is prefilled alone
             if not self._admit(req):
                 break
             need = len(req.fill_ids) - req.kv_len
@@ -259,6 +296,8 @@ class Scheduler:
             if take < need:
                 self.chunked = req  # continues in the next extend
                 break
+            if req.probation > 0:
+                break
         if not reqs:
             return None
         return reqs, takes
@@ -268,6 +307,7 @@ class Scheduler:
         slots = self._alloc(total)
         if slots is None:  # _build_extend checked the memory, so this is a bug, not a load condition
             raise RuntimeError(f"KV allocation of {total} slots failed after admission control")
+        self._step_slots = slots
         ids, pos, starts = [], [], []
         off = 0
         for req, take in zip(reqs, takes):
@@ -302,18 +342,45 @@ class Scheduler:
             self.capture_hook.after_forward(self.runner.model)
         for req, take in zip(reqs, takes):
             req.kv_len += take
+        self._step_slots = None  # the requests' kv_len covers them now
         return logits
 
-    def _forward_decode(self) -> torch.Tensor:
-        # Make sure every running request gets a slot, retracting the newest if needed.
+    def _decode_batch(self) -> list[Req]:
+        """Every running request, or one on probation alone (see _recover)."""
+        for r in self.running:
+            if r.probation > 0:
+                return [r]
+        return self.running
+
+    def _make_room(self, batch: list[Req]) -> bool:
+        """Free KV for a decode batch by sending another request back to the queue: the
+        newest running one outside the batch, else a partly prefilled one, else the
+        batch's newest. False when nothing can be freed."""
+        members = {id(r) for r in batch}
+        for r in reversed(self.running):
+            if id(r) not in members:
+                self._retract(r)
+                return True
+        if self.chunked is not None:
+            self._retract(self.chunked)
+            return True
+        if len(batch) > 1:
+            self._retract(batch[-1])
+            batch.pop()
+            return True
+        return False
+
+    def _forward_decode(self, reqs: list[Req]) -> torch.Tensor:
+        # Make sure every request of the batch gets a slot, retracting others if needed.
+        reqs = list(reqs)
         while True:
-            slots = self._alloc(len(self.running))
+            slots = self._alloc(len(reqs))
             if slots is not None:
                 break
-            if len(self.running) == 1:
-                raise RuntimeError("KV cache too small for a single request")
-            self._retract(self.running[-1])
-        reqs = self.running
+            if not self._make_room(reqs):
+                raise RuntimeError(f"the KV cache ({self.allocator.size} tokens) cannot hold request {reqs[0].rid}")
+        self._step_slots = slots
+        self._inflight = reqs
         dev = self.device
         for req, s in zip(reqs, slots.tolist()):
             self.req_to_token.req_to_token[req.req_pool_idx, req.kv_len] = s
@@ -335,32 +402,90 @@ class Scheduler:
             self.capture_hook.after_forward(self.runner.model)
         for req in reqs:
             req.kv_len += 1
+        self._step_slots = None
         return logits
 
     # ------------------------------------------------------------------ one step
     def step(self) -> list[ReqOutput]:
         """Run one forward (if there is work) and return the outputs to send."""
-        batch = self._build_extend()
-        if batch is not None:
-            reqs, takes = batch
-            logits = self._forward_extend(reqs, takes)
-            done = [(i, r) for i, r in enumerate(reqs) if r.kv_len == len(r.fill_ids)]
-            if self.chunked is not None and self.chunked.kv_len == len(self.chunked.fill_ids):
-                self.chunked = None
-            for _, r in done:
-                self._cache_prefix(r)
-                self.running.append(r)
-            self._sample_and_update([r for _, r in done], logits[[i for i, _ in done]] if done else None)
-        if batch is None and self.running:
-            logits = self._forward_decode()
-            self._sample_and_update(list(self.running), logits)
+        self._inflight, self._step_slots = [], None
+        checkpoint: list[Any] = []
+        try:
+            batch = self._build_extend()
+            if batch is not None:
+                reqs, takes = batch
+                self._inflight = list(reqs)
+                checkpoint = self.capture_hook.checkpoint(reqs) if self.capture_hook is not None else []
+                logits = self._forward_extend(reqs, takes)
+                done = [(i, r) for i, r in enumerate(reqs) if r.kv_len == len(r.fill_ids)]
+                if self.chunked is not None and self.chunked.kv_len == len(self.chunked.fill_ids):
+                    self.chunked = None
+                for _, r in done:
+                    self._cache_prefix(r)
+                    self.running.append(r)
+                self._sample_and_update([r for _, r in done], logits[[i for i, _ in done]] if done else None)
+            elif self.running:
+                reqs = self._decode_batch()
+                self._inflight = list(reqs)
+                checkpoint = self.capture_hook.checkpoint(reqs) if self.capture_hook is not None else []
+                logits = self._forward_decode(reqs)
+                self._sample_and_update(self._inflight, logits)
+            running = {id(r) for r in self.running}
+            for r in self._inflight:  # a forward that sampled a token for it counts
+                if r.probation > 0 and id(r) in running:
+                    r.probation -= 1
+        except Exception as e:  # noqa: BLE001 - isolate the fault instead of failing every request
+            self._recover(checkpoint, e)
+        self._inflight = []
         out, self.finished_outputs = self.finished_outputs, []
         for req in list(self.running):
             if req.finished:
                 continue
             if req.stream and len(req.output_ids) > req.sent_len:
-                out.append(self._make_output(req))
+                out.append(self._output_or_fail(req))
         return out
+
+    def _recover(self, checkpoint: list[Any], exc: BaseException) -> None:
+        """Undo a failed step and find the request at fault (see the module docstring)."""
+        reqs = [r for r in self._inflight if not r.finished]
+        self.failed_steps_total += 1
+        logger.error("scheduler step failed (%d request(s): %s)", len(reqs), ", ".join(r.rid for r in reqs[:8]),
+                     exc_info=exc)
+        if self._step_slots is not None:  # allocated this step, owned by no request yet
+            self.allocator.free(self._step_slots)
+            self._step_slots = None
+        if self.capture_hook is not None:
+            self.capture_hook.rollback(checkpoint)
+        if not reqs:
+            raise exc  # not attributable to a request: the process loop's last resort handles it
+        if len(reqs) == 1:
+            self._fail(reqs[0], INTERNAL_ERROR)
+            return
+        for r in reversed(reqs):  # appendleft in reverse keeps their order at the queue's front
+            r.faults += 1
+            if r.faults >= MAX_FAULTS:
+                self._fail(r, INTERNAL_ERROR)
+            else:
+                r.probation = PROBATION_STEPS
+                self._requeue(r)
+
+    def _fail(self, req: Req, message: str, status: int = 500) -> None:
+        """End one request with an error; everything else keeps running."""
+        self._detach(req)
+        req.finished_reason = {"type": "abort", "message": message}
+        try:
+            self._release(req)
+        except Exception:  # noqa: BLE001 - the error still reaches the client
+            logger.exception("could not release request %s", req.rid)
+        self.finished_outputs.append(self._make_output(req, error=message, status=status))
+
+    def _output_or_fail(self, req: Req) -> ReqOutput:
+        try:
+            return self._make_output(req)
+        except Exception:  # noqa: BLE001 - e.g. packing its capture payload
+            logger.exception("could not build the output of request %s", req.rid)
+            self._fail(req, INTERNAL_ERROR)
+            return self.finished_outputs.pop()
 
     def step_idle(self) -> list[ReqOutput]:
         """Outputs produced without a forward (rejected or aborted requests)."""
@@ -380,7 +505,7 @@ class Scheduler:
                 self._release(req)
             except Exception:  # noqa: BLE001 - keep failing the others
                 logger.exception("could not release request %s", req.rid)
-            out.append(self._make_output(req, error=message))
+            out.append(self._make_output(req, error=message, status=500))
         return out
 
     def _sample_and_update(self, reqs: list[Req], logits: torch.Tensor | None) -> None:
@@ -388,6 +513,14 @@ class Scheduler:
             return
         infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids) for r in reqs]
         next_ids, penalized = sample(logits, infos)
+        failed = [r for r, t in zip(reqs, next_ids) if t is None]
+        if failed:  # sampling raised for these rows alone (logged by the sampler)
+            for r in failed:
+                self._fail(r, INTERNAL_ERROR)
+            keep = [i for i, t in enumerate(next_ids) if t is not None]
+            reqs, next_ids, penalized = [reqs[i] for i in keep], [next_ids[i] for i in keep], penalized[keep]
+            if not reqs:
+                return
         want_lp = [i for i, r in enumerate(reqs) if r.return_logprob]
         if want_lp:
             logprobs = torch.log_softmax(penalized[want_lp], dim=-1)
@@ -438,14 +571,16 @@ class Scheduler:
             self.capture_hook.on_finish(req)
         self.finished_outputs.append(self._make_output(req))
 
-    def _make_output(self, req: Req, error: str | None = None) -> ReqOutput:
+    def _make_output(self, req: Req, error: str | None = None, status: int = 400) -> ReqOutput:
         new = req.output_ids[req.sent_len :]
         req.sent_len = len(req.output_ids)
         out = ReqOutput(
             rid=req.rid, new_token_ids=new, finished_reason=req.finished_reason,
             prompt_tokens=req.prompt_len, completion_tokens=len(req.output_ids), cached_tokens=req.cached_tokens,
-            error=error,
+            error=error, error_status=status,
         )
+        if error is not None:
+            return out  # the front end raises on it: nothing else of it is read
         if req.return_logprob:
             out.token_logprobs, req.pending_logprobs = req.pending_logprobs, []
             if req.top_logprobs_num:

@@ -80,6 +80,17 @@ def _apply(sched: Any, msg: Any, send: Any) -> None:
             send.send_pyobj(sched.load())
 
 
+def apply_message(sched: Any, msg: Any, send: Any) -> None:
+    """``_apply`` under a guard: a message that raises fails its own request, not the loop."""
+    try:
+        _apply(sched, msg, send)
+    except Exception:  # noqa: BLE001
+        logger.error("could not apply %s:\n%s", type(msg).__name__, traceback.format_exc())
+        if isinstance(msg, TokenizedGenerateReqInput):
+            sched.reject(msg.rid, len(msg.input_ids), "internal error while adding this request; see the server log",
+                         status=500)
+
+
 def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_rank: int = 0,
                           dist_init_method: str | None = None) -> None:
     faulthandler.enable()
@@ -135,7 +146,7 @@ def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_r
         if stop:
             return
         for msg in msgs:
-            _apply(sched, msg, send)
+            apply_message(sched, msg, send)
         try:
             outs = sched.step() if sched.has_work() else sched.step_idle()
         except Exception:  # a bug must not kill the server: fail the batch's requests, keep serving

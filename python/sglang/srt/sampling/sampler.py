@@ -9,11 +9,14 @@ continues exactly as the original would have.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from sglang.srt.sampling.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,26 +64,47 @@ def _filter(probs: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return probs
 
 
-def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int], torch.Tensor]:
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    """nan -> the lowest float, +inf -> the largest: extreme penalties and temperatures
+    then rank tokens instead of poisoning the softmax (-inf, a banned token, stays)."""
+    big = torch.finfo(x.dtype).max
+    return torch.nan_to_num(x, nan=-big, posinf=big)
+
+
+def _draw(logits: torch.Tensor, info: SamplingInfo, greedy: int) -> int:
+    p = info.params
+    probs = torch.softmax(_finite(_finite(logits) / p.temperature), dim=-1)
+    probs = _filter(probs, p)
+    total = float(probs.sum())
+    if not (total > 0.0 and total < float("inf")):  # nothing left to draw from: the argmax is the answer
+        return greedy
+    info.generator.manual_seed((info.seed * 1_000_003 + info.position) % (1 << 63))
+    return int(torch.multinomial(probs, 1, generator=info.generator).item())
+
+
+def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int | None], torch.Tensor]:
     """logits [B, V] float32 -> (next token ids, logits after penalties).
 
-    Log-probabilities are ``torch.log_softmax`` of the returned logits; the caller computes
-    them only for the rows that asked (a full-vocabulary softmax per row is not free)."""
-    needs_penalty = any(i.params.repetition_penalty != 1.0 or i.params.frequency_penalty != 0.0
-                        or i.params.presence_penalty != 0.0 for i in infos)
+    A row whose sampling raises gets ``None`` (the scheduler fails that request alone);
+    the other rows are unaffected. Log-probabilities are ``torch.log_softmax`` of the
+    returned logits; the caller computes them only for the rows that asked (a
+    full-vocabulary softmax per row is not free)."""
+    needs_penalty = [row for row, i in enumerate(infos) if i.params.repetition_penalty != 1.0
+                     or i.params.frequency_penalty != 0.0 or i.params.presence_penalty != 0.0]
     if needs_penalty:
         logits = logits.clone()
-        for row, info in enumerate(infos):
-            _apply_penalties(logits[row], info)
+        for row in needs_penalty:
+            _apply_penalties(logits[row], infos[row])
+            logits[row] = _finite(logits[row])
     greedy = torch.argmax(logits, dim=-1).tolist()
-    out: list[int] = []
+    out: list[int | None] = []
     for row, info in enumerate(infos):
-        p = info.params
-        if p.is_greedy:
+        if info.params.is_greedy:
             out.append(greedy[row])
             continue
-        probs = torch.softmax(logits[row] / p.temperature, dim=-1)
-        probs = _filter(probs, p)
-        info.generator.manual_seed((info.seed * 1_000_003 + info.position) % (1 << 63))
-        out.append(int(torch.multinomial(probs, 1, generator=info.generator).item()))
+        try:
+            out.append(_draw(logits[row], info, greedy[row]))
+        except Exception:  # noqa: BLE001 - one request's fault stays with that request
+            logger.exception("sampling failed for one request")
+            out.append(None)
     return out, logits

@@ -5,6 +5,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 _MAX_NEW_TOKENS_CAP = 1 << 20
+# Temperatures below this sample greedily, as in upstream SGLang: dividing logits by a
+# denormal temperature overflows to inf (and the softmax to nan), while at 1e-6 every
+# logit more than 1e-4 below the maximum already gets a probability under float32's
+# smallest normal number, so greedy is what the distribution says anyway.
+SAMPLING_EPS = 1e-6
 
 
 @dataclass
@@ -67,8 +72,8 @@ class SamplingParams:
             raise bad("top_k", "must be -1 (disabled) or at least 1")
         if not 0.0 <= num("min_p") <= 1.0:
             raise bad("min_p", "must be in [0, 1]")
-        if not 0.0 < num("repetition_penalty") <= 10.0:
-            raise bad("repetition_penalty", "must be in (0, 10]")
+        if not 0.0 < num("repetition_penalty") <= 2.0:
+            raise bad("repetition_penalty", "must be in (0, 2] (1 = no penalty)")
         for name in ("frequency_penalty", "presence_penalty"):
             if not -2.0 <= num(name) <= 2.0:
                 raise bad(name, "must be between -2 and 2")
@@ -92,7 +97,7 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return self.temperature < SAMPLING_EPS or self.top_k == 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
