@@ -442,7 +442,9 @@ class CaptureHook:
         bad = [l for l in layers if not 0 <= l < self.num_layers]
         if bad:  # the HTTP side validates; this guards the offline API
             raise ValueError(f"attention_capture_layers: layer {bad[0]} is outside 0..{self.num_layers - 1}")
-        p.mask_prefix = min(max(0, p.mask_prefix), req.prompt_len - 1)
+        # The mask covers prompt positions; a mask past the prompt masks all of it (and no
+        # output token: those are the model's, not the caller's).
+        p.mask_prefix = min(max(0, p.mask_prefix), req.prompt_len)
         if p.adaptive_sampling and p.mode != "fingerprint":
             raise ValueError("attention_adaptive_sampling: needs fingerprint capture (attention_fingerprint_mode)")
         req.capture_state = ReqCaptureState(p, layers, req.prompt_len)
@@ -484,8 +486,8 @@ class CaptureHook:
         p, st = r.capture, r.capture_state
         out = []
         end = min(hi, r.prompt_len - 1)
-        start, st.prompt_pos_next = max(lo, p.mask_prefix, st.prompt_pos_next), max(st.prompt_pos_next, end)
-        for pos in range(start, end):
+        first, st.prompt_pos_next = max(lo, p.mask_prefix, st.prompt_pos_next), max(st.prompt_pos_next, end)
+        for pos in range(first, end):
             if pos % p.stride:
                 continue
             if p.max_steps and st.prompt_rows_done >= p.max_steps:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sglang.srt.entrypoints.openai.errors import APIError
@@ -163,6 +163,19 @@ def explicit_capture(req: CaptureFields) -> bool:
     return bool(req.return_attention_tokens or req.attention_adaptive_sampling)
 
 
+class CaptureSlot:
+    """One request's hold on a capture slot. Releasing it twice is harmless, and it is
+    its own key: two requests that share a ``rid`` never release each other's slot."""
+
+    def __init__(self, guard: "CaptureGuard") -> None:
+        self._guard: CaptureGuard | None = guard
+
+    def release(self) -> None:
+        if self._guard is not None:
+            self._guard.active -= 1
+            self._guard = None
+
+
 @dataclass
 class CaptureGuard:
     """API key and concurrency limits for capturing requests (one per server)."""
@@ -171,7 +184,6 @@ class CaptureGuard:
     max_concurrent: int  # 0 = unlimited
     active: int = 0
     rejected: int = 0
-    _holders: set[str] = field(default_factory=set)
 
     def check_key(self, headers: Mapping[str, str]) -> None:
         if not self.api_key:
@@ -185,18 +197,13 @@ class CaptureGuard:
         raise APIError(401, "attention capture requires a valid attention API key "
                        "(header X-Attention-API-Key or Authorization: Bearer)", "X-Attention-API-Key")
 
-    def acquire(self, rid: str) -> None:
+    def acquire(self) -> CaptureSlot:
         if self.max_concurrent and self.active >= self.max_concurrent:
             self.rejected += 1
             raise APIError(429, f"too many concurrent capture requests (limit {self.max_concurrent}); "
                            "retry later or send the request without capture", "return_attention_tokens")
         self.active += 1
-        self._holders.add(rid)
-
-    def release(self, rid: str) -> None:
-        if rid in self._holders:
-            self._holders.discard(rid)
-            self.active -= 1
+        return CaptureSlot(self)
 
 
 def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_parser: str | None) -> dict[str, Any]:

@@ -11,6 +11,10 @@ from typing import Any, Literal
 
 CaptureMode = Literal["raw", "sketch", "fingerprint"]
 
+# Prompts longer than this many characters are rendered and tokenized on a worker thread
+# (the tokenizer releases the GIL), so one huge prompt does not stall other streams.
+OFF_LOOP_CHARS = 4096
+
 
 def auto_layers(num_layers: int) -> list[int]:
     """What ``attention_capture_layers: "auto"`` captures: about L/4, L/2, 3L/4 and the last layer."""
@@ -51,6 +55,11 @@ class GenerateReqInput:
     # Token count of the system prompt (set by chat serving) for --attention-mask-system-prompt.
     system_prompt_len: int = 0
     mask_system_prompt: bool = False
+    # Client-visible names of internal fields in error messages (e.g. input_ids -> messages,
+    # sampling_params.max_new_tokens -> max_tokens on the OpenAI endpoints).
+    param_names: dict[str, str] = field(default_factory=dict)
+    # The HTTP side's capture slot (released when the request ends, however it ends).
+    capture_slot: Any = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -21,6 +22,7 @@ from sglang.srt.managers.io_struct import (
     BatchTokenOut,
     FlushCacheReq,
     GenerateReqInput,
+    OFF_LOOP_CHARS,
     GetLoadReq,
     ReqOutput,
     RequestFailed,
@@ -31,6 +33,16 @@ from sglang.srt.sampling.sampling_params import SamplingParams
 from sglang.srt.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _tokenize_pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
+    return _POOL
 
 
 class OverloadedError(RuntimeError):
@@ -48,6 +60,7 @@ class _ReqState:
     text: str = ""  # text released to the caller
     held: str = ""  # text held back while it could still be the start of a stop string
     finished: bool = False
+    prompt_ids: list[int] | None = None  # kept for capture's prompt labels (not tokenized twice)
 
 
 class TokenizerManager:
@@ -110,33 +123,66 @@ class TokenizerManager:
                 raise ValueError("input_ids: must be a list of integers")
             if any(t < 0 or t >= self.vocab_size for t in ids):
                 raise ValueError(f"input_ids: token ids must be in [0, {self.vocab_size})")
+            field_name = "input_ids"
         elif isinstance(obj.text, str):
             ids = self.tokenizer.encode(obj.text)
+            field_name = "text"
         else:
             raise ValueError("text: give a prompt as text or input_ids")
         if not ids:
-            raise ValueError("the prompt is empty")
+            raise ValueError(f"{field_name}: the prompt is empty")
         if len(ids) >= self.context_length:
-            raise ValueError(f"the prompt has {len(ids)} tokens, but the model's context length is "
-                             f"{self.context_length} (it must leave room for at least one new token)")
+            raise ValueError(f"{field_name}: The input ({len(ids)} tokens) is longer than the model's context length "
+                             f"({self.context_length} tokens); it must leave room for at least one new token")
         return ids
+
+    async def _tokenize(self, obj: GenerateReqInput) -> list[int]:
+        """Long prompts are tokenized on a worker thread (the tokenizer releases the GIL), so
+        a megabyte of text does not stall every other stream on the event loop."""
+        if isinstance(obj.text, str) and len(obj.text) > OFF_LOOP_CHARS:
+            return await asyncio.get_running_loop().run_in_executor(_tokenize_pool(), self.tokenize, obj)
+        return self.tokenize(obj)
+
+    def _check_fits(self, params: SamplingParams, explicit_none: bool, n: int) -> None:
+        """Refuse at once what can never finish: upstream SGLang's context-length check,
+        and the same against the KV pool (sized from memory, it can be smaller)."""
+        if explicit_none:  # max_new_tokens: null means "until the context is full"
+            params.max_new_tokens = self.context_length - n
+        m = params.max_new_tokens
+        if n + m > self.context_length:
+            raise ValueError(
+                f"sampling_params.max_new_tokens: Requested token count exceeds the model's maximum context length "
+                f"of {self.context_length} tokens. You requested a total of {n + m} tokens: {n} tokens from the "
+                f"input messages and {m} tokens for the completion. Please reduce the number of tokens in the "
+                "input messages or the completion to fit within the limit.")
+        pool = int(self.model_info.get("max_total_tokens") or 0)
+        if pool and n + m - 1 > pool:  # the last new token needs no KV slot
+            raise ValueError(
+                f"sampling_params.max_new_tokens: the prompt ({n} tokens) plus {m} new tokens can never fit in "
+                f"this server's KV cache ({pool} tokens, max_total_num_tokens); lower the number of new tokens")
 
     async def generate_request(self, obj: GenerateReqInput) -> AsyncIterator[dict[str, Any]]:
         self._ensure_loop()
+        rid = obj.rid or uuid.uuid4().hex
+        if rid in self.states:  # before anything else: a duplicate touches nothing of the first
+            raise ValueError(f"rid: request id {rid!r} is already in use")
+        explicit_none = (obj.sampling_params or {}).get("max_new_tokens", 0) is None
         params = SamplingParams.from_dict(obj.sampling_params)
         params.verify(self.vocab_size)
-        ids = self.tokenize(obj)
         if sum(1 for s in self.states.values() if not s.finished) >= self.server_args.max_queued_requests + \
                 self.server_args.max_running_requests:
             raise OverloadedError("the server is overloaded: too many requests are waiting; retry later")
+        ids = await self._tokenize(obj)
+        self._check_fits(params, explicit_none, len(ids))
+        if rid in self.states:  # taken while this one was being tokenized
+            raise ValueError(f"rid: request id {rid!r} is already in use")
         if obj.capture is not None and (obj.mask_system_prompt or self.server_args.attention_mask_system_prompt):
             obj.capture.mask_prefix = max(obj.capture.mask_prefix, obj.system_prompt_len)
-        rid = obj.rid or uuid.uuid4().hex
-        if rid in self.states:
-            raise ValueError(f"rid: request id {rid!r} is already in use")
         obj.rid = rid
         st = _ReqState(obj, params, len(ids), IncrementalDecoder(self.tokenizer, params.skip_special_tokens,
                                                                   params.spaces_between_special_tokens))
+        if obj.capture is not None:
+            st.prompt_ids = ids
         self.states[rid] = st
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
                                         obj.capture)
@@ -252,8 +298,8 @@ class TokenizerManager:
     def _prompt_tokens(self, st: _ReqState) -> list[dict[str, Any]]:
         """Labels for prompt positions; private (masked) positions carry no id or text."""
         cap = st.obj.capture
-        ids = st.obj.input_ids if st.obj.input_ids is not None else self.tokenizer.encode(st.obj.text)
-        masked = cap.mask_prefix if cap is not None else 0
+        ids = st.prompt_ids or []
+        masked = min(cap.mask_prefix if cap is not None else 0, len(ids))
         texts = self._token_texts(ids[masked:])
         out: list[dict[str, Any]] = [{"position": p, "masked": True} for p in range(min(masked, len(ids)))]
         out += [{"position": masked + i, "id": t, "text": s, "masked": False}

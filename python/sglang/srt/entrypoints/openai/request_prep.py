@@ -7,7 +7,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from sglang.srt.entrypoints.capture_api import build_capture_params, explicit_capture, wants_capture
+from sglang.srt.entrypoints.capture_api import CaptureSlot, build_capture_params, explicit_capture, wants_capture
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, from_pydantic, from_value_error
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
 from sglang.srt.managers.io_struct import CaptureParams
@@ -39,11 +39,13 @@ def validate_sampling(d: dict[str, Any], rename: dict[str, str] | None = None) -
         raise from_value_error(e, rename) from None
 
 
-def prepare_capture(ctx: Any, req: CaptureFields, request: Request, rid: str) -> CaptureParams | None:
-    """Guardrails, then validation, then a capture slot. Returns None when not capturing.
+def prepare_capture(ctx: Any, req: CaptureFields, request: Request) -> tuple[CaptureParams | None, CaptureSlot | None]:
+    """Guardrails, then validation, then a capture slot. Returns (None, None) when not capturing.
 
     A request that asks for capture without the attention key gets 401; a request that
     would only capture because of --attention-capture-default just runs without capture.
+    The caller releases the slot when the request ends (``tracked_generate`` does, through
+    ``GenerateReqInput.capture_slot``).
     """
     guard = ctx.guard
     if wants_capture(req, ctx.server_args) and guard.api_key:
@@ -54,15 +56,15 @@ def prepare_capture(ctx: Any, req: CaptureFields, request: Request, rid: str) ->
                 ctx.metrics.capture_rejected.inc()
                 raise
             # implicit (server default) capture without the key: no capture
-            return _validated_without_capture(ctx, req)
+            return _validated_without_capture(ctx, req), None
     capture = build_capture_params(req, ctx.server_args, ctx.model_info)
-    if capture is not None:
-        try:
-            guard.acquire(rid)
-        except APIError:
-            ctx.metrics.capture_rejected.inc()
-            raise
-    return capture
+    if capture is None:
+        return None, None
+    try:
+        return capture, guard.acquire()
+    except APIError:
+        ctx.metrics.capture_rejected.inc()
+        raise
 
 
 def _validated_without_capture(ctx: Any, req: CaptureFields) -> None:

@@ -1,13 +1,14 @@
 """POST /v1/chat/completions: chat template, reasoning split, capture placement, SSE."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sglang.srt.entrypoints.capture_api import CapturePlacer, mask_system_prompt
+from sglang.srt.entrypoints.capture_api import CapturePlacer, mask_system_prompt, wants_capture
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import OPENAI_PARAM_NAMES, ChatCompletionRequest, sampling_dict
 from sglang.srt.entrypoints.openai.request_prep import (
@@ -29,7 +30,7 @@ from sglang.srt.entrypoints.openai.serving_common import (
     tracked_generate,
     usage_of,
 )
-from sglang.srt.managers.io_struct import GenerateReqInput
+from sglang.srt.managers.io_struct import OFF_LOOP_CHARS, GenerateReqInput
 from sglang.srt.parser.reasoning_parser import ReasoningParser, TokenPhaseTracker
 
 MAX_TOP_LOGPROBS = 20
@@ -84,21 +85,24 @@ class ChatTemplate:
         # The rendered template already holds BOS and other special tokens as text.
         return list(self.ctx.tm.tokenizer.encode(text, add_special_tokens=False))
 
-    def system_prompt_len(self, messages: list[dict[str, Any]], full: str, kwargs: dict[str, Any]) -> int:
-        """Tokens of the chat-templated leading system message(s), 0 if none."""
-        n = 0
-        while n < len(messages) and messages[n]["role"] in ("system", "developer"):
-            n += 1
-        if n == 0:
+    def system_prompt_len(self, messages: list[dict[str, Any]], full: str, full_ids: list[int],
+                          kwargs: dict[str, Any]) -> int:
+        """Tokens to mask for --attention-mask-system-prompt: everything up to the end of the
+        last system (or developer) message, wherever it sits in the conversation; 0 without
+        one. Masking is a prefix, so user turns before a mid-conversation system message are
+        masked too. When the template does not render that part as a prefix of the prompt,
+        the whole prompt is masked: privacy wins over coverage."""
+        last = max((i for i, m in enumerate(messages) if m["role"] == "system"), default=-1)
+        if last < 0:
             return 0
         try:
-            prefix = self.render(messages[:n], False, False, kwargs)
+            prefix = self.render(messages[: last + 1], False, False, kwargs)
         except APIError:
-            return 0
-        if not full.startswith(prefix):
-            return 0
-        return len(self.encode(prefix))
-
+            return len(full_ids)
+        ids = self.encode(prefix)
+        if not full.startswith(prefix) or full_ids[: len(ids)] != ids:
+            return len(full_ids)
+        return len(ids)
 
 class ChatServing:
     def __init__(self, ctx: ServingContext) -> None:
@@ -126,8 +130,15 @@ class ChatServing:
             raise APIError(400, "continue_final_message: the last message must be from the assistant",
                            "continue_final_message")
         kwargs = dict(req.chat_template_kwargs or {})
-        prompt = self.template.render(messages, not continue_final, continue_final, kwargs)
-        input_ids = self.template.encode(prompt)
+
+        def render() -> tuple[str, list[int]]:
+            text = self.template.render(messages, not continue_final, continue_final, kwargs)
+            return text, self.template.encode(text)
+
+        # A long conversation is rendered and tokenized on a worker thread, so it does not
+        # stall every other stream on the event loop.
+        long_prompt = sum(len(m["content"]) for m in messages) > OFF_LOOP_CHARS
+        prompt, input_ids = await asyncio.to_thread(render) if long_prompt else render()
         if not input_ids:
             raise APIError(400, "messages: the conversation renders to an empty prompt", "messages")
 
@@ -139,14 +150,20 @@ class ChatServing:
         validate_sampling(sampling, {**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name})
 
         rid = req.rid or new_id("")
-        capture = prepare_capture(ctx, req, request, rid)
+        mask_len = 0
+        if wants_capture(req, ctx.server_args) and mask_system_prompt(req, ctx.server_args):
+            measure = lambda: self.template.system_prompt_len(messages, prompt, input_ids, kwargs)  # noqa: E731
+            mask_len = await asyncio.to_thread(measure) if long_prompt else measure()
+        # Nothing awaits between taking the capture slot and the try below that releases it.
+        capture, slot = prepare_capture(ctx, req, request)
         obj = GenerateReqInput(
             input_ids=input_ids, sampling_params=sampling, stream=req.stream, rid=rid,
-            return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture,
+            return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slot,
+            param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
         )
         if capture is not None and mask_system_prompt(req, ctx.server_args):
             obj.mask_system_prompt = True
-            obj.system_prompt_len = self.template.system_prompt_len(messages, prompt, kwargs)
+            obj.system_prompt_len = mask_len
 
         parser = None
         tracker = None
@@ -167,8 +184,8 @@ class ChatServing:
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
-            if not streaming and capture is not None:
-                ctx.guard.release(rid)
+            if not streaming and slot is not None:
+                slot.release()
         return json_response(self._complete(req, rid, outs, parser, tracker, placer))
 
     def _check_unsupported(self, req: ChatCompletionRequest) -> None:

@@ -98,7 +98,7 @@ async def tracked_generate(ctx: ServingContext, obj: GenerateReqInput) -> AsyncI
                 # Invalid input found by the engine (bad ids, prompt too long, ...).
                 from sglang.srt.entrypoints.openai.errors import from_value_error
 
-                raise from_value_error(e) from None
+                raise from_value_error(e, obj.param_names) from None
             except RequestFailed as e:  # the engine failed this request (not its input)
                 raise APIError(e.status, e.message) from None
             except Exception as e:
@@ -120,8 +120,8 @@ async def tracked_generate(ctx: ServingContext, obj: GenerateReqInput) -> AsyncI
         finished_ok = True
     finally:
         ctx.metrics.request_finished(time.perf_counter() - start, n_tokens, finished_ok)
-        if obj.capture is not None and obj.rid is not None:
-            ctx.guard.release(obj.rid)
+        if obj.capture_slot is not None:
+            obj.capture_slot.release()
         await gen.aclose()  # an unfinished request is aborted and its KV freed
 
 

@@ -107,14 +107,15 @@ class CompletionServing:
         sampling = sampling_dict(req, req.max_tokens)
         validate_sampling(sampling, OPENAI_PARAM_NAMES)
         rid = req.rid or new_id("")
-        capture = prepare_capture(ctx, req, request, rid)
+        capture, slot = prepare_capture(ctx, req, request)
         if capture is not None and len(prompts) > 1:
-            ctx.guard.release(rid)
+            slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "prompt")
         objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dict(sampling), stream=req.stream,
                                  rid=rid if len(prompts) == 1 else f"{rid}-{i}",
                                  return_logprob=req.logprobs is not None, top_logprobs_num=req.logprobs or 0,
-                                 capture=capture)
+                                 capture=capture, capture_slot=slot,
+                                 param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"})
                 for i, (t, ids) in enumerate(prompts)]
         echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts]
         streaming = False
@@ -129,8 +130,8 @@ class CompletionServing:
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
-            if not streaming and capture is not None:
-                ctx.guard.release(rid)
+            if not streaming and slot is not None:
+                slot.release()
         return json_response(self._complete(req, rid, results, echo_texts, capture is not None))
 
     def _echo_text(self, text: str | None, ids: list[int] | None) -> str:

@@ -65,13 +65,13 @@ class GenerateServing:
         if not 0 <= req.top_logprobs_num <= MAX_TOP_LOGPROBS:
             raise APIError(400, f"top_logprobs_num: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs_num")
         rid = req.rid or new_id("")
-        capture = prepare_capture(ctx, req, request, rid)
+        capture, slot = prepare_capture(ctx, req, request)
         if capture is not None and batch:
-            ctx.guard.release(rid)
+            slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "text")
         objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dict(sampling), stream=req.stream,
                                  rid=rid if not batch else f"{rid}-{i}", return_logprob=req.return_logprob,
-                                 top_logprobs_num=req.top_logprobs_num, capture=capture)
+                                 top_logprobs_num=req.top_logprobs_num, capture=capture, capture_slot=slot)
                 for i, (t, ids) in enumerate(items)]
         streaming = False
         try:
@@ -84,8 +84,8 @@ class GenerateServing:
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
-            if not streaming and capture is not None:
-                ctx.guard.release(rid)
+            if not streaming and slot is not None:
+                slot.release()
         bodies = [self._final(outs, capture is not None) for outs in results]
         return json_response(bodies if batch else bodies[0])
 
