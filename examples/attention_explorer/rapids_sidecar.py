@@ -15,14 +15,26 @@ that merge; past ``--online-max-clusters`` the two closest merge.
 HTTP: ``GET /centroids``, ``GET /stats``, ``POST /predict`` ({"vector": [...]} or
 {"vectors": [[...], ...]}), ``POST /recluster``, ``GET /health``. Zones, traits and sampling
 hints come from ``sgl_kernel.zones`` (applied to the cluster centroid); see docs/sidecar.md.
+
+One bad input never hurts the others: every vector (ZMQ stream and ``/predict``) must hold 20
+finite values with ``|x| <= --max-abs-value`` (default 1e6) or it is rejected and counted; the
+HDBSCAN fit runs in a spawned child process that is killed when it overruns
+``--recluster-timeout`` (the previous clusters stay served); ``/predict`` answers 400/413, never
+500, to malformed or oversized bodies; SIGTERM stops the process within seconds.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import json
 import logging
+import math
+import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
@@ -34,14 +46,25 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from sgl_kernel.zones import FINGERPRINT_DIM
 from sglang.srt.attention_sidecar.describe import describe
-from sglang.srt.attention_sidecar.errors import ApiError, fast_json_response, parse_json_object, parse_vectors
+from sglang.srt.attention_sidecar.errors import ApiError, fast_json_response, parse_json_object, parse_vector
 from sglang.srt.attention_sidecar.wire import RejectCounter, RejectedMessage, parse_frame
 
 log = logging.getLogger("rapids_sidecar")
 BATCH_ASSIGN_FACTOR = 2.0  # batch mode: a point belongs to a cluster within 2x its 95th-percentile radius
+# Fingerprint components are bounded quantities (masses and normalized entropy in [0, 1], histogram
+# shares); 1e6 leaves six orders of magnitude for custom or unnormalized fingerprints while keeping
+# every squared distance in 20-D (at most 20 * (2e6)^2 = 8e13) far from overflow, even in float32.
+DEFAULT_MAX_ABS = 1e6
+DEFAULT_RECLUSTER_TIMEOUT_S = 60.0
+DEFAULT_MAX_BODY_BYTES = 8 << 20  # a full 10,000-vector /predict batch is about 5 MB of JSON
+MAX_PREDICT_BATCH = 10_000
+WORKER_START_TIMEOUT_S = 120.0  # the fit worker's imports (numpy, hdbscan/cuML), not counted in the fit timeout
+SHUTDOWN_GRACE_S = 2.0  # SIGTERM: in-flight HTTP requests get this long before they are cancelled
+SHUTDOWN_HARD_LIMIT_S = 8  # SIGTERM: the kernel ends the process (SIGALRM) if shutdown still runs after this
 
 
 # ----------------------------------------------------------------------------- clusters
@@ -128,22 +151,178 @@ def hdbscan_labels(backend: str, X: np.ndarray, min_cluster_size: int, min_sampl
     return HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples).fit(X).labels_
 
 
+class ReclusterTimeout(RuntimeError):
+    """The fit ran past ``--recluster-timeout``; its worker process was killed."""
+
+
+class ShuttingDown(RuntimeError):
+    """The sidecar is stopping; the pending or running re-clustering was abandoned."""
+
+
+def _fit_worker_main(conn: Any, parent_pid: int, backend: str, min_cluster_size: int,
+                     min_samples: int | None) -> None:
+    """Child process: answers each received array with ("ok", labels) or ("error", text)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
+    with contextlib.suppress(Exception):  # Linux: die with the parent even in the middle of a fit
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        return
+    import warnings
+
+    warnings.simplefilter("ignore")  # degenerate buffers make numpy warn on every fit
+    try:
+        pick_backend(backend)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", f"backend {backend!r} is not importable: {e}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            X = conn.recv()
+        except (EOFError, OSError):  # the parent closed the pipe or died
+            return
+        try:
+            labels = np.asarray(hdbscan_labels(backend, X, min_cluster_size, min_samples))
+            conn.send(("ok", labels))
+        except Exception as e:
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class FitWorker:
+    """HDBSCAN fits in one spawned child process, so a fit that never ends can be killed.
+
+    A hung fit (HDBSCAN on overflowing distances loops in compiled code holding the GIL) cannot
+    be interrupted inside this process; in a child it is SIGKILLed and a fresh worker is started
+    for the next fit. Spawn, not fork: cuML needs a fresh CUDA context, and the parent has threads.
+    Only one thread (the re-clustering thread) uses a FitWorker.
+    """
+
+    def __init__(self, backend: str, min_cluster_size: int, min_samples: int | None):
+        self.backend = backend
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+        self.starts = 0
+        self.phase = "idle"  # idle | starting (worker imports) | fitting
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    def _wait(self, deadline: float, stopping: Any) -> bool:
+        """Poll the pipe until a message arrives (True) or ``deadline`` passes (False)."""
+        while True:
+            if stopping():
+                self.close()
+                raise ShuttingDown("the sidecar is shutting down")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._conn.poll(min(0.1, left)):
+                return True
+            if not self._proc.is_alive() and not self._conn.poll(0):
+                code = self._proc.exitcode
+                self.close()
+                raise RuntimeError(f"the fit worker exited with code {code}")
+
+    def _start(self, stopping: Any) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_fit_worker_main, name="rapids-sidecar-fit", daemon=True,
+                                 args=(child, os.getpid(), self.backend, self.min_cluster_size, self.min_samples))
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        self.starts += 1
+        if not self._wait(time.monotonic() + WORKER_START_TIMEOUT_S, stopping):
+            self.close()
+            raise RuntimeError(f"the fit worker did not start within {WORKER_START_TIMEOUT_S:g} s")
+        status, payload = self._conn.recv()
+        if status != "ready":
+            self.close()
+            raise RuntimeError(str(payload))
+
+    def fit(self, X: np.ndarray, timeout: float, stopping: Any) -> np.ndarray:
+        """Labels for ``X``; ReclusterTimeout after ``timeout`` s (the worker is killed)."""
+        try:
+            if self._proc is None or not self._proc.is_alive():
+                self.close()
+                self.phase = "starting"
+                self._start(stopping)
+            self.phase = "fitting"
+            try:
+                self._conn.send(X)
+            except (OSError, ValueError) as e:
+                self.close()
+                raise RuntimeError(f"the fit worker is gone: {e}") from None
+            if not self._wait(time.monotonic() + timeout, stopping):
+                self.close()
+                raise ReclusterTimeout(f"re-clustering {len(X)} fingerprints timed out after {timeout:g} s; the "
+                                       f"fit was killed and the previous clusters are kept")
+            try:
+                status, payload = self._conn.recv()
+            except (EOFError, OSError) as e:
+                self.close()
+                raise RuntimeError(f"the fit worker is gone: {e}") from None
+        finally:
+            self.phase = "idle"
+        if status != "ok":
+            raise RuntimeError(str(payload))
+        labels = np.asarray(payload)
+        if labels.shape != (len(X),):
+            raise RuntimeError(f"the fit returned {labels.shape} labels for {len(X)} points")
+        return labels
+
+    def close(self) -> None:
+        """Kill the worker (if any); the next fit starts a new one."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                if proc.is_alive():
+                    proc.kill()
+                proc.join(timeout=5)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
 class BatchClusterer:
-    """Bounded buffer of recent fingerprints, re-clustered with HDBSCAN on a timer."""
+    """Bounded buffer of recent fingerprints, re-clustered with HDBSCAN on a timer.
+
+    All fits run on one thread (``start``): the timer's and those asked for by ``POST
+    /recluster`` (``submit_recluster``). The fit itself runs in a :class:`FitWorker` child process
+    bounded by ``recluster_timeout``; a fit that fails or times out keeps the previous clusters.
+    """
 
     mode = "batch"
 
-    def __init__(self, buffer_size: int, min_cluster_size: int, min_samples: int | None, backend: str):
+    def __init__(self, buffer_size: int, min_cluster_size: int, min_samples: int | None, backend: str,
+                 recluster_timeout: float = DEFAULT_RECLUSTER_TIMEOUT_S, max_abs: float = DEFAULT_MAX_ABS):
         self.buffer: collections.deque[np.ndarray] = collections.deque(maxlen=buffer_size)
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.backend = backend
+        self.recluster_timeout = recluster_timeout
+        self.max_abs = max_abs
         self.snapshot = ClusterSnapshot.empty(BATCH_ASSIGN_FACTOR, 1e-6)
         self.reclusters = 0
+        self.recluster_timeouts = 0
+        self.recluster_failures = 0
         self.last_recluster_s: float | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()  # the buffer is appended by the receiver, read by re-clustering
         self._fit_lock = threading.Lock()
+        self._worker = FitWorker(backend, min_cluster_size, min_samples)
+        self._requests: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._abort = False  # set from a signal handler: a plain attribute, no lock
+        self._thread: threading.Thread | None = None
 
     def add_many(self, vectors: list[list[float]]) -> None:
         with self._lock:
@@ -153,22 +332,118 @@ class BatchClusterer:
     def buffered(self) -> int:
         return len(self.buffer)
 
+    @property
+    def fit_worker_pid(self) -> int | None:
+        return self._worker.pid
+
+    @property
+    def fit_worker_starts(self) -> int:
+        return self._worker.starts
+
+    @property
+    def recluster_state(self) -> str:
+        """idle | starting (the fit worker is importing) | fitting."""
+        return self._worker.phase
+
+    def _stopping(self) -> bool:
+        return self._abort or self._stop.is_set()
+
+    # -- the re-clustering thread
+    def start(self, interval: float) -> None:
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="recluster", daemon=True)
+        self._thread.start()
+
+    def abort(self) -> None:
+        """Signal-handler safe: the running fit is killed and pending requests fail within ~0.1 s."""
+        self._abort = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        self._worker.close()
+
+    def submit_recluster(self) -> concurrent.futures.Future:
+        """Ask the re-clustering thread for a fit now; the future holds its result or exception."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        if self._thread is None or self._stopping():
+            fut.set_exception(ShuttingDown("the sidecar is shutting down") if self._stopping()
+                              else RuntimeError("the re-clustering thread is not running"))
+            return fut
+        self._requests.append(fut)
+        self._wake.set()
+        return fut
+
+    def _loop(self, interval: float) -> None:
+        next_tick = time.monotonic() + interval
+        try:
+            while not self._stopping():
+                self._wake.clear()
+                fut = self._requests.popleft() if self._requests else None
+                if fut is None and time.monotonic() < next_tick:
+                    self._wake.wait(min(0.1, next_tick - time.monotonic()))
+                    continue
+                if fut is not None and not fut.set_running_or_notify_cancel():
+                    continue  # the HTTP client went away
+                try:
+                    result = self._recluster_now()
+                except BaseException as e:  # noqa: BLE001 - handed to the caller; the timer only logs
+                    if fut is not None:
+                        fut.set_exception(e)
+                    elif not isinstance(e, ShuttingDown):
+                        log.warning("re-clustering failed: %s", e)
+                else:
+                    if fut is not None:
+                        fut.set_result(result)
+                if fut is None:
+                    next_tick = time.monotonic() + interval
+        finally:
+            self._worker.close()
+            while self._requests:
+                fut = self._requests.popleft()
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(ShuttingDown("the sidecar is shutting down"))
+
+    # -- one fit
     def recluster(self) -> dict[str, Any]:
+        """Fit now; through the re-clustering thread when it runs, else on the calling thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return self.submit_recluster().result()
+        return self._recluster_now()
+
+    def _recluster_now(self) -> dict[str, Any]:
         with self._fit_lock:
             with self._lock:
                 X = np.asarray(self.buffer, dtype=np.float64).reshape(-1, FINGERPRINT_DIM)
+            # ingestion rejects such vectors; this keeps a fit safe from any other caller of add_many
+            ok = np.all(np.abs(X) <= self.max_abs, axis=1)  # NaN compares false: dropped too
+            if not ok.all():
+                X = X[ok]
             if len(X) < max(2, self.min_cluster_size):
                 return {"reclustered": False, "reason": f"only {len(X)} fingerprints buffered"}
             t0 = time.perf_counter()
-            labels = hdbscan_labels(self.backend, X, self.min_cluster_size, self.min_samples)
-            ids, cents, radii, sizes = [], [], [], []
-            for cid in sorted(set(int(l) for l in labels) - {-1}):
-                m = X[labels == cid]
-                c = m.mean(axis=0)
-                ids.append(cid); cents.append(c); sizes.append(len(m))
-                radii.append(float(np.percentile(np.linalg.norm(m - c, axis=1), 95)))
-            self.snapshot = ClusterSnapshot.build(ids, np.asarray(cents).reshape(-1, FINGERPRINT_DIM),
-                                                  np.asarray(radii), sizes, BATCH_ASSIGN_FACTOR, 1e-6)
+            try:
+                labels = self._worker.fit(X, self.recluster_timeout, self._stopping)
+                ids, cents, radii, sizes = [], [], [], []
+                for cid in sorted(set(int(l) for l in labels) - {-1}):
+                    m = X[labels == cid]
+                    c = m.mean(axis=0)
+                    ids.append(cid); cents.append(c); sizes.append(len(m))
+                    radii.append(float(np.percentile(np.linalg.norm(m - c, axis=1), 95)))
+                snapshot = ClusterSnapshot.build(ids, np.asarray(cents).reshape(-1, FINGERPRINT_DIM),
+                                                 np.asarray(radii), sizes, BATCH_ASSIGN_FACTOR, 1e-6)
+            except ShuttingDown:
+                raise
+            except ReclusterTimeout as e:
+                self.recluster_timeouts += 1
+                self.last_error = str(e)
+                raise
+            except Exception as e:
+                self.recluster_failures += 1
+                self.last_error = str(e)
+                raise
+            self.snapshot = snapshot
             self.reclusters += 1
             self.last_recluster_s = round(time.perf_counter() - t0, 4)
             return {"reclustered": True, "points": len(X), "clusters": len(ids),
@@ -271,14 +546,25 @@ class OnlineClusterer:
 
 
 # ----------------------------------------------------------------------------- receiving
-class Receiver:
-    """ZMQ PULL on its own thread; accepted vectors go to the clusterer in batches."""
+def out_of_range(vec: list[float], max_abs: float) -> bool:
+    """True when a (finite) vector has a component beyond +-max_abs."""
+    return max(vec) > max_abs or min(vec) < -max_abs
 
-    def __init__(self, bind: str, clusterer: Any):
+
+class Receiver:
+    """ZMQ PULL on its own thread; accepted vectors go to the clusterer in batches.
+
+    Frames that are not valid fingerprint messages (``wire.parse_frame``: bad JSON, wrong
+    dimension, NaN/infinity, ...) and vectors with a component beyond ``max_abs``
+    (``out_of_range``) are counted under their reason and dropped.
+    """
+
+    def __init__(self, bind: str, clusterer: Any, max_abs: float = DEFAULT_MAX_ABS):
         import zmq
 
         self.zmq = zmq
         self.clusterer = clusterer
+        self.max_abs = max_abs
         self.received = 0
         self.rejected = RejectCounter()
         self._ctx = zmq.Context.instance()
@@ -318,7 +604,10 @@ class Receiver:
                     self.rejected.add(RejectedMessage("multipart", "one frame per message expected"))
                     continue
                 try:
-                    accepted.append(parse_frame(frame, now).vector)
+                    vec = parse_frame(frame, now).vector
+                    if out_of_range(vec, self.max_abs):
+                        raise RejectedMessage("out_of_range", f"a vector value is beyond +-{self.max_abs:g}")
+                    accepted.append(vec)
                 except RejectedMessage as e:
                     self.rejected.add(e)
             if accepted:
@@ -330,28 +619,95 @@ class Receiver:
 
 
 # ----------------------------------------------------------------------------- HTTP
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or ApiError 413 past ``limit`` bytes: on Content-Length before reading
+    anything, and while reading a body without one (chunked) so nothing larger is ever buffered."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise ApiError(f"request body is {int(declared)} bytes, at most {limit} allowed", status=413,
+                       code="body_too_large")
+    buf = bytearray()
+    try:
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise ApiError(f"request body is over {limit} bytes", status=413, code="body_too_large")
+    except ClientDisconnect:
+        raise ApiError("the client went away before sending the whole body", code="client_disconnected") from None
+    return bytes(buf)
+
+
+def parse_body_object(raw: bytes) -> dict[str, Any]:
+    """``parse_json_object`` plus the inputs it lets through as exceptions other than ApiError."""
+    try:
+        return parse_json_object(raw)
+    except RecursionError:  # e.g. 100,000 nested lists
+        raise ApiError("request body is not valid JSON: nested too deeply", code="invalid_json") from None
+    except ValueError as e:  # e.g. an integer literal over Python's 4300-digit conversion limit
+        raise ApiError(f"request body is not valid JSON: {str(e)[:120]}", code="invalid_json") from None
+
+
+def check_predict_vector(value: Any, param: str, max_abs: float) -> list[float]:
+    """``errors.parse_vector`` plus integers beyond float range and the ``max_abs`` bound."""
+    try:
+        vec = parse_vector(value, param)
+    except OverflowError:  # a JSON integer such as 10**400: math.isfinite cannot convert it
+        raise ApiError(f"'{param}' holds a number beyond the float range", param=param,
+                       code="invalid_vector") from None
+    except (RecursionError, ValueError):  # describing a deeply nested or huge element
+        raise ApiError(f"'{param}' must be a list of {FINGERPRINT_DIM} numbers", param=param,
+                       code="invalid_vector") from None
+    if out_of_range(vec, max_abs):
+        raise ApiError(f"'{param}' holds a value beyond +-{max_abs:g} (--max-abs-value)", param=param,
+                       code="out_of_range")
+    return vec
+
+
+def parse_predict_body(body: dict[str, Any], max_abs: float) -> tuple[list[list[float]], bool]:
+    """Either ``{"vector": [...]}`` (single) or ``{"vectors": [[...], ...]}`` (batch), as
+    ``errors.parse_vectors`` with the checks of :func:`check_predict_vector`."""
+    if "vector" in body and "vectors" in body:
+        raise ApiError("give either 'vector' or 'vectors', not both", param="vectors")
+    if "vectors" in body:
+        vs = body["vectors"]
+        if not isinstance(vs, list) or not vs:
+            raise ApiError("'vectors' must be a non-empty list of fingerprints", param="vectors")
+        if len(vs) > MAX_PREDICT_BATCH:
+            raise ApiError(f"'vectors' holds {len(vs)} fingerprints, at most {MAX_PREDICT_BATCH} per request",
+                           param="vectors")
+        return [check_predict_vector(v, f"vectors[{i}]", max_abs) for i, v in enumerate(vs)], True
+    if "vector" not in body:
+        raise ApiError("missing required field 'vector'", param="vector", code="missing_field")
+    return [check_predict_vector(body["vector"], "vector", max_abs)], False
+
+
 def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> Any:
     counters = {"predict_requests": 0, "http_rejected": 0, "started_at": time.time()}
+    http_rejected_by_reason: dict[str, int] = {}
     stop = threading.Event()
+    max_abs = getattr(args, "max_abs_value", DEFAULT_MAX_ABS)
+    max_body = getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
 
-    def timer() -> None:
-        interval = args.recluster_interval if clusterer.mode == "batch" else 0.2
-        while not stop.wait(interval):
+    def online_timer() -> None:
+        while not stop.wait(0.2):
             try:
                 clusterer.recluster()
-            except Exception as e:  # e.g. a degenerate buffer; keep serving the old clusters
-                clusterer.last_error = str(e)
-                log.exception("re-clustering failed")
+            except Exception as e:
+                log.exception("refreshing the online clusters failed: %s", e)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         receiver.start()
-        t = threading.Thread(target=timer, name="recluster", daemon=True)
-        t.start()
+        if clusterer.mode == "batch":
+            clusterer.start(args.recluster_interval)
+        else:
+            threading.Thread(target=online_timer, name="online-refresh", daemon=True).start()
         print(json.dumps({"event": "ready", "zmq_endpoint": receiver.endpoint, "mode": clusterer.mode,
                           "backend": getattr(clusterer, "backend", None)}), flush=True)
         yield
         stop.set()
+        if clusterer.mode == "batch":
+            clusterer.stop()
         receiver.stop()
 
     app = FastAPI(title="rapids clustering sidecar", lifespan=lifespan)
@@ -359,7 +715,10 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        counters["http_rejected"] += 1
+        if e.status < 500:
+            counters["http_rejected"] += 1
+            key = e.code or "invalid_request"
+            http_rejected_by_reason[key] = http_rejected_by_reason.get(key, 0) + 1
         return JSONResponse(e.body(), status_code=e.status)
 
     @app.exception_handler(Exception)
@@ -395,12 +754,18 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
             "zmq_endpoint": receiver.endpoint,
             "predict_requests": counters["predict_requests"],
             "http_rejected": counters["http_rejected"],
+            "http_rejected_by_reason": dict(http_rejected_by_reason),
+            "max_abs_value": max_abs,
+            "max_body_bytes": max_body,
             "uptime_s": round(time.time() - counters["started_at"], 3),
         }
         if clusterer.mode == "batch":
             out.update(backend=clusterer.backend, reclusters=clusterer.reclusters,
                        last_recluster_s=clusterer.last_recluster_s, last_error=clusterer.last_error,
-                       recluster_interval=args.recluster_interval)
+                       recluster_interval=args.recluster_interval, recluster_timeout=clusterer.recluster_timeout,
+                       recluster_timeouts=clusterer.recluster_timeouts,
+                       recluster_failures=clusterer.recluster_failures, recluster_state=clusterer.recluster_state,
+                       fit_worker_pid=clusterer.fit_worker_pid, fit_worker_starts=clusterer.fit_worker_starts)
         else:
             out.update(micro_clusters=len(clusterer.n), online_points=online_points, merges=clusterer.merges,
                        online_threshold=clusterer.threshold)
@@ -409,8 +774,8 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
     @app.post("/predict")
     async def predict(request: Request) -> Any:
         counters["predict_requests"] += 1
-        body = parse_json_object(await request.body())
-        vectors, batch = parse_vectors(body)
+        body = parse_body_object(await read_body(request, max_body))
+        vectors, batch = parse_predict_body(body, max_abs)
         if clusterer.mode == "online":
             clusterer.refresh()
         snap = clusterer.snapshot
@@ -420,11 +785,35 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
     @app.post("/recluster")
     async def recluster() -> dict[str, Any]:
         try:
+            if clusterer.mode == "batch":
+                return await asyncio.wrap_future(clusterer.submit_recluster())
             return await run_in_threadpool(clusterer.recluster)
+        except ReclusterTimeout as e:
+            raise ApiError(str(e), status=503, type="server_error", code="recluster_timeout") from None
+        except ShuttingDown as e:
+            raise ApiError(str(e), status=503, type="server_error", code="shutting_down") from None
         except Exception as e:
             raise ApiError(f"re-clustering failed: {e}", status=500, type="server_error") from None
 
     return app
+
+
+def make_server(config: Any, clusterer: Any) -> Any:
+    """A uvicorn.Server whose SIGTERM/SIGINT handler also abandons a running fit and arms a hard
+    limit; with the bounded graceful shutdown (``SHUTDOWN_GRACE_S``) the process always stops
+    within seconds, whatever a request or a fit is doing."""
+    import uvicorn
+
+    class SidecarServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # runs in the main thread between bytecodes: no locks here, only flags and alarm()
+            if hasattr(clusterer, "abort"):
+                clusterer.abort()
+            with contextlib.suppress(Exception):
+                signal.alarm(SHUTDOWN_HARD_LIMIT_S)  # SIGALRM's default action ends the process
+            super().handle_exit(sig, frame)
+
+    return SidecarServer(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -433,6 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1", help="HTTP host (0.0.0.0 to serve other machines)")
     ap.add_argument("--port", type=int, default=9000, help="HTTP port")
     ap.add_argument("--recluster-interval", type=float, default=60.0, help="batch mode: seconds between re-clusterings")
+    ap.add_argument("--recluster-timeout", type=float, default=DEFAULT_RECLUSTER_TIMEOUT_S,
+                    help="batch mode: a fit running longer is killed and the previous clusters are kept")
     ap.add_argument("--buffer-size", type=int, default=50_000, help="batch mode: fingerprints kept for re-clustering")
     ap.add_argument("--min-cluster-size", type=int, default=15, help="batch mode: HDBSCAN min_cluster_size")
     ap.add_argument("--min-samples", type=int, default=None, help="batch mode: HDBSCAN min_samples")
@@ -444,6 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="online: radius floor (fingerprint units) for new, tight micro-clusters")
     ap.add_argument("--online-max-clusters", type=int, default=256, help="online: merge the closest pair past this")
     ap.add_argument("--online-min-size", type=int, default=5, help="online: report micro-clusters of at least N points")
+    ap.add_argument("--max-abs-value", type=float, default=DEFAULT_MAX_ABS,
+                    help="vectors (ZMQ and /predict) with a component beyond +-this are rejected")
+    ap.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                    help="POST bodies larger than this answer 413")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return ap
 
@@ -453,14 +848,20 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if not 0 <= args.port <= 65535:
         problems.append("--port must be in 0..65535")
-    if args.recluster_interval <= 0:
+    if not args.recluster_interval > 0:
         problems.append("--recluster-interval must be > 0")
+    if not (args.recluster_timeout > 0 and math.isfinite(args.recluster_timeout)):
+        problems.append("--recluster-timeout must be a finite number > 0")
     if args.buffer_size < 2 or args.min_cluster_size < 2:
         problems.append("--buffer-size and --min-cluster-size must be at least 2")
     if args.online_threshold <= 0 or args.online_min_radius <= 0:
         problems.append("--online-threshold and --online-min-radius must be > 0")
     if args.online_max_clusters < 2 or args.online_min_size < 1:
         problems.append("--online-max-clusters must be >= 2 and --online-min-size >= 1")
+    if not (args.max_abs_value > 0 and math.isfinite(args.max_abs_value)):
+        problems.append("--max-abs-value must be a finite number > 0")
+    if args.max_body_bytes < 1024:
+        problems.append("--max-body-bytes must be at least 1024")
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
@@ -470,22 +871,27 @@ def main(argv: list[str] | None = None) -> int:
                                          args.online_min_size)
     else:
         clusterer = BatchClusterer(args.buffer_size, args.min_cluster_size, args.min_samples,
-                                   pick_backend(args.backend))
+                                   pick_backend(args.backend), args.recluster_timeout, args.max_abs_value)
     import uvicorn
     import zmq
 
     try:
-        receiver = Receiver(args.zmq_bind, clusterer)
+        receiver = Receiver(args.zmq_bind, clusterer, args.max_abs_value)
     except zmq.ZMQError as e:
         print(f"error: cannot bind --zmq-bind {args.zmq_bind!r}: {e}", file=sys.stderr)
         return 2
     app = create_app(clusterer, receiver, args)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                           access_log=False))
+    server = make_server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                        access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S), clusterer)
     try:
         server.run()
     except SystemExit:
         return 2
+    finally:
+        with contextlib.suppress(Exception):
+            signal.alarm(0)  # shut down in time: disarm the hard limit set by the signal handler
+        if clusterer.mode == "batch":
+            clusterer.stop(timeout=1)  # the lifespan normally did this; never leave a fit worker behind
     return 0 if server.started else 2
 
 

@@ -119,15 +119,30 @@ def test_guard_key_and_concurrency() -> None:
         g.check_key({"x-attention-api-key": "wrong"})
     g.check_key({"x-attention-api-key": "s3cret"})
     g.check_key({"authorization": "Bearer s3cret"})
-    g.acquire("a")
+    a = g.acquire()
     with pytest.raises(APIError) as e:
-        g.acquire("b")
+        g.acquire()
     assert e.value.status == 429
-    g.release("a")
-    g.release("a")  # idempotent: a double release never frees a slot twice
+    a.release()
+    a.release()  # idempotent: a double release never frees a slot twice
     assert g.active == 0
-    g.acquire("b")
+    g.acquire()
     assert g.active == 1
+
+
+def test_guard_slots_are_their_own_keys() -> None:
+    """Two requests with the same rid hold two slots; releasing one leaves the other held
+    (keyed by rid, the duplicate's release freed the first one's slot, and a later release
+    of the first then leaked it: the cap admitted one fewer request forever)."""
+    g = CaptureGuard(api_key=None, max_concurrent=2)
+    first, dup = g.acquire(), g.acquire()
+    dup.release()  # the duplicate is refused and lets go of its own slot only
+    assert g.active == 1
+    g.acquire().release()  # one slot is free, and only one
+    first.release()
+    assert g.active == 0
+    g.acquire(), g.acquire()
+    assert g.active == 2
 
 
 def test_capabilities_body() -> None:

@@ -96,6 +96,9 @@ def from_pydantic(exc: Any) -> APIError:
         return APIError(400, "request body must be a JSON object", None)
     if e.get("type") == "missing":
         return APIError(400, f"{path}: field required", path)
+    if e.get("type") == "extra_forbidden":
+        return APIError(400, f"{path}: unknown field; this server does not implement it (see docs/server.md for "
+                        "the fields it accepts)", path)
     msg = e.get("msg", "invalid value")
     inp = e.get("input")
     shown = repr(inp) if not isinstance(inp, (dict, list)) else type(inp).__name__

@@ -2,22 +2,33 @@
 
 Requests are parsed in pydantic's strict mode straight from the raw body bytes, so a
 string where a number belongs, invalid JSON or invalid UTF-8 is a 400 naming the field
-instead of a silent coercion. Unknown top-level fields are ignored, as OpenAI clients
-send optional fields this server does not use. Value ranges of sampling fields are
-checked once, by ``SamplingParams.from_dict``; capture fields by ``capture_api``.
+instead of a silent coercion. An unknown field is a 400 naming it (a field this server
+does not implement is never silently ignored); an unknown field set to null is dropped.
+Value ranges of sampling fields are checked once, by ``SamplingParams.from_dict``;
+capture fields by ``capture_api``.
 Responses are plain dicts serialized with orjson (see the serving modules).
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 Number = Union[StrictInt, StrictFloat]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """An unknown field set to null says nothing and is dropped (clients that send back
+        a whole response message carry ``"refusal": null`` and the like); any other unknown
+        field is a 400 naming it: nothing is silently ignored."""
+        if isinstance(data, dict) and any(v is None and k not in cls.model_fields for k, v in data.items()):
+            return {k: v for k, v in data.items() if v is not None or k in cls.model_fields}
+        return data
 
 
 class CaptureFields(_Strict):
