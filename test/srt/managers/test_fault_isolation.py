@@ -190,3 +190,20 @@ def test_add_request_fault_fails_only_that_request(model, prompts, clean):
     assert [(o.rid, o.error_status) for o in outs] == [("x", 500)]
     res = run(sched, [(0, "v0", prompts[0], greedy(N_NEW))])
     assert res["v0"]["output_ids"] == clean["v0"]
+
+
+def test_pool_holds_one_full_context_request(model):
+    """A pool sized from a small share of memory still fits one request at the model's full
+    context (4,453 tokens for an 8,192-token model was seen before); an explicit
+    --max-total-tokens is taken as given."""
+    sched = make_scheduler(model, mem_fraction_static=1e-9)
+    assert sched.allocator.size == sched.cfg.context_length
+    assert make_scheduler(model, max_total_tokens=64).allocator.size == 64
+
+
+def test_server_info_reports_max_total_num_tokens():
+    from sglang.srt.entrypoints.server_info import server_info_body
+    from sglang.srt.server_args import ServerArgs
+
+    body = server_info_body(ServerArgs(), {"max_total_tokens": 5000}, "m", {}, 0.0, 0)
+    assert body["max_total_num_tokens"] == 5000 == body["max_total_tokens"]

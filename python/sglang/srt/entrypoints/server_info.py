@@ -60,6 +60,7 @@ def server_info_body(args: ServerArgs, info: Mapping[str, Any], served_name: str
     d["model_path"] = str(info.get("model_path") or args.model_path or served_name)
     d["served_model_name"] = served_name
     d["max_total_tokens"] = _int_or_none(info.get("max_total_tokens")) or _int_or_none(args.max_total_tokens)
+    d["max_total_num_tokens"] = d["max_total_tokens"]  # upstream's name for the KV pool size in tokens
     d["max_running_requests"] = _int_or_none(info.get("max_running_requests")) or args.max_running_requests
     d["max_prefill_tokens"] = _int_or_none(args.chunked_prefill_size)
     d["dp_size"] = 1  # one scheduler per server; replicas are scaled by the router

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 CPU_KV_FRACTION = 0.10  # default share of available RAM for the KV cache on CPU
 CPU_KV_CAP_BYTES = 4 << 30
+# The pool grows to one full-context request when that takes at most this share of free memory.
+MAX_CONTEXT_SHARE = 0.5
 
 
 def resolve_device(name: str, tp_rank: int = 0, tp_size: int = 1) -> torch.device:
@@ -94,24 +96,37 @@ class ModelRunner:
                     self.dtype, self.max_total_tokens)
 
     def _kv_budget(self) -> int:
+        """KV pool size in tokens: --max-total-tokens, else a share of free memory
+        (--mem-fraction-static), never below one request at the model's full context when
+        memory allows it (a pool smaller than the context refuses long requests up front)."""
         cfg = self.model_config
         per_tok = KVPool.bytes_per_token(cfg.num_layers, self.num_kv_heads, cfg.head_dim, self.dtype)
         if self.args.max_total_tokens is not None:
+            if self.args.max_total_tokens < cfg.context_length:
+                logger.warning("--max-total-tokens %d is below the context length %d: requests whose prompt plus "
+                               "max_new_tokens exceed it are refused", self.args.max_total_tokens, cfg.context_length)
             return self.args.max_total_tokens
         if self.device.type == "cuda":
             free, total = torch.cuda.mem_get_info(self.device)
             frac = self.args.mem_fraction_static or 0.85
             budget = free - (1 - frac) * total
+            spare = free
         else:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             frac = self.args.mem_fraction_static or CPU_KV_FRACTION
             budget = min(avail * frac, CPU_KV_CAP_BYTES if self.args.mem_fraction_static is None else avail)
+            spare = avail
         tokens = int(budget // per_tok)
         # More than every running request at full context is never useful.
         tokens = min(tokens, self.args.max_running_requests * cfg.context_length)
+        if tokens < cfg.context_length and cfg.context_length * per_tok <= MAX_CONTEXT_SHARE * spare:
+            tokens = cfg.context_length  # one full-context request always fits
         if tokens < 16:
             raise ValueError(f"not enough memory for the KV cache ({tokens} tokens); lower the model size or raise "
                              "--mem-fraction-static / --max-total-tokens")
+        if tokens < cfg.context_length:
+            logger.warning("KV pool of %d tokens is below the context length %d (not enough free memory): requests "
+                           "whose prompt plus max_new_tokens exceed it are refused", tokens, cfg.context_length)
         return tokens
 
     def _init_cuda_graphs(self) -> None:
