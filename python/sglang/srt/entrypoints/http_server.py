@@ -5,6 +5,10 @@ attached to the state once the engine has loaded (``state.attach``), so the serv
 answer /health with 503 while the model loads. ``run_server(args, sock)`` loads the
 engine in a thread and serves on an already bound socket (launch_server binds it
 first, so a taken port is reported before minutes of model loading).
+
+Request bodies are capped and timed by ``http_limits.BodyLimitMiddleware``; SIGINT or
+SIGTERM ends every request in flight with a 503 error (streams: an error event, then
+``[DONE]``) before uvicorn closes the connections.
 """
 from __future__ import annotations
 
@@ -14,19 +18,25 @@ import logging
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Awaitable, Callable
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictStr, TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import sglang
 from sglang.srt.entrypoints.capture_api import CaptureGuard, capabilities
+from sglang.srt.entrypoints.http_limits import BodyLimitMiddleware
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, error_response, from_pydantic
+from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from sglang.srt.entrypoints.openai.serving_chat import ChatServing
 from sglang.srt.entrypoints.openai.serving_common import ServingContext
 from sglang.srt.entrypoints.openai.serving_completions import CompletionServing
@@ -34,12 +44,62 @@ from sglang.srt.entrypoints.openai.serving_native import GenerateServing
 from sglang.srt.entrypoints.server_info import model_info_body, server_info_body
 from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.metrics import CONTENT_TYPE, ServerMetrics
+from sglang.srt.sampling.sampling_params import SamplingParams
 from sglang.srt.server_args import ServerArgs
 
 logger = logging.getLogger("sglang.http_server")
 
 # Paths that answer without --api-key (probes and scrapers, like SGLang).
 _OPEN_PATHS = ("/health", "/health_generate", "/metrics")
+
+SHUTDOWN_MESSAGE = "server is shutting down"
+
+
+class AbortRequest(BaseModel):
+    """Body of POST /abort_request (documented in /openapi.json; the handler reads it leniently)."""
+
+    model_config = ConfigDict(extra="ignore")
+    rid: StrictStr
+
+
+# Request bodies the POST endpoints declare in /openapi.json (the handlers parse the raw
+# body themselves, strictly, with the same models).
+_BODY_MODELS: dict[str, type[BaseModel]] = {
+    "ChatCompletionRequest": ChatCompletionRequest,
+    "CompletionRequest": CompletionRequest,
+    "GenerateRequest": GenerateRequest,
+    "AbortRequest": AbortRequest,
+}
+
+
+def _json_body(model: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads a JSON body of ``model`` from the raw request."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model}"}}}}}
+
+
+def _body_schemas() -> dict[str, Any]:
+    """components/schemas entries of the request bodies, their nested models included."""
+    ref = "#/components/schemas/{model}"
+    out: dict[str, Any] = {}
+    for name, model in _BODY_MODELS.items():
+        s = model.model_json_schema(ref_template=ref)
+        out.update(s.pop("$defs", {}))
+        out[name] = s
+    # /generate takes sampling_params as a free dict checked by SamplingParams.from_dict:
+    # describe its fields (unknown keys are refused with 400).
+    try:
+        sp = TypeAdapter(SamplingParams).json_schema(ref_template=ref)
+    except Exception as e:  # pragma: no cover - a SamplingParams pydantic cannot describe
+        logger.warning("no OpenAPI schema for SamplingParams: %s", e)
+    else:
+        out.update(sp.pop("$defs", {}))
+        out["SamplingParams"] = sp
+        props = out["GenerateRequest"].get("properties", {})
+        if "sampling_params" in props:
+            props["sampling_params"] = {"anyOf": [{"$ref": ref.format(model="SamplingParams")}, {"type": "null"}],
+                                        "default": None, "title": "Sampling Params"}
+    return out
 
 
 @dataclass
@@ -55,6 +115,7 @@ class ServerState:
     metrics: ServerMetrics | None = None
     guard: CaptureGuard | None = None
     last_load: dict[str, Any] | None = None  # the engine load of the last successful /metrics scrape
+    shutting_down: bool = False  # SIGINT/SIGTERM received: new requests get 503
 
     def __post_init__(self) -> None:
         a = self.server_args
@@ -81,6 +142,8 @@ class ServerState:
         self.ctx = ctx  # set last: /health turns 200 only when everything is in place
 
     def require(self) -> ServingContext:
+        if self.shutting_down:
+            raise APIError(503, SHUTDOWN_MESSAGE)
         if self.ctx is None:
             msg = f"model failed to load: {self.load_error}" if self.load_error else "server is starting: model not loaded yet"
             raise APIError(503, msg)
@@ -132,7 +195,8 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail))
+        # keep the exception's headers: a 405 says which methods the path allows (Allow)
+        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> Response:
@@ -149,6 +213,8 @@ def create_app(state: ServerState) -> FastAPI:
     # ---- health and info ---------------------------------------------------------
     @app.get("/health")
     async def health() -> Response:
+        if state.shutting_down:
+            return error_response(503, SHUTDOWN_MESSAGE)
         if not state.ready:
             return error_response(503, f"model failed to load: {state.load_error}" if state.load_error
                                   else "server is starting: model not loaded yet")
@@ -227,22 +293,22 @@ def create_app(state: ServerState) -> FastAPI:
         return FastJSONResponse(body)
 
     # ---- generation ---------------------------------------------------------------
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_json_body("ChatCompletionRequest"))
     async def chat(request: Request) -> Response:
         state.require()
         return await guarded(lambda: state.chat.handle(request))  # type: ignore[union-attr]
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_json_body("CompletionRequest"))
     async def completions(request: Request) -> Response:
         state.require()
         return await guarded(lambda: state.completions.handle(request))  # type: ignore[union-attr]
 
-    @app.api_route("/generate", methods=["POST", "PUT"])
+    @app.api_route("/generate", methods=["POST", "PUT"], openapi_extra=_json_body("GenerateRequest"))
     async def generate(request: Request) -> Response:
         state.require()
         return await guarded(lambda: state.native.handle(request))  # type: ignore[union-attr]
 
-    @app.post("/abort_request")
+    @app.post("/abort_request", openapi_extra=_json_body("AbortRequest"))
     async def abort_request(request: Request) -> Response:
         ctx = state.require()
         try:
@@ -254,8 +320,24 @@ def create_app(state: ServerState) -> FastAPI:
         ctx.tm.abort_request(rid)
         return Response(status_code=200)
 
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            with warnings.catch_warnings():  # one route, two methods: fixed just below
+                warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+                schema = base_openapi()
+            _unique_operation_ids(schema)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(_body_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     # Middleware order: the last added runs first. CORS must answer preflights before
-    # the API key check (browsers send OPTIONS without credentials).
+    # the API key check (browsers send OPTIONS without credentials); the body limits run
+    # after the key check, so an unauthenticated client cannot make the server read a body.
+    app.add_middleware(BodyLimitMiddleware)
     if args.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=args.api_key)
     origins = list(args.attention_cors_origins or [])
@@ -263,6 +345,20 @@ def create_app(state: ServerState) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins,
                            allow_methods=["*"], allow_headers=["*"], expose_headers=["*"])
     return app
+
+
+def _unique_operation_ids(schema: dict[str, Any]) -> None:
+    """A route with several methods (/generate, /flush_cache) gets one operationId per
+    method from FastAPI; name each after its own method so client generators can tell them apart."""
+    ops = [(m, op) for path_ops in schema.get("paths", {}).values() for m, op in path_ops.items()
+           if isinstance(op, dict) and "operationId" in op]
+    counts: dict[str, int] = {}
+    for _, op in ops:
+        counts[op["operationId"]] = counts.get(op["operationId"], 0) + 1
+    for method, op in ops:
+        oid = op["operationId"]
+        if counts[oid] > 1:  # FastAPI's id ends with the route's first method
+            op["operationId"] = f"{oid.rsplit('_', 1)[0]}_{method}"
 
 
 def _probe_token(ctx: ServingContext) -> int:
@@ -288,10 +384,50 @@ def load_engine_into(state: ServerState) -> None:
     logger.info("model loaded; the server is ready")
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but SIGINT/SIGTERM first ends every request in flight with a 503 error.
+
+    A stream then sends an error event and ``[DONE]`` instead of being cut, a waiting
+    response answers 503, and new requests get 503; uvicorn's graceful shutdown
+    (``timeout_graceful_shutdown``) lets those answers flush before it closes the
+    connections. ``fail_all`` runs on the event loop (the signal handler only schedules
+    it) and again every 0.25 s until the loop stops, for requests that were still being
+    parsed or tokenized the first time.
+    """
+
+    RETRY_S = 0.25
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._fail_in_flight)
+        super().handle_exit(sig, frame)
+
+    def _fail_in_flight(self) -> None:
+        self.state.shutting_down = True
+        tm = self.state.tm
+        if tm is not None:
+            try:
+                n = tm.fail_all(SHUTDOWN_MESSAGE, 503)
+            except Exception as e:  # pragma: no cover - never block the exit
+                logger.warning("failing requests at shutdown: %s", e)
+            else:
+                if n:
+                    logger.info("shutdown: ended %d request(s) in flight with 503", n)
+        if self.loop is not None:
+            self.loop.call_later(self.RETRY_S, self._fail_in_flight)
+
+
 def run_server(args: ServerArgs, sock: socket.socket, on_load_failure: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then shut the engine down."""
-    import uvicorn
-
     state = ServerState(args)
     app = create_app(state)
 
@@ -303,7 +439,7 @@ def run_server(args: ServerArgs, sock: socket.socket, on_load_failure: Callable[
     t = threading.Thread(target=loader, name="engine-loader", daemon=True)
     config = uvicorn.Config(app, log_level=args.log_level.lower(), access_log=args.log_level.lower() == "debug",
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, state)
     state_holder["server"] = server
     t.start()
     try:

@@ -84,8 +84,9 @@ class CompletionServing:
             else:
                 if not x:
                     raise APIError(400, "prompt: a token id list must not be empty", "prompt")
-                if any(t < 0 for t in x):
-                    raise APIError(400, "prompt: token ids must be non-negative", "prompt")
+                vocab = int(self.ctx.model_info.get("vocab_size") or 0)
+                if any(t < 0 or (vocab and t >= vocab) for t in x):
+                    raise APIError(400, f"prompt: token ids must be in [0, {vocab})", "prompt")
                 out.append((None, list(x)))
         return out
 
@@ -106,8 +107,9 @@ class CompletionServing:
         prompts = self._prompts(req)
         sampling = sampling_dict(req, req.max_tokens)
         validate_sampling(sampling, OPENAI_PARAM_NAMES)
+        echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts]
         rid = req.rid or new_id("")
-        capture, slot = prepare_capture(ctx, req, request)
+        capture, slot = prepare_capture(ctx, req, request)  # nothing raises between here and the try below
         if capture is not None and len(prompts) > 1:
             slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "prompt")
@@ -117,7 +119,6 @@ class CompletionServing:
                                  capture=capture, capture_slot=slot,
                                  param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"})
                 for i, (t, ids) in enumerate(prompts)]
-        echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts]
         streaming = False
         try:
             gens = [tracked_generate(ctx, o) for o in objs]
