@@ -50,7 +50,13 @@ from starlette.requests import ClientDisconnect
 
 from sgl_kernel.zones import FINGERPRINT_DIM
 from sglang.srt.attention_sidecar.describe import describe
-from sglang.srt.attention_sidecar.errors import ApiError, fast_json_response, parse_json_object, parse_vector
+from sglang.srt.attention_sidecar.errors import (
+    ApiError,
+    fast_json_response,
+    parse_json_object,
+    parse_vector,
+    parse_vectors,
+)
 from sglang.srt.attention_sidecar.wire import RejectCounter, RejectedMessage, parse_frame
 
 log = logging.getLogger("rapids_sidecar")
@@ -663,24 +669,6 @@ def check_predict_vector(value: Any, param: str, max_abs: float) -> list[float]:
     return vec
 
 
-def parse_predict_body(body: dict[str, Any], max_abs: float) -> tuple[list[list[float]], bool]:
-    """Either ``{"vector": [...]}`` (single) or ``{"vectors": [[...], ...]}`` (batch), as
-    ``errors.parse_vectors`` with the checks of :func:`check_predict_vector`."""
-    if "vector" in body and "vectors" in body:
-        raise ApiError("give either 'vector' or 'vectors', not both", param="vectors")
-    if "vectors" in body:
-        vs = body["vectors"]
-        if not isinstance(vs, list) or not vs:
-            raise ApiError("'vectors' must be a non-empty list of fingerprints", param="vectors")
-        if len(vs) > MAX_PREDICT_BATCH:
-            raise ApiError(f"'vectors' holds {len(vs)} fingerprints, at most {MAX_PREDICT_BATCH} per request",
-                           param="vectors")
-        return [check_predict_vector(v, f"vectors[{i}]", max_abs) for i, v in enumerate(vs)], True
-    if "vector" not in body:
-        raise ApiError("missing required field 'vector'", param="vector", code="missing_field")
-    return [check_predict_vector(body["vector"], "vector", max_abs)], False
-
-
 def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> Any:
     counters = {"predict_requests": 0, "http_rejected": 0, "started_at": time.time()}
     http_rejected_by_reason: dict[str, int] = {}
@@ -775,7 +763,8 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
     async def predict(request: Request) -> Any:
         counters["predict_requests"] += 1
         body = parse_body_object(await read_body(request, max_body))
-        vectors, batch = parse_predict_body(body, max_abs)
+        vectors, batch = parse_vectors(body, MAX_PREDICT_BATCH,
+                                       lambda v, param: check_predict_vector(v, param, max_abs))
         if clusterer.mode == "online":
             clusterer.refresh()
         snap = clusterer.snapshot

@@ -219,3 +219,14 @@ def test_48_capturing_streams_with_disconnects_free_everything(srv: RunningServe
     with _client(srv) as c:
         assert c.post("/flush_cache").status_code == 200
         assert c.post("/generate", json={"text": "Hi", "sampling_params": {"max_new_tokens": 2}}).status_code == 200
+
+
+def test_upstream_fields_accepted_only_when_off(srv: RunningServer) -> None:
+    """sglang-router re-serializes chats with "return_hidden_states": false: harmless; true
+    asks for a feature this server lacks: 400 naming it."""
+    with _client(srv) as c:
+        for path, body in (("/v1/chat/completions", {"model": "smol", "messages": MSG, "max_tokens": 1}),
+                           ("/generate", {"text": "Hi", "sampling_params": {"max_new_tokens": 1}})):
+            assert c.post(path, json={**body, "return_hidden_states": False}).status_code == 200
+            r = c.post(path, json={**body, "return_hidden_states": True})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "return_hidden_states"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from sgl_kernel.zones import FINGERPRINT_DIM
 
@@ -74,8 +74,11 @@ def parse_vector(value: Any, param: str = "vector") -> list[float]:
     return out
 
 
-def parse_vectors(body: dict[str, Any], max_batch: int = 10000) -> tuple[list[list[float]], bool]:
-    """Either ``{"vector": [...]}`` (single) or ``{"vectors": [[...], ...]}`` (batch)."""
+def parse_vectors(body: dict[str, Any], max_batch: int = 10000,
+                  parse: Callable[[Any, str], list[float]] | None = None) -> tuple[list[list[float]], bool]:
+    """Either ``{"vector": [...]}`` (single) or ``{"vectors": [[...], ...]}`` (batch); each
+    vector goes through ``parse(value, param)`` (default: :func:`parse_vector`)."""
+    parse = parse or parse_vector
     if "vector" in body and "vectors" in body:
         raise ApiError("give either 'vector' or 'vectors', not both", param="vectors")
     if "vectors" in body:
@@ -85,10 +88,10 @@ def parse_vectors(body: dict[str, Any], max_batch: int = 10000) -> tuple[list[li
         if len(vs) > max_batch:
             raise ApiError(f"'vectors' holds {len(vs)} fingerprints, at most {max_batch} per request",
                            param="vectors")
-        return [parse_vector(v, f"vectors[{i}]") for i, v in enumerate(vs)], True
+        return [parse(v, f"vectors[{i}]") for i, v in enumerate(vs)], True
     if "vector" not in body:
         raise ApiError("missing required field 'vector'", param="vector", code="missing_field")
-    return [parse_vector(body["vector"])], False
+    return [parse(body["vector"], "vector")], False
 
 
 def parse_int_param(params: Any, name: str, default: int, lo: int, hi: int) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 Number = Union[StrictInt, StrictFloat]
 
@@ -29,6 +29,21 @@ class _Strict(BaseModel):
         if isinstance(data, dict) and any(v is None and k not in cls.model_fields for k, v in data.items()):
             return {k: v for k, v in data.items() if v is not None or k in cls.model_fields}
         return data
+
+
+class UpstreamOffFields(_Strict):
+    """Upstream SGLang fields this server does not implement, accepted only at their "off"
+    value (sglang-router 0.3.2 re-serializes every chat request with
+    ``"return_hidden_states": false``); asking for the feature is a 400 naming it."""
+
+    return_hidden_states: StrictBool = False
+
+    @field_validator("return_hidden_states")
+    @classmethod
+    def _off_only(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("not supported by this server")
+        return v
 
 
 class CaptureFields(_Strict):
@@ -95,7 +110,7 @@ class ChatMessage(_Strict):
         return "".join(p.text for p in self.content)
 
 
-class ChatCompletionRequest(SamplingFields, CaptureFields):
+class ChatCompletionRequest(SamplingFields, CaptureFields, UpstreamOffFields):
     model: StrictStr = "default"
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: StrictInt | None = None
@@ -112,7 +127,7 @@ class ChatCompletionRequest(SamplingFields, CaptureFields):
     response_format: dict[str, Any] | None = None
 
 
-class CompletionRequest(SamplingFields, CaptureFields):
+class CompletionRequest(SamplingFields, CaptureFields, UpstreamOffFields):
     model: StrictStr = "default"
     prompt: Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
     max_tokens: StrictInt | None = 16  # OpenAI's default for completions
@@ -122,7 +137,7 @@ class CompletionRequest(SamplingFields, CaptureFields):
     best_of: StrictInt | None = None
 
 
-class GenerateRequest(CaptureFields):
+class GenerateRequest(CaptureFields, UpstreamOffFields):
     """SGLang's native /generate body."""
 
     text: Union[StrictStr, list[StrictStr], None] = None
