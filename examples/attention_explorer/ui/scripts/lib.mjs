@@ -1,5 +1,5 @@
 // Shared setup for the end-to-end test and the streaming measurement: a real server
-// (started here unless E2E_SERVER_URL is set), the built UI served by `vite preview`,
+// (started here unless E2E_SERVER_URL is set), the built UI (mode "e2e") served by `vite preview`,
 // and Debian's headless Chromium driven by playwright-core.
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -78,13 +78,21 @@ export async function startServer(extraArgs = [], nice = 0) {
   return { url, stop, log: () => log };
 }
 
-/** Build the UI and serve it with vite preview (production bundle, like a deployment). */
+// The e2e build: git-ignored, apart from dist/ so a production `vite build` never holds the test handles.
+export const E2E_DIST = join(RESULTS, "ui-dist");
+
+/**
+ * Build the UI and serve it with vite preview: the production bundle, like a deployment, built
+ * in mode "e2e", which turns on the window test handles (__TEST_HOOKS__ in vite.config.ts:
+ * window.__attentionExplorer, window.__manifold) that the scripts read.
+ */
 export async function startUi() {
   const vite = await import("vite");
+  const mode = "e2e";
   // UI_NO_MINIFY=1 keeps function names readable in profiles.
-  await vite.build({ root: UI_DIR, logLevel: "warn", build: { minify: !process.env.UI_NO_MINIFY } });
+  await vite.build({ root: UI_DIR, mode, logLevel: "warn", build: { outDir: E2E_DIST, emptyOutDir: true, minify: !process.env.UI_NO_MINIFY } });
   const port = await freePort();
-  const server = await vite.preview({ root: UI_DIR, preview: { port, host: "127.0.0.1", strictPort: true }, logLevel: "warn" });
+  const server = await vite.preview({ root: UI_DIR, mode, build: { outDir: E2E_DIST }, preview: { port, host: "127.0.0.1", strictPort: true }, logLevel: "warn" });
   return { url: `http://127.0.0.1:${port}`, stop: () => server.close() };
 }
 

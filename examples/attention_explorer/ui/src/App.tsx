@@ -6,7 +6,7 @@ import { CompareView } from "./components/CompareView";
 import { ManifoldView } from "./components/ManifoldView";
 import { PendingApply, RouterView } from "./components/RouterView";
 import { SavedView } from "./components/SavedView";
-import { type Focus, type ViewOptions } from "./components/focus";
+import { type ViewOptions } from "./components/focus";
 import { Hud } from "./components/Hud";
 import { InspectView } from "./components/InspectView";
 import { SettingsPanel } from "./components/SettingsPanel";
@@ -16,6 +16,7 @@ import { useConnection } from "./state/connection";
 import { loadPendingApply, type RouterApply, savePendingApply, withApply } from "./state/routerApply";
 import { loadSettings, saveSettings, type Settings } from "./state/settings";
 import { useSidecar } from "./state/sidecar";
+import { useFocus } from "./state/useFocus";
 import { deleteSaved, listSaved, loadTrace, renameSaved, type SavedMeta, saveSession } from "./storage/savedSessions";
 import { useSessionVersion } from "./state/useSession";
 import { exportTrace, importTrace, TraceImportError } from "./trace/jsonl";
@@ -41,7 +42,7 @@ interface Loaded {
 
 declare global {
   interface Window {
-    /** Read-only handle for end-to-end tests and measurements. */
+    /** Read-only handle for end-to-end tests and measurements (test builds only: __TEST_HOOKS__). */
     __attentionExplorer?: { session: () => TraceSession; sessions: () => TraceSession[] };
   }
 }
@@ -56,14 +57,8 @@ export function App() {
   const conn = useConnection(settings.serverUrl, settings.apiKey);
   const [view, setView] = useState<View>("chat");
   const [showSettings, setShowSettings] = useState(true);
-  const [hover, setHoverState] = useState<Focus | null>(null);
-  // The lens keeps showing the last hovered token after the pointer leaves, so it can be read.
-  const [lastHover, setLastHover] = useState<Focus | null>(null);
-  const setHover = useCallback((f: Focus | null) => {
-    setHoverState(f);
-    if (f) setLastHover(f);
-  }, []);
-  const [pinned, setPinned] = useState<Focus | null>(null);
+  // hovered / last hovered / pinned token (state/useFocus.ts)
+  const { hover, pinned, lensFocus, setHover, setPinned, resetFocus } = useFocus();
   const [opts, setOpts] = useState<ViewOptions>({ layer: null, excludeSinks: false });
   const [banner, setBanner] = useState<{ kind: "error" | "info"; text: string } | null>(null);
   const [busy, setBusy] = useState(false);
@@ -73,6 +68,16 @@ export function App() {
   const [saved, setSaved] = useState<SavedMeta[]>([]);
   const [savedError, setSavedError] = useState<string | null>(null);
   const [pending, setPending] = useState<RouterApply | null>(loadPendingApply);
+
+  // Show session `at` (of `next` when the list changes) with no token focused.
+  const showSession = useCallback(
+    (at: number, next?: Loaded[]) => {
+      if (next) setLoaded(next);
+      setActive(at);
+      resetFocus();
+    },
+    [resetFocus],
+  );
 
   const refreshSaved = useCallback(async () => {
     try {
@@ -92,7 +97,7 @@ export function App() {
   }, []);
 
   useEffect(() => {
-    window.__attentionExplorer = { session: () => loaded[active].session, sessions: () => loaded.map((l) => l.session) };
+    if (__TEST_HOOKS__) window.__attentionExplorer = { session: () => loaded[active].session, sessions: () => loaded.map((l) => l.session) };
   }, [loaded, active]);
 
   const captureAllowed = conn.state === "up" && !conn.captureProblem;
@@ -144,17 +149,13 @@ export function App() {
       try {
         const s = importTrace(await loadTrace(id));
         const next = [...loaded, { session: s, label: `Saved: ${meta?.name ?? id}`, live: false, savedId: id }];
-        setLoaded(next);
-        setActive(next.length - 1);
-        setPinned(null);
-        setHover(null);
-        setLastHover(null);
+        showSession(next.length - 1, next);
       } catch (e) {
         const msg = e instanceof TraceImportError ? e.message : (e as Error).message;
         setBanner({ kind: "error", text: `Saved session could not be opened: ${msg}` });
       }
     },
-    [loaded, saved, setHover],
+    [loaded, saved, showSession],
   );
 
   // A fresh live chat; the previous one stays in the session selector (read-only).
@@ -162,11 +163,7 @@ export function App() {
     const old = loaded[0];
     const rest = loaded.slice(1);
     const kept = old.session.messages.length ? [{ ...old, live: false, label: `Earlier chat (${new Date().toLocaleTimeString()})` }] : [];
-    setLoaded([{ session: new TraceSession(), label: "Live session", live: true }, ...kept, ...rest]);
-    setActive(0);
-    setPinned(null);
-    setHover(null);
-    setLastHover(null);
+    showSession(0, [{ session: new TraceSession(), label: "Live session", live: true }, ...kept, ...rest]);
   };
 
   const onApply = (a: RouterApply) => {
@@ -188,9 +185,7 @@ export function App() {
     const last = [...live.messages].reverse().find((m) => !m.superseded);
     if (!last || last.role !== "assistant") return;
     last.superseded = true; // kept in the trace (and exported), not sent again
-    setPinned(null);
-    setHover(null);
-    setLastHover(null);
+    resetFocus();
     generate();
   };
 
@@ -211,11 +206,7 @@ export function App() {
     try {
       const s = importTrace(text);
       const next = [...loaded, { session: s, label: `Imported: ${file.name}`, live: false }];
-      setLoaded(next);
-      setActive(next.length - 1);
-      setPinned(null);
-      setHover(null);
-      setLastHover(null);
+      showSession(next.length - 1, next);
       setBanner({ kind: "info", text: `Imported ${file.name}: ${s.runs.size} run(s), ${s.messages.length} message(s).` });
     } catch (e) {
       const msg = e instanceof TraceImportError ? e.message : `Trace not imported: ${(e as Error).message}`;
@@ -223,7 +214,6 @@ export function App() {
     }
   };
 
-  const lensFocus = pinned ?? hover ?? lastHover;
   const connLabel =
     conn.state === "checking" ? "checking…" : conn.state === "down" ? "disconnected" : conn.captureProblem ? "connected · capture off" : "connected";
 
@@ -243,12 +233,7 @@ export function App() {
         <select
           className="session-select"
           value={active}
-          onChange={(e) => {
-            setActive(Number(e.target.value));
-            setPinned(null);
-            setHover(null);
-            setLastHover(null);
-          }}
+          onChange={(e) => showSession(Number(e.target.value))}
           aria-label="session"
         >
           {loaded.map((l, i) => (
@@ -378,11 +363,7 @@ export function App() {
         pinned={!!pinned}
         opts={opts}
         caps={conn.caps}
-        onClose={() => {
-          setPinned(null);
-          setHover(null);
-          setLastHover(null);
-        }}
+        onClose={resetFocus}
         onJump={(f) => setPinned(f)}
       />
       <footer className="footer">
