@@ -230,3 +230,26 @@ def test_upstream_fields_accepted_only_when_off(srv: RunningServer) -> None:
             assert c.post(path, json={**body, "return_hidden_states": False}).status_code == 200
             r = c.post(path, json={**body, "return_hidden_states": True})
             assert r.status_code == 400 and r.json()["error"]["param"] == "return_hidden_states"
+
+
+def test_zz_killed_front_end_leaves_no_orphan(srv: RunningServer) -> None:
+    """SIGKILL the HTTP process mid-stream: the scheduler, blocked on sending to nobody,
+    notices and exits instead of holding the model's memory as an orphan."""
+    import psutil
+
+    children = psutil.Process(srv.proc.pid).children(recursive=True)
+    assert children
+
+    def stream() -> None:
+        try:
+            _stream_chat(srv, {"max_tokens": 2000, "ignore_eos": True})
+        except Exception:  # noqa: BLE001 - the server is killed under it
+            pass
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    time.sleep(2.0)
+    srv.proc.kill()
+    srv.proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, f"orphans: {[p.pid for p in alive]}"

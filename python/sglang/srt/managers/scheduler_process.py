@@ -12,6 +12,7 @@ but only rank 0's results travel: they cover rank 0's query heads.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import faulthandler
 import logging
 import os
@@ -65,7 +66,7 @@ def model_info(sched: Any) -> dict[str, Any]:
     }
 
 
-def _apply(sched: Any, msg: Any, send: Any) -> None:
+def _apply(sched: Any, msg: Any, send: "FrontEnd | None") -> None:
     """Apply one front-end message; only rank 0 (``send`` set) answers queries."""
     if isinstance(msg, TokenizedGenerateReqInput):
         sched.add_request(msg)
@@ -74,13 +75,36 @@ def _apply(sched: Any, msg: Any, send: Any) -> None:
     elif isinstance(msg, FlushCacheReq):
         ok = sched.flush_cache()  # every rank flushes: the radix trees must stay identical
         if send is not None:
-            send.send_pyobj(ok)
+            send.send(ok)
     elif isinstance(msg, GetLoadReq):
         if send is not None:
-            send.send_pyobj(sched.load())
+            send.send(sched.load())
 
 
-def apply_message(sched: Any, msg: Any, send: Any) -> None:
+SEND_TIMEOUT_MS = 1000
+
+
+@dataclass
+class FrontEnd:
+    """Rank 0's socket to the front end. A PUSH socket blocks while no peer takes its
+    messages; with a send timeout the scheduler notices a front end that died and stops
+    instead of hanging on as an orphan that holds the model's memory."""
+
+    sock: Any
+    parent: int  # the pid of the process that started this scheduler
+
+    def send(self, obj: Any) -> bool:
+        """Send, waiting as long as the front end lives; False once it is gone."""
+        while True:
+            try:
+                self.sock.send_pyobj(obj)
+                return True
+            except zmq.Again:
+                if os.getppid() != self.parent:
+                    return False
+
+
+def apply_message(sched: Any, msg: Any, send: "FrontEnd | None") -> None:
     """``_apply`` under a guard: a message that raises fails its own request, not the loop."""
     try:
         _apply(sched, msg, send)
@@ -118,8 +142,11 @@ def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_r
             ctx = zmq.Context()
             recv = ctx.socket(zmq.PULL)
             recv.bind(ipc["to_scheduler"])
-            send = ctx.socket(zmq.PUSH)
-            send.bind(ipc["to_tokenizer"])
+            push = ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+            push.setsockopt(zmq.LINGER, 0)
+            push.bind(ipc["to_tokenizer"])
+            send = FrontEnd(push, parent)
             poller = zmq.Poller()
             poller.register(recv, zmq.POLLIN)
         pipe.send(("ready", model_info(sched)))
@@ -153,7 +180,9 @@ def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_r
             logger.error("scheduler step failed:\n%s", traceback.format_exc())
             outs = sched.fail_all("internal error in the scheduler step; see the server log")
         if outs and leader:
-            send.send_pyobj(BatchTokenOut(outs))
+            if not send.send(BatchTokenOut(outs)):
+                logger.warning("the front end is gone; the scheduler stops")
+                return
 
 
 __all__ = ["run_scheduler_process", "ReqOutput"]
