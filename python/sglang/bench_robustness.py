@@ -92,7 +92,7 @@ def bad_inputs(url: str) -> dict[str, Any]:
         # a stalled body is answered after the read timeout (30 s by default)
         stall = b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
         rows.append({"input": "stalled body", "path": "/generate", "status": _raw_status(url, stall)})
-        rows.append({"input": "GET on a POST route", "path": "/generate",
+        rows.append({"input": "GET on a POST route", "path": "/v1/chat/completions",
                      "status": c.get("/v1/chat/completions").status_code})
         # a duplicate rid while the first runs
         body = {"model": "default", "messages": MSG, "max_tokens": 64, "ignore_eos": True, "stream": True,

@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from sglang.srt.entrypoints.replica_set import ROUTER_VERSION, ReplicaSet, metric, requests_served
+    from sglang.test.replica_set import ROUTER_VERSION, ReplicaSet, metric, requests_served
 
     a = parse_args(argv)
     log_dir = a.log_dir or tempfile.mkdtemp(prefix="bench_router_")

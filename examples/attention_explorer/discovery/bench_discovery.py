@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
     from sklearn.metrics import adjusted_rand_score
 
-    from sglang.srt.attention_sidecar import synthetic
-    from sglang.srt.attention_sidecar.testing import subprocess_env
+    from sglang.test import synthetic
+    from sglang.test.sidecar_service import subprocess_env
 
     root = args.keep or tempfile.mkdtemp(prefix="bench-discovery-")
     os.makedirs(root, exist_ok=True)

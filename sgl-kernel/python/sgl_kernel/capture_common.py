@@ -33,7 +33,7 @@ STATS_DIM = N_HIST_BINS + 2
 
 @dataclass
 class CaptureResult:
-    """Exact attention statistics of N query rows (see ARCHITECTURE.md for the math)."""
+    """Exact attention statistics of N query rows (math: docs/architecture.md#capture-definitions)."""
 
     topk_pos: torch.Tensor  # [N, k] int64 logical positions, largest p first; -1 = padding
     topk_prob: torch.Tensor  # [N, k] float32 head-averaged p(j); 0 for padding

@@ -5,7 +5,7 @@ It is pure Python + numpy (no torch) so that the sidecars and the discovery pipe
 can import it cheaply; the dashboard's TypeScript copy is tested against the JSON
 vectors written by ``python -m sgl_kernel.zones --write-vectors``.
 
-Fingerprint layout (ARCHITECTURE.md, "Attention capture: exact definitions"):
+Fingerprint layout (docs/architecture.md#fingerprint):
 
     [0]     local mass   (distance d < 8,           histogram bins 0..2)
     [1]     mid mass     (8 <= d < 256,             histogram bins 3..7)

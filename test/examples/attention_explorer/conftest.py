@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sglang.srt.attention_sidecar.testing import shared_discovery
+from sglang.test.sidecar_service import shared_discovery
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 DISCOVERY_SCRIPT = os.path.join(REPO, "examples", "attention_explorer", "discovery", "run_discovery.py")

@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from sgl_kernel import zones
-from sglang.srt.attention_sidecar import synthetic
-from sglang.srt.attention_sidecar.testing import ServiceProcess, fingerprint_frame, free_port, push_frames
+from sglang.test import synthetic
+from sglang.test.sidecar_service import ServiceProcess, fingerprint_frame, free_port, push_frames
 
 pytestmark = pytest.mark.timeout(180)
 SCRIPT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "attention_explorer",

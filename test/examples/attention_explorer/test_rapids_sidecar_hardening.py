@@ -23,8 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
-from sglang.srt.attention_sidecar import synthetic
-from sglang.srt.attention_sidecar.testing import ServiceProcess, fingerprint_frame, free_port, push_frames
+from sglang.test import synthetic
+from sglang.test.sidecar_service import ServiceProcess, fingerprint_frame, free_port, push_frames
 
 pytestmark = pytest.mark.timeout(120)
 SCRIPT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "attention_explorer",

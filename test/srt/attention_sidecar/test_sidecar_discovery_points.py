@@ -14,7 +14,7 @@ import pytest
 from sglang.srt.attention_sidecar.artifacts import FORMAT, MANIFEST, ArtifactSet, load_artifact_set, sha256_file
 from sglang.srt.attention_sidecar.errors import fast_json_response
 from sglang.srt.attention_sidecar.service import _points_page
-from sglang.srt.attention_sidecar.testing import ServiceProcess, free_port
+from sglang.test.sidecar_service import ServiceProcess, free_port
 
 pytestmark = pytest.mark.timeout(180)
 

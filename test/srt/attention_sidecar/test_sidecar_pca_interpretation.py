@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from sglang.srt.attention_sidecar import pca_interpretation as pi
-from sglang.srt.attention_sidecar import synthetic
+from sglang.test import synthetic
 
 CONCEPT_NAMES = {"Local", "Semantic Bridge", "Long-Range", "Diffuse", "Focused"}
 

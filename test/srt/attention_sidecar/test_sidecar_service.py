@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from sglang.srt.attention_sidecar import store, synthetic
-from sglang.srt.attention_sidecar.testing import ServiceProcess, fingerprint_frame, free_port, push_frames
+from sglang.srt.attention_sidecar import store
+from sglang.test import synthetic
+from sglang.test.sidecar_service import ServiceProcess, fingerprint_frame, free_port, push_frames
 
 pytestmark = pytest.mark.timeout(180)
 

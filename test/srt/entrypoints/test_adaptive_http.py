@@ -19,8 +19,8 @@ import pytest
 from sglang.srt.entrypoints.capture_api import CapturePlacer, build_capture_params, capabilities, explicit_capture
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
-from sglang.srt.entrypoints.replica_set import Proc, ReplicaSet, Sidecar
 from sglang.srt.server_args import ServerArgs
+from sglang.test.replica_set import Proc, ReplicaSet, Sidecar
 
 K = 4  # --attention-adaptive-steps
 N = 24  # output tokens of the adaptive runs

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("sglang_router", reason="needs the test extra: pip install sglang-router==0.3.2")
 
 from sglang.bench_router import StreamResult, make_prompts, stream_chat  # noqa: E402
-from sglang.srt.entrypoints.replica_set import Proc, ReplicaSet, Sidecar, metric, requests_served  # noqa: E402
+from sglang.test.replica_set import Proc, ReplicaSet, Sidecar, metric, requests_served  # noqa: E402
 
 MAX_TOKENS = 16
 STREAM_TIMEOUT = 120  # seconds for any one stream; a hang fails the test instead of blocking CI

@@ -286,7 +286,7 @@ class ArtifactSet:
 
 
 def configure_numba() -> None:
-    """numba settings measured to matter on small shared machines (ARCHITECTURE.md)."""
+    """numba settings measured to matter on small shared machines (docs/architecture.md#numba-settings)."""
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "sglang-numba"))
     os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 

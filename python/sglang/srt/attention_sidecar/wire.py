@@ -1,4 +1,4 @@
-"""Decoding of fingerprint messages received over ZMQ (ARCHITECTURE.md, "Wire format").
+"""Decoding of fingerprint messages received over ZMQ (docs/architecture.md#wire-fingerprint-messages).
 
 One frame per message, a UTF-8 JSON object::
 

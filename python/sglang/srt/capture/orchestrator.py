@@ -7,7 +7,7 @@ the pool keeps every layer's K in one tensor), and keeps the small results per r
 until they travel with the step's token output. A forward where no request captures gets ``fb.capture = None`` and pays
 nothing.
 
-Which query an entry describes (ARCHITECTURE.md): ``decode_step`` i is the forward that
+Which query an entry describes (docs/architecture.md#which-query): ``decode_step`` i is the forward that
 produced output token i, so its query sits at position prompt_len + i - 1; step 0 is the
 last prompt position, computed by the prefill.
 """
@@ -25,8 +25,9 @@ from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.managers.io_struct import CaptureParams
 
 if TYPE_CHECKING:
+    from sglang.srt.capture.wire import RowRefs
     from sglang.srt.layers.radix_attention import RadixAttention
-    from sglang.srt.managers.schedule_batch import Req
+    from sglang.srt.managers.req import Req
     from sglang.srt.managers.scheduler import Scheduler
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 
@@ -83,6 +84,50 @@ class _LayerRows:
     softcap: float
 
 
+_EMPTY = torch.empty(0, dtype=torch.long)  # placeholder of a HeadGroup's device vectors until the plan sets them
+
+
+@dataclass
+class HeadGroup:
+    """The capturing rows of a forward that select the same query heads: one kernel call
+    per captured layer (or one for all of them). Host lists describe the rows; the tensors
+    are the same lists on the device (moved in one copy per plan)."""
+
+    rows: list[int]  # indices into the forward's capture rows
+    all_heads: bool
+    by_layers: dict[tuple[int, ...], list[int]]  # layer list -> its rows' places in the group
+    window_host: list[int]  # on the host with the row positions: capture calls never sync
+    identity: bool  # every row of the batch, in order: selecting the group's rows is a no-op
+    top_k: int
+    chunk: int
+    layers: set[int]
+    full: bool  # no row has a window: the attention kernel's lse is capture's first pass
+    modes: set[str]
+    # device vectors (set by _Plan.build after the one host-to-device copy)
+    heads: torch.Tensor | None = None  # None = all heads
+    token_index: torch.Tensor = _EMPTY
+    row_req: torch.Tensor = _EMPTY
+    reqs: torch.Tensor = _EMPTY  # distinct requests of the group
+    req_of_row: torch.Tensor = _EMPTY  # each row's index among them
+    window: torch.Tensor = _EMPTY
+    mask: torch.Tensor = _EMPTY
+    places: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict)  # per layer list, when several
+
+
+@dataclass
+class BatchGroup(HeadGroup):
+    """A HeadGroup in one forward, with this step's row positions."""
+
+    row_pos: torch.Tensor = _EMPTY  # on the device
+    host_rows: tuple[list[int], list[int]] = ([], [])  # (row positions, windows) on the host
+    max_pos: int = 0
+
+    @staticmethod
+    def of(g: HeadGroup, row_pos: torch.Tensor, positions: list[int]) -> "BatchGroup":
+        return BatchGroup(**{f.name: getattr(g, f.name) for f in dataclasses.fields(HeadGroup)},
+                          row_pos=row_pos, host_rows=(positions, g.window_host), max_pos=max(positions))
+
+
 @dataclass
 class _Plan:
     """What a forward's capture does that depends only on which requests capture in which
@@ -90,7 +135,7 @@ class _Plan:
     device, the fused statistics' mask. A decode batch with the same rows as the previous
     one (the steady state) reuses it, so a step's setup is the row positions alone."""
     layers: list[int]
-    groups: list[dict[str, Any]]
+    groups: list[HeadGroup]
     fused_gi: int | None
     fused_layers: list[int]
     fused_mask: torch.Tensor | None  # [B] mask prefix per row of the batch
@@ -104,46 +149,46 @@ class _Plan:
         dev = fb.input_ids.device
         # Group rows by head subset: one kernel call per group per layer.
         by_heads: dict[tuple[int, ...] | None, list[int]] = {}
+        params: list[CaptureParams] = []  # each row's request's
+        pool_rows: list[int] = []  # each row's request's req_to_token row
         for i, r in enumerate(rows):
-            ids = r.req.capture.head_ids
+            p, pool_row = r.req.capture, r.req.req_pool_idx
+            # rows are made only for capturing requests of this forward (CaptureHook.prepare)
+            assert p is not None and pool_row is not None
+            params.append(p)
+            pool_rows.append(pool_row)
+            ids = p.head_ids
             by_heads.setdefault(tuple(ids) if ids else None, []).append(i)
-        groups = []
+        groups: list[HeadGroup] = []
         host: list[list[int]] = []  # every group's index vectors, moved to the device in one copy
         names = ("heads", "token_index", "row_req", "reqs", "req_of_row", "window", "mask")
         for heads, idx in by_heads.items():
             rs = [rows[i] for i in idx]
-            req_index = {p: j for j, p in enumerate(dict.fromkeys(r.req.req_pool_idx for r in rs))}
-            vecs = {
+            req_index = {p: j for j, p in enumerate(dict.fromkeys(pool_rows[i] for i in idx))}
+            vecs: dict[str, list[int]] = {
                 "heads": list(heads or ()),  # empty = all heads
                 "token_index": [r.token_index for r in rs],
-                "row_req": [r.req.req_pool_idx for r in rs],
-                # distinct requests of the group and each row's index among them
+                "row_req": [pool_rows[i] for i in idx],
                 "reqs": list(req_index),
-                "req_of_row": [req_index[r.req.req_pool_idx] for r in rs],
-                "window": [r.req.capture.window for r in rs],
-                "mask": [r.req.capture.mask_prefix for r in rs],
+                "req_of_row": [req_index[pool_rows[i]] for i in idx],
+                "window": [params[i].window for i in idx],
+                "mask": [params[i].mask_prefix for i in idx],
             }
             host += vecs.values()
-            by_layers: dict[tuple[int, ...], list[int]] = {}  # layer list -> its rows' places in the group
+            by_layers: dict[tuple[int, ...], list[int]] = {}
             for j, r in enumerate(rs):
                 by_layers.setdefault(tuple(r.req.capture_state.layers), []).append(j)
             if len(by_layers) > 1:  # finalize selects each list's rows on the device
                 host += by_layers.values()
-            groups.append({
-                "all_heads": not heads,
-                "by_layers": by_layers,
-                # windows on the host (with the row positions, see CaptureBatch): capture calls never sync
-                "window_host": vecs["window"],
-                # every row of the batch, in order: selecting the group's rows is a no-op
-                "identity": vecs["token_index"] == list(range(fb.batch_size)),
-                "rows": idx,
-                "top_k": max(kernel_top_k(r.req.capture) for r in rs),
-                "chunk": min(r.req.capture.chunk_size for r in rs),
-                "layers": {l for r in rs for l in r.req.capture_state.layers},
-                # with no window the attention kernel's lse is exactly capture's first pass
-                "full": all(r.req.capture.window == 0 for r in rs),
-                "modes": {r.req.capture.mode for r in rs},
-            })
+            groups.append(HeadGroup(
+                rows=idx, all_heads=not heads, by_layers=by_layers, window_host=vecs["window"],
+                identity=vecs["token_index"] == list(range(fb.batch_size)),
+                top_k=max(kernel_top_k(params[i]) for i in idx),
+                chunk=min(params[i].chunk_size for i in idx),
+                layers={l for r in rs for l in r.req.capture_state.layers},
+                full=all(params[i].window == 0 for i in idx),
+                modes={params[i].mode for i in idx},
+            ))
         # A decode batch whose all-heads group is fingerprint-only with no window takes its
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
         # attention_triton's stats): the backend asks fused_mask_prefix(layer) and leaves
@@ -153,20 +198,20 @@ class _Plan:
         fused_gi, fused_layers = None, []
         if fb.is_decode:
             for gi, g in enumerate(groups):
-                if g["all_heads"] and all(rows[i].req.capture.mode == "fingerprint" and rows[i].req.capture.window == 0
-                                          for i in g["rows"]):
-                    fused_gi, fused_layers = gi, sorted(g["layers"])
+                if g.all_heads and all(params[i].mode == "fingerprint" and params[i].window == 0 for i in g.rows):
+                    fused_gi, fused_layers = gi, sorted(g.layers)
                     mask = [0] * fb.batch_size
-                    for i in g["rows"]:
-                        mask[rows[i].token_index] = rows[i].req.capture.mask_prefix
+                    for i in g.rows:
+                        mask[rows[i].token_index] = params[i].mask_prefix
                     host += [mask, fused_layers]
         flat = torch.tensor([x for v in host for x in v], dtype=torch.long).to(dev)  # the one copy
         parts = iter(flat.split([len(v) for v in host]))
         for g in groups:
             for key in names:
-                g[key] = next(parts)
-            g["heads"] = None if g["all_heads"] else g["heads"]
-            g["places"] = {lay: next(parts) for lay in g["by_layers"]} if len(g["by_layers"]) > 1 else {}
+                setattr(g, key, next(parts))
+            if g.all_heads:
+                g.heads = None
+            g.places = {lay: next(parts) for lay in g.by_layers} if len(g.by_layers) > 1 else {}
         fused_mask = fused_layer_ids = None
         if fused_gi is not None:
             fused_mask, fused_layer_ids = next(parts), next(parts)
@@ -185,11 +230,10 @@ class CaptureBatch:
         self.layer_set = set(plan.layers)
         self.device = dev = fb.input_ids.device
         # This step's row positions: on the host (capture calls never sync) and on the device.
-        pos = [[rows[i].pos for i in g["rows"]] for g in plan.groups]
+        pos = [[rows[i].pos for i in g.rows] for g in plan.groups]
         flat = torch.tensor([p for ps in pos for p in ps], dtype=torch.long).to(dev)
         dev_pos = flat.split([len(ps) for ps in pos]) if len(pos) > 1 else (flat,)
-        self.groups = [{**g, "row_pos": dp, "host_rows": (ps, g["window_host"]), "max_pos": max(ps)}
-                       for g, ps, dp in zip(plan.groups, pos, dev_pos)]
+        self.groups = [BatchGroup.of(g, dp, ps) for g, ps, dp in zip(plan.groups, pos, dev_pos)]
         self.fused_gi = plan.fused_gi
         self.fused_layers = plan.fused_layers
         self.fused_mask, self.fused_layer_ids = plan.fused_mask, plan.fused_layer_ids
@@ -218,18 +262,18 @@ class CaptureBatch:
             return
         self.fb = fb
         for gi, g in enumerate(self.groups):
-            if lid in g["layers"]:
+            if lid in g.layers:
                 if gi == self.fused_gi and (self.graph_fp is not None or lid in self.fused_stats):
                     continue  # the kernel computed this layer's statistics
-                ti = g["token_index"]
+                ti = g.token_index
                 self.pending.setdefault(gi, []).append(
-                    _LayerRows(lid, q[ti], lse[ti] if lse is not None and g["full"] else None, layer.scaling,
+                    _LayerRows(lid, q[ti], lse[ti] if lse is not None and g.full else None, layer.scaling,
                                layer.logit_softcap))
 
     def fused_mask_prefix(self, layer_id: int) -> torch.Tensor | None:
         """mask_prefix [B] when the attention kernel should also compute this layer's
         capture statistics (see fused_stats), else None."""
-        if self.fused_gi is None or layer_id not in self.groups[self.fused_gi]["layers"]:
+        if self.fused_gi is None or layer_id not in self.groups[self.fused_gi].layers:
             return None
         return self.fused_mask
 
@@ -245,20 +289,24 @@ class CaptureBatch:
         when all rows share their layer list (then no per-layer views are made)."""
         from sgl_kernel.capture import fingerprints_from_stats
 
-        g = self.groups[self.fused_gi]
+        gi = self.fused_gi
+        assert gi is not None  # after_forward calls this only for a batch with a fused group
+        g = self.groups[gi]
         if self.graph_fp is not None:
             layers = self.fused_layers
-            fp = self.graph_fp.index_select(0, self.fused_layer_ids)  # [L, B, 20]
-            if not g["identity"]:
-                fp = fp.index_select(1, g["token_index"])
+            layer_ids = self.fused_layer_ids
+            assert layer_ids is not None  # _Plan.build sets it with fused_gi
+            fp = self.graph_fp.index_select(0, layer_ids)  # [L, B, 20]
+            if not g.identity:
+                fp = fp.index_select(1, g.token_index)
         else:
             layers = [l for l in self.fused_layers if l in self.fused_stats]
             if not layers:
                 return
             stats = torch.stack([self.fused_stats[l] for l in layers])  # [L, B, H, 18]
-            stats = stats.index_select(1, g["token_index"]).mean(2)  # [L, n, 18]
-            fp = fingerprints_from_stats(stats, g["row_pos"] + 1)  # no window: n_keys = t + 1
-        if len(g["by_layers"]) == 1 and list(next(iter(g["by_layers"]))) == layers:  # every row has these layers
+            stats = stats.index_select(1, g.token_index).mean(2)  # [L, n, 18]
+            fp = fingerprints_from_stats(stats, g.row_pos + 1)  # no window: n_keys = t + 1
+        if len(g.by_layers) == 1 and list(next(iter(g.by_layers))) == layers:  # every row has these layers
             self.fused_row_fp = fp.mean(0)
         else:
             self.fused_fp = {l: fp[i] for i, l in enumerate(layers)}
@@ -267,32 +315,33 @@ class CaptureBatch:
         from sgl_kernel.capture import attention_capture
 
         fb = self.fb
+        assert fb is not None  # on_layer set it when it kept the pending rows
         for gi, items in self.pending.items():
             g = self.groups[gi]
-            kw = dict(top_k=g["top_k"], head_ids=g["heads"], chunk_size=g["chunk"])
+            kw = dict(top_k=g.top_k, head_ids=g.heads, chunk_size=g.chunk)
             table = fb.req_to_token_pool.req_to_token
             if len(items) == 1 or len({(it.scale, it.softcap) for it in items}) > 1:
                 for it in items:
                     self.results[(gi, it.layer)] = attention_capture(
-                        it.q, fb.kv_pool.get_kv(it.layer)[0], table, g["row_req"], g["row_pos"], scale=it.scale,
-                        window=g["window"], mask_prefix=g["mask"], logit_softcap=it.softcap, head_lse=it.lse,
-                        host_rows=g["host_rows"], **kw)
+                        it.q, fb.kv_pool.get_kv(it.layer)[0], table, g.row_req, g.row_pos, scale=it.scale,
+                        window=g.window, mask_prefix=g.mask, logit_softcap=it.softcap, head_lse=it.lse,
+                        host_rows=g.host_rows, **kw)
                 continue
             # All layers in one call: K of every layer is one pool tensor, so row r of
             # layer l reads slots offset by l * slots_per_layer through its own table row.
             n_layers = len(items)
-            reqs, inverse = g["reqs"], g["req_of_row"]
-            span = g["max_pos"] + 1
+            reqs, inverse = g.reqs, g.req_of_row
+            span = g.max_pos + 1
             slots = table[:, :span].index_select(0, reqs).long()  # [R, span]
             per_layer = fb.kv_pool.slots_per_layer
-            lses = [it.lse for it in items]
+            lses = [it.lse for it in items if it.lse is not None]
             res = attention_capture(
                 torch.cat([it.q for it in items]), fb.kv_pool.k_all_layers(),
                 torch.cat([slots + it.layer * per_layer for it in items]),
-                torch.cat([inverse + j * reqs.numel() for j in range(n_layers)]), g["row_pos"].repeat(n_layers),
-                scale=items[0].scale, window=g["window"].repeat(n_layers), mask_prefix=g["mask"].repeat(n_layers),
-                logit_softcap=items[0].softcap, head_lse=None if any(x is None for x in lses) else torch.cat(lses),
-                host_rows=(g["host_rows"][0] * n_layers, g["host_rows"][1] * n_layers), **kw)
+                torch.cat([inverse + j * reqs.numel() for j in range(n_layers)]), g.row_pos.repeat(n_layers),
+                scale=items[0].scale, window=g.window.repeat(n_layers), mask_prefix=g.mask.repeat(n_layers),
+                logit_softcap=items[0].softcap, head_lse=torch.cat(lses) if len(lses) == n_layers else None,
+                host_rows=(g.host_rows[0] * n_layers, g.host_rows[1] * n_layers), **kw)
             self.combined[gi] = (res, [it.layer for it in items])
         self.pending.clear()
 
@@ -307,7 +356,9 @@ class CaptureBatch:
         for lid in self.layers:
             mlp = moe.get(lid)
             if mlp is not None and mlp.last_topk_ids is not None:
-                self.moe[lid] = (mlp.last_topk_ids, mlp.last_topk_weights)
+                weights = mlp.last_topk_weights
+                assert weights is not None  # SparseMoE.forward sets both
+                self.moe[lid] = (mlp.last_topk_ids, weights)
 
     def finalize(self) -> tuple[list[CaptureBlock], list[Record]]:
         """One record per captured row, pointing at its row of a CaptureBlock: the results
@@ -317,12 +368,13 @@ class CaptureBatch:
         blocks: list[CaptureBlock] = []
         waiting: list[Record] = []
         for gi, g in enumerate(self.groups):
-            for layers, places in g["by_layers"].items():
+            for layers, places in g.by_layers.items():
                 blk = self._block(gi, list(layers), places)
                 blocks.append(blk)
                 for b, j in enumerate(places):
-                    row = self.rows[g["rows"][j]]
+                    row = self.rows[g.rows[j]]
                     p = row.req.capture
+                    assert p is not None  # a capture row's request captures
                     rec = Record(blk, b, row.decode_step, row.pos, kernel_top_k(p), p.mode)
                     row.req.capture_state.records.append(rec)
                     if not row.req.stream:
@@ -344,9 +396,15 @@ class CaptureBatch:
     def _block(self, gi: int, layers: list[int], places: list[int]) -> CaptureBlock:
         """The rows ``places`` of group gi, which all capture ``layers``."""
         g = self.groups[gi]
-        modes = g["modes"] if len(places) == len(g["rows"]) else {self.rows[g["rows"][j]].req.capture.mode
-                                                                   for j in places}
-        sel = g["places"].get(tuple(layers))  # None: every row of the group
+        if len(places) == len(g.rows):
+            modes = g.modes
+        else:
+            modes = set()
+            for j in places:
+                p = self.rows[g.rows[j]].req.capture
+                assert p is not None  # a capture row's request captures
+                modes.add(p.mode)
+        sel = g.places.get(tuple(layers))  # None: every row of the group
 
         def rows_of(t: torch.Tensor) -> torch.Tensor:
             return t if sel is None else t.index_select(0, sel)
@@ -376,7 +434,7 @@ class CaptureBatch:
                     arrays["cluster_idx"], blk.snapshot = assigned
         blk.moe_layers = [l for l in layers if l in self.moe]
         if blk.moe_layers:
-            ti = rows_of(g["token_index"])
+            ti = rows_of(g.token_index)
             arrays["moe_ids"] = torch.stack([self.moe[l][0].index_select(0, ti) for l in blk.moe_layers], 1)
             arrays["moe_w"] = torch.stack([self.moe[l][1].index_select(0, ti) for l in blk.moe_layers], 1)
         return blk
@@ -388,11 +446,13 @@ class CaptureBatch:
             return
         st = row.req.capture_state
         st.captured_steps += 1
-        if row.req.capture.mode != "fingerprint":
+        p = row.req.capture
+        assert p is not None  # a capture row's request captures
+        if p.mode != "fingerprint":
             return
         if self.hook.sidecar is not None:  # (indexing a row is a device op: only when someone listens)
             self.hook.on_fingerprint(row.req, row.decode_step, blk.arrays["fingerprint"][b])
-        if row.req.capture.adaptive_sampling and "cluster_idx" in blk.arrays:
+        if p.adaptive_sampling and "cluster_idx" in blk.arrays:
             self.hook.adapt(row.req, row.decode_step, int(blk.arrays["cluster_idx"][b]), blk.snapshot)
 
 
@@ -418,10 +478,10 @@ class CaptureHook:
                                      sched.device)
         self.sidecar = None
         if sched.args.attention_sidecar_url:
-            from sglang.srt.capture.sidecar import SidecarEmitter
+            from sglang.srt.capture.fingerprint_stream import FingerprintStream
 
-            self.sidecar = SidecarEmitter(sched.args.attention_sidecar_url,
-                                          model=sched.runner.files.display_name)
+            self.sidecar = FingerprintStream(sched.args.attention_sidecar_url,
+                                             model=sched.runner.files.display_name)
 
     def moe_mlps(self, model: torch.nn.Module) -> dict[int, SparseMoE]:
         """The model's MoE blocks by layer id (found once: the model does not change)."""
@@ -462,7 +522,9 @@ class CaptureHook:
                 st = r.capture_state
                 if st is not None:
                     lo, hi = r.kv_len, r.kv_len + take  # positions computed by this forward
-                    if r.capture.include_prompt_attention:
+                    p = r.capture
+                    assert p is not None  # on_add gives a capture state only to a capturing request
+                    if p.include_prompt_attention:
                         rows += self._prompt_rows(r, lo, hi, start)
                     if hi == len(r.fill_ids) and st.wants_step(len(r.output_ids)):
                         rows.append(_Row(r, start + take - 1, hi - 1, len(r.output_ids)))
@@ -484,6 +546,7 @@ class CaptureHook:
         """Prompt positions in [lo, hi) other than the last one (that is decode step 0);
         private (masked) query positions are never captured."""
         p, st = r.capture, r.capture_state
+        assert p is not None  # called only for a request with a capture state
         out = []
         end = min(hi, r.prompt_len - 1)
         first, st.prompt_pos_next = max(lo, p.mask_prefix, st.prompt_pos_next), max(st.prompt_pos_next, end)
@@ -575,7 +638,7 @@ class CaptureHook:
         if self.sidecar is not None and st is not None and st.fp_count:
             self.sidecar.request_summary(req.rid, st.fp_sum / st.fp_count, st.fp_count)
 
-    def take_payload(self, req: "Req") -> dict[str, Any] | None:
+    def take_payload(self, req: "Req") -> dict[str, Any] | RowRefs | None:
         st = req.capture_state
         if st is None or not st.records:
             return None

@@ -78,20 +78,26 @@ class Record:
         self.own: HostBlock | None = None
 
     def ref(self) -> Row:
+        """Called once the block is on the host (``_on_host``)."""
         if self.own is not None:
             return (self.own, 0, self.decode_step, self.query_pos, self.top_k)
-        return (self.block.host, self.row, self.decode_step, self.query_pos, self.top_k)
+        blk = self.block
+        assert blk is not None and blk.host is not None  # the block goes only with ``own`` set
+        return (blk.host, self.row, self.decode_step, self.query_pos, self.top_k)
 
     def own_row(self) -> None:
         """Copy this row's fields out of its block (on the host), so the block can go."""
         if self.own is None:
-            self.own = self.block.host.own_row(self.row, self.top_k, self.mode)
+            blk = self.block
+            assert blk is not None and blk.host is not None  # as in ref
+            self.own = blk.host.own_row(self.row, self.top_k, self.mode)
             self.block = None
 
 
 def _on_host(recs: list[Record]) -> None:
     """Blocks of these records still on the device reach the host (normally after_step did it)."""
-    todo = {id(r.block): r.block for r in recs if r.own is None and r.block.host is None}
+    # a record has its block until it owns its row: block is None exactly when own is set
+    todo = {id(b): b for r in recs if (b := r.block) is not None and b.host is None}
     if todo:
         blocks_to_host(list(todo.values()))
 

@@ -16,7 +16,7 @@ The front end turns either into the packed dict that ``entries.build_entries`` r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -54,7 +54,9 @@ class HostBlock:
         arrays = {k: v[None].copy() for k in keys if (v := self.row(k, row, top_k)) is not None}
         one = HostBlock(self.layers, arrays, self.moe_layers)
         if self.cluster_ids is not None:
-            one.cluster_ids, one.cluster_zones = [self.cluster_ids[row]], [self.cluster_zones[row]]
+            zones = self.cluster_zones
+            assert zones is not None  # the hints set cluster_ids and cluster_zones together (payload.blocks_to_host)
+            one.cluster_ids, one.cluster_zones = [self.cluster_ids[row]], [zones[row]]
         return one
 
 
@@ -75,10 +77,14 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
         hb0, r0, _, _, k0 = rows[0]
 
         def stacked(key: str, dtype: Any) -> np.ndarray:
-            return hb0.row(key, r0, k0)[None].astype(dtype, copy=False)
+            arr = hb0.row(key, r0, k0)
+            assert arr is not None, key  # only the fields of the rows' mode are read: their blocks hold them
+            return arr[None].astype(dtype, copy=False)
     else:
         def stacked(key: str, dtype: Any) -> np.ndarray:
-            return np.stack([hb.row(key, r, k) for hb, r, _, _, k in rows]).astype(dtype, copy=False)
+            # only the fields of the rows' mode are read: every block of such rows holds them
+            arrs = cast("list[np.ndarray]", [hb.row(key, r, k) for hb, r, _, _, k in rows])
+            return np.stack(arrs).astype(dtype, copy=False)
 
     first = rows[0][0]
     out: dict[str, Any] = {
@@ -103,8 +109,11 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
         # cluster hints describe generation: decode steps only
         hinted = [hb.cluster_ids is not None and ds >= 0 for hb, _, ds, _, _ in rows]
         if any(hinted):
-            out["cluster_id"] = [hb.cluster_ids[r] if h else None for (hb, r, _, _, _), h in zip(rows, hinted)]
-            out["cluster_zone"] = [hb.cluster_zones[r] if h else None for (hb, r, _, _, _), h in zip(rows, hinted)]
+            # a hinted row's block has both lists (the hints set them together)
+            out["cluster_id"] = [cast("list[int]", hb.cluster_ids)[r] if h else None
+                                 for (hb, r, _, _, _), h in zip(rows, hinted)]
+            out["cluster_zone"] = [cast("list[str | None]", hb.cluster_zones)[r] if h else None
+                                   for (hb, r, _, _, _), h in zip(rows, hinted)]
     moe = first.moe_layers
     if moe and all(hb.moe_layers == moe for hb, _, _, _, _ in rows):
         out["moe_layers"] = list(moe)

@@ -66,7 +66,8 @@ def prepack_linear_weights(model: nn.Module, device: torch.device, dtype: torch.
         return 0
     count = 0
     for module in model.modules():
-        if hasattr(module, "packed_weight") and isinstance(getattr(module, "weight", None), torch.Tensor):
-            module.packed_weight = _pack(module.weight)
-            count += module.packed_weight is not None
+        if hasattr(module, "packed_weight") and isinstance(weight := getattr(module, "weight", None), torch.Tensor):
+            packed = _pack(weight)
+            setattr(module, "packed_weight", packed)  # any module class that declares the attribute opts in
+            count += packed is not None
     return count

@@ -31,6 +31,9 @@ def _inv_freq(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> to
 
 
 class RotaryEmbedding(nn.Module):
+    cos_cache: torch.Tensor  # [max_position, head_dim] buffers (register_buffer in __init__)
+    sin_cache: torch.Tensor
+
     def __init__(self, head_dim: int, max_position: int, theta: float, scaling: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.head_dim = head_dim

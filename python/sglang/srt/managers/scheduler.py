@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from sglang.srt.managers.io_struct import ReqOutput, SchedulerLoad, TokenizedGenerateReqInput
-from sglang.srt.managers.schedule_batch import Req
+from sglang.srt.managers.req import Req
 from sglang.srt.mem_cache.radix_cache import RadixCache
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 from sglang.srt.model_executor.model_runner import ModelRunner
 from sglang.srt.sampling.sampler import SamplingInfo, sample
 from sglang.srt.server_args import ServerArgs
+
+if TYPE_CHECKING:
+    from sglang.srt.capture.orchestrator import CaptureHook
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class Scheduler:
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
         self._seed_counter = 0
-        self.capture_hook: Any = None  # set by the capture package when capture is enabled
+        self.capture_hook: CaptureHook | None = None  # set by the capture package when capture is enabled
         # the forward in progress: its requests, and KV slots it allocated that no request's
         # kv_len covers yet (freed if the step fails)
         self._inflight: list[Req] = []
@@ -254,7 +257,9 @@ class Scheduler:
         req.last_node = None
         self.prompt_tokens_total -= len(req.fill_ids)
         self.cached_tokens_total -= req.cached_tokens
-        self.req_to_token.free(req.req_pool_idx)
+        row = req.req_pool_idx
+        assert row is not None  # _admit gave it one
+        self.req_to_token.free(row)
         req.req_pool_idx = None
         req.kv_len = req.cached_tokens = req.tree_len = 0
 
@@ -308,7 +313,9 @@ class Scheduler:
         if slots is None:  # _build_extend checked the memory, so this is a bug, not a load condition
             raise RuntimeError(f"KV allocation of {total} slots failed after admission control")
         self._step_slots = slots
-        ids, pos, starts = [], [], []
+        ids: list[int] = []
+        pos: list[int] = []
+        starts: list[int] = []
         off = 0
         for req, take in zip(reqs, takes):
             fill = req.fill_ids
@@ -335,11 +342,13 @@ class Scheduler:
             seq_lens_cpu=seq, extend_seq_lens_cpu=list(takes), extend_prefix_lens_cpu=prefix,
             logits_indices=torch.tensor([s + t - 1 for s, t in zip(starts, takes)], dtype=torch.long, device=dev),
         )
-        if self.capture_hook is not None:
-            fb.capture = self.capture_hook.prepare(reqs, fb)
+        hook = self.capture_hook
+        if hook is not None:
+            fb.capture = hook.prepare(reqs, fb)
         logits = self.runner.forward(fb)
         if fb.capture is not None:
-            self.capture_hook.after_forward(self.runner.model)
+            assert hook is not None  # only the hook sets fb.capture
+            hook.after_forward(self.runner.model)
         for req, take in zip(reqs, takes):
             req.kv_len += take
         self._step_slots = None  # the requests' kv_len covers them now
@@ -395,11 +404,13 @@ class Scheduler:
             req_to_token_pool=self.req_to_token, kv_pool=self.runner.kv_pool, attn_backend=self.runner.attn_backend,
             seq_lens_cpu=seq,
         )
-        if self.capture_hook is not None:
-            fb.capture = self.capture_hook.prepare(reqs, fb)
+        hook = self.capture_hook
+        if hook is not None:
+            fb.capture = hook.prepare(reqs, fb)
         logits = self.runner.forward(fb)
         if fb.capture is not None:
-            self.capture_hook.after_forward(self.runner.model)
+            assert hook is not None  # only the hook sets fb.capture
+            hook.after_forward(self.runner.model)
         for req in reqs:
             req.kv_len += 1
         self._step_slots = None
@@ -521,13 +532,14 @@ class Scheduler:
             reqs, next_ids, penalized = [reqs[i] for i in keep], [next_ids[i] for i in keep], penalized[keep]
             if not reqs:
                 return
+        toks = cast("list[int]", next_ids)  # the rows whose sampling failed (None) are out
         want_lp = [i for i, r in enumerate(reqs) if r.return_logprob]
         if want_lp:
             logprobs = torch.log_softmax(penalized[want_lp], dim=-1)
-            self._record_logprobs([reqs[i] for i in want_lp], logprobs, [next_ids[i] for i in want_lp])
+            self._record_logprobs([reqs[i] for i in want_lp], logprobs, [toks[i] for i in want_lp])
         if self.capture_hook is not None:
             self.capture_hook.after_step(reqs)
-        for req, tok in zip(reqs, next_ids):
+        for req, tok in zip(reqs, toks):
             req.output_ids.append(tok)
             self.generated_tokens_total += 1
             reason = self._check_finished(req, tok)
@@ -538,15 +550,15 @@ class Scheduler:
     def _record_logprobs(self, reqs: list[Req], logprobs: torch.Tensor, toks: list[int]) -> None:
         chosen = logprobs.gather(1, torch.tensor(toks, device=logprobs.device).unsqueeze(1)).squeeze(1).tolist()
         k = max(r.top_logprobs_num for r in reqs)
-        top_v = top_i = None
+        top: tuple[list[list[float]], list[list[int]]] | None = None  # (log-probabilities, token ids) per row
         if k > 0:
             top_v, top_i = torch.topk(logprobs, k, dim=-1)
-            top_v, top_i = top_v.tolist(), top_i.tolist()
+            top = (top_v.tolist(), top_i.tolist())
         for j, req in enumerate(reqs):
             req.pending_logprobs.append((chosen[j], toks[j]))
-            if req.top_logprobs_num > 0 and top_v is not None:
+            if req.top_logprobs_num > 0 and top is not None:
                 n = req.top_logprobs_num
-                req.pending_top_logprobs.append(list(zip(top_v[j][:n], top_i[j][:n])))
+                req.pending_top_logprobs.append(list(zip(top[0][j][:n], top[1][j][:n])))
 
     def _check_finished(self, req: Req, tok: int) -> dict[str, Any] | None:
         p = req.params

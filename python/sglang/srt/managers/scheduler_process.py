@@ -158,6 +158,7 @@ def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_r
         msgs: list[Any] = []
         stop = False
         if leader:
+            assert poller is not None and recv is not None  # the leader made them above
             timeout = 0 if sched.has_work() else 1000
             while poller.poll(timeout):
                 timeout = 0
@@ -180,6 +181,7 @@ def run_scheduler_process(args: ServerArgs, ipc: dict[str, str], pipe: Any, tp_r
             logger.error("scheduler step failed:\n%s", traceback.format_exc())
             outs = sched.fail_all("internal error in the scheduler step; see the server log")
         if outs and leader:
+            assert send is not None  # the leader made it above
             if not send.send(BatchTokenOut(outs)):
                 logger.warning("the front end is gone; the scheduler stops")
                 return

@@ -333,6 +333,7 @@ class TokenizerManager:
         self._ensure_loop()
         fut = asyncio.get_running_loop().create_future()
         self._flush_waiters.append(fut)
+        assert self._send is not None  # _ensure_loop connected it
         await self._send.send_pyobj(FlushCacheReq())
         return await asyncio.wait_for(fut, timeout=30)
 
@@ -340,6 +341,7 @@ class TokenizerManager:
         self._ensure_loop()
         fut = asyncio.get_running_loop().create_future()
         self._load_waiters.append(fut)
+        assert self._send is not None  # _ensure_loop connected it
         await self._send.send_pyobj(GetLoadReq())
         load: SchedulerLoad = await asyncio.wait_for(fut, timeout=30)
         return {

@@ -20,7 +20,7 @@ class TreeNode:
         self.children: dict[int, TreeNode] = {}
         self.parent = parent
         self.key: list[int] = []
-        self.value: torch.Tensor | None = None  # int64 slots, len == len(key)
+        self.value: torch.Tensor | None = None  # int64 slots, len == len(key); None only for the root
         self.lock_ref = 0
         self.last_access = time.monotonic()
 
@@ -59,6 +59,7 @@ class RadixCache:
             n = _match_len(child.key, key)
             if n < len(child.key):
                 child = self._split(child, n)
+            assert child.value is not None  # a child is never the root
             values.append(child.value)
             node, key = child, key[n:]
         if values:
@@ -89,14 +90,16 @@ class RadixCache:
 
     def _split(self, child: TreeNode, n: int) -> TreeNode:
         """Split child so that its first n tokens become a new parent node."""
+        value = child.value
+        assert value is not None  # a child is never the root
         new = TreeNode(child.parent)
-        new.key, new.value = child.key[:n], child.value[:n]
+        new.key, new.value = child.key[:n], value[:n]
         new.lock_ref, new.last_access = child.lock_ref, child.last_access
         new.children = {child.key[n]: child}
         assert child.parent is not None
         child.parent.children[child.key[0]] = new
         child.parent = new
-        child.key, child.value = child.key[n:], child.value[n:]
+        child.key, child.value = child.key[n:], value[n:]
         return new
 
     # ---- locking -----------------------------------------------------------------------
@@ -106,7 +109,8 @@ class RadixCache:
                 self.evictable_size -= len(node.key)
                 self.protected_size += len(node.key)
             node.lock_ref += 1
-            node = node.parent  # type: ignore[assignment]
+            assert node.parent is not None  # only the root has no parent
+            node = node.parent
 
     def dec_lock_ref(self, node: TreeNode) -> None:
         while node is not self.root:
@@ -115,7 +119,8 @@ class RadixCache:
             if node.lock_ref == 0:
                 self.evictable_size += len(node.key)
                 self.protected_size -= len(node.key)
-            node = node.parent  # type: ignore[assignment]
+            assert node.parent is not None  # only the root has no parent
+            node = node.parent
 
     # ---- eviction ----------------------------------------------------------------------
     def evict(self, num_tokens: int) -> int:
@@ -125,6 +130,7 @@ class RadixCache:
         freed = 0
         while freed < num_tokens and leaves:
             leaf = heapq.heappop(leaves)
+            assert leaf.value is not None  # the root is never a leaf here
             self.free_slots(leaf.value)
             freed += len(leaf.key)
             self.evictable_size -= len(leaf.key)

@@ -26,13 +26,14 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 
 if TYPE_CHECKING:
+    from sglang.srt.capture.orchestrator import CaptureBatch
     from sglang.srt.layers.radix_attention import RadixAttention
     from sglang.srt.model_executor.model_runner import ModelRunner
 
@@ -132,16 +133,16 @@ class GraphCaptureIO:
         self.fp[:, :bs].copy_(fingerprints_from_stats(self.stats[:, :bs].mean(2), seq_lens))
 
     # -- replay --
-    def load(self, capture: Any, bs: int, pbs: int) -> None:
+    def load(self, capture: "CaptureBatch", bs: int, pbs: int) -> None:
         """Before a replay: the batch's mask prefixes (padding rows mask nothing)."""
-        mask = getattr(capture, "fused_mask", None)
+        mask = capture.fused_mask
         if mask is not None:
             self.mask_prefix[:bs].copy_(mask)
         else:
             self.mask_prefix[:bs].zero_()
         self.mask_prefix[bs:pbs].zero_()
 
-    def publish(self, capture: Any, fb: ForwardBatch, bs: int, queries: bool) -> None:
+    def publish(self, capture: "CaptureBatch", fb: ForwardBatch, bs: int, queries: bool) -> None:
         """After a replay: views of this batch's rows. The fingerprints first, so the
         fingerprint rows skip the kept queries of layers the graph already covered."""
         capture.graph_fp = self.fp[:, :bs]
@@ -177,7 +178,7 @@ class CudaGraphRunner:
         self.out_cache_loc = torch.zeros(n, dtype=torch.long, device=dev)
         self.graphs: dict[tuple[int, str | None], torch.cuda.CUDAGraph] = {}
         self.outputs: dict[tuple[int, str | None], torch.Tensor] = {}
-        self.pool = None
+        self.pool: "torch.cuda._POOL_HANDLE | None" = None  # the memory pool the graphs share
         self.replays = 0  # batches served by a graph (tests and benchmarks read it)
         self.capture_replays = 0  # of which batches with capturing rows
         self.kind_replays: collections.Counter[str | None] = collections.Counter()
@@ -229,8 +230,10 @@ class CudaGraphRunner:
             attn_backend=r.attn_backend, seq_lens_cpu=[1] * bs,
         )
         if kind is not None:
-            fb.capture = self.io
-            self.io.keep_queries = kind == "full"
+            io = self.io
+            assert io is not None  # a capture kind only while the capture graphs exist (with_capture)
+            fb.capture = io
+            io.keep_queries = kind == "full"
         return fb
 
     def _record(self, bs: int, kind: str | None) -> None:
@@ -255,7 +258,9 @@ class CudaGraphRunner:
         """What a graph holds: the decode forward, and with capture the fingerprints."""
         out = self.runner.model(fb.input_ids, fb.positions, fb)
         if kind is not None:
-            self.io.finish(fb.batch_size, fb.seq_lens)
+            io = self.io
+            assert io is not None  # as in _batch
+            io.finish(fb.batch_size, fb.seq_lens)
         return out
 
     def _launch(self, pbs: int, kind: str | None) -> torch.Tensor:
@@ -269,10 +274,14 @@ class CudaGraphRunner:
         pbs = padded_batch_size(self.batch_sizes, bs)
         self.replays += 1
         kind = None
-        if fb.capture is not None:
-            kind = "stats" if fb.capture.stats_only else "full"
+        # a replayed batch's capture is the scheduler's CaptureBatch (GraphCaptureIO only records)
+        capture = cast("CaptureBatch | None", fb.capture)
+        io = self.io
+        if capture is not None:
+            assert io is not None  # can_run: a capturing batch replays only while the capture graphs exist
+            kind = "stats" if capture.stats_only else "full"
             self.capture_replays += 1
-            self.io.load(fb.capture, bs, pbs)
+            io.load(capture, bs, pbs)
         self.kind_replays[kind] += 1
         self.input_ids[:bs].copy_(fb.input_ids)
         self.positions[:bs].copy_(fb.positions)
@@ -286,7 +295,8 @@ class CudaGraphRunner:
             self.seq_lens[bs:pbs].fill_(1)
             self.out_cache_loc[bs:pbs].zero_()
         out = self._launch(pbs, kind)
-        if kind is not None:  # views of the static buffers: the capture batch finishes them before the next replay
-            self.io.publish(fb.capture, fb, bs, queries=kind == "full")
+        if capture is not None:  # views of the static buffers: the capture batch finishes them before the next replay
+            assert io is not None  # as above
+            io.publish(capture, fb, bs, queries=kind == "full")
         # A copy: the graph's output buffer is overwritten by the next replay.
         return out[:bs].clone()

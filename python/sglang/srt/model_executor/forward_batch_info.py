@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:
-    from sglang.srt.layers.attention.base import AttentionBackend
+    from sglang.srt.layers.attention.base import AttentionBackend, CaptureSink
     from sglang.srt.mem_cache.memory_pool import KVPool, ReqToTokenPool
 
 
@@ -39,8 +39,8 @@ class ForwardBatch:
     extend_prefix_lens_cpu: list[int] = field(default_factory=list)
     # Rows whose logits are needed: index into the T tokens (last token of each request).
     logits_indices: torch.Tensor | None = None
-    # Attention capture for this batch (sglang.srt.capture.CaptureBatch), None when no request captures.
-    capture: Any = None
+    # Attention capture for this batch, None when no request captures (see CaptureSink).
+    capture: "CaptureSink | None" = None
 
     @property
     def is_decode(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from sglang.srt.model_loader.loader import load_hf_config, load_model
 from sglang.srt.model_loader.gguf_cache import materialize
 from sglang.srt.model_loader.locate import ModelFiles, locate_model
 from sglang.srt.server_args import ServerArgs
+
+if TYPE_CHECKING:
+    from sglang.srt.model_executor.cuda_graph_runner import CudaGraphRunner
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class ModelRunner:
         backend = args.attention_backend or ("triton" if self.device.type == "cuda" else "torch_native")
         self.attention_backend_name = backend
         self.attn_backend = make_attention_backend(backend, self.device, self.dtype)
-        self.graph_runner = None
+        self.graph_runner: CudaGraphRunner | None = None
         self._init_cuda_graphs()
         logger.info("model %s loaded: %s, %s, KV pool %d tokens", self.files.display_name, cfg.architecture,
                     self.dtype, self.max_total_tokens)

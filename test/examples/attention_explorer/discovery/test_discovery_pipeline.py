@@ -13,9 +13,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from sgl_kernel import zones
-from sglang.srt.attention_sidecar import synthetic
 from sglang.srt.attention_sidecar.artifacts import load_artifact_set
 from sglang.srt.attention_sidecar.store import decode_vectors
+from sglang.test import synthetic
 
 SCRIPT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "examples",
                                       "attention_explorer", "discovery", "run_discovery.py"))

@@ -19,7 +19,7 @@ export interface ChatRequestOptions {
   extra?: Record<string, unknown>;
 }
 
-/** The request body of the capture contract (ARCHITECTURE.md, "Wire format"). */
+/** The request body of the capture contract (docs/architecture.md#wire-request). */
 export function buildChatRequest(o: ChatRequestOptions, stream = true): Record<string, unknown> {
   const body: Record<string, unknown> = {
     model: o.model,

@@ -1,4 +1,4 @@
-// Types of the capture wire format the server speaks (ARCHITECTURE.md, "Wire format").
+// Types of the capture wire format the server speaks (docs/architecture.md#wire-response).
 // These mirror the JSON exactly; the UI never renames wire fields, so a trace can keep
 // entries verbatim and replay them through the same ingestion code.
 

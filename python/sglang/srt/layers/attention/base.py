@@ -2,13 +2,33 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 if TYPE_CHECKING:
     from sglang.srt.layers.radix_attention import RadixAttention
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+
+
+class CaptureSink(Protocol):
+    """What the attention backends call on ``ForwardBatch.capture`` when some row of the
+    batch captures attention: ``capture.orchestrator.CaptureBatch`` in eager forwards,
+    ``cuda_graph_runner.GraphCaptureIO`` while a capture graph is recorded.
+
+    Per layer the backend hands over the post-RoPE queries and the lse its kernel
+    computed (``on_layer``); a decode kernel that can compute capture statistics from its
+    own probabilities asks ``fused_mask_prefix`` (None: not this layer) and leaves them in
+    ``fused_stats[layer_id]`` (the Triton kernel writes into ``stats_buffer``)."""
+
+    fused_stats: dict[int, torch.Tensor]
+
+    def on_layer(self, layer: "RadixAttention", q: torch.Tensor, lse: torch.Tensor | None,
+                 fb: "ForwardBatch") -> None: ...
+
+    def fused_mask_prefix(self, layer_id: int) -> torch.Tensor | None: ...
+
+    def stats_buffer(self, layer_id: int, batch_size: int, num_heads: int) -> torch.Tensor: ...
 
 
 class AttentionBackend(ABC):

@@ -72,16 +72,21 @@ class TritonAttnBackend(AttentionBackend):
         o = torch.empty(q.shape[0], q.shape[1], v_buf.shape[2], dtype=q.dtype, device=q.device)
         # fingerprint capture: the kernel also computes the statistics from its own
         # probabilities (no second pass over the keys; fixed shapes, so CUDA graphs work)
-        mp = fb.capture.fused_mask_prefix(layer.layer_id) if fb.capture is not None else None
-        stats = fb.capture.stats_buffer(layer.layer_id, q.shape[0], q.shape[1]) if mp is not None else None
+        capture = fb.capture
+        mp: torch.Tensor | None = None
+        stats: torch.Tensor | None = None
+        if capture is not None:
+            mp = capture.fused_mask_prefix(layer.layer_id)
+            if mp is not None:
+                stats = capture.stats_buffer(layer.layer_id, q.shape[0], q.shape[1])
         lse = self._k.decode_attention_fwd(
             q, k_buf, v_buf, o, fb.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens,
             scale=layer.scaling, logit_softcap=layer.logit_softcap,
             num_kv_splits=self.num_kv_splits(q.shape[0], layer.num_kv_heads),
-            return_lse=fb.capture is not None, mask_prefix=mp, stats=stats,
+            return_lse=capture is not None, mask_prefix=mp, stats=stats,
         )
-        if stats is not None:
-            fb.capture.fused_stats[layer.layer_id] = stats
+        if capture is not None and stats is not None:
+            capture.fused_stats[layer.layer_id] = stats
         return o, lse
 
     def forward_extend(self, q: torch.Tensor, layer: "RadixAttention",

@@ -10,13 +10,13 @@ import torch
 import zmq
 
 from capture_utils import capture_scheduler, run_capture
-from sglang.srt.capture.sidecar import QUEUE_SIZE, SidecarEmitter
+from sglang.srt.capture.fingerprint_stream import QUEUE_SIZE, FingerprintStream
 from sglang.srt.managers.io_struct import CaptureParams
 from sglang.srt.utils.network import free_port
 
 
 def test_nobody_listening_is_bounded_and_counted():
-    em = SidecarEmitter(f"tcp://127.0.0.1:{free_port()}", model="m")
+    em = FingerprintStream(f"tcp://127.0.0.1:{free_port()}", model="m")
     v = torch.zeros(20, dtype=torch.float64)
     n = QUEUE_SIZE * 3
     for i in range(n):

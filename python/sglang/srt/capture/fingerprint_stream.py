@@ -1,9 +1,12 @@
-"""Non-blocking fingerprint stream to a clustering sidecar (ZMQ PUSH).
+"""FingerprintStream: the engine's non-blocking stream of fingerprints to a sidecar (ZMQ PUSH).
 
-Messages follow ARCHITECTURE.md's wire format. The scheduler only puts device tensors
-on a bounded queue; a background thread copies them to the host, serializes and sends
-with NOBLOCK. A full queue or a sidecar that does not read drops messages and counts
-them (``dropped``, exported in /metrics): generation never waits for the sidecar.
+Installed by the capture hook when the server runs with ``--attention-sidecar-url``. The
+receiving end is one of the two services of docs/sidecar.md#two-services
+(``python -m sglang.srt.attention_sidecar`` or ``rapids_sidecar.py``); messages follow
+docs/architecture.md#wire-format. The scheduler only puts device tensors on a bounded
+queue; a background thread copies them to the host, serializes and sends with NOBLOCK.
+A full queue or a sidecar that does not read drops messages and counts them
+(``dropped``, exported in /metrics): generation never waits for the sidecar.
 """
 from __future__ import annotations
 
@@ -23,14 +26,14 @@ QUEUE_SIZE = 10_000
 SNDHWM = 10_000
 
 
-class SidecarEmitter:
+class FingerprintStream:
     def __init__(self, url: str, model: str) -> None:
         self.url, self.model = url, model
         self.q: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.dropped = 0
         self.sent = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sidecar-emitter", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="fingerprint-stream", daemon=True)
         self._thread.start()
 
     def _put(self, item: tuple[Any, ...]) -> None:
@@ -46,7 +49,7 @@ class SidecarEmitter:
         self._put(("request", rid, steps, vector, time.time()))
 
     def _run(self) -> None:
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock = ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
         sock.setsockopt(zmq.LINGER, 0)

@@ -158,7 +158,7 @@ def shared_discovery(root: str, script: str, n: int = 1200, seed: int = 3) -> di
     """
     import numpy as np
 
-    from sglang.srt.attention_sidecar import synthetic
+    from sglang.test import synthetic
 
     out = os.path.join(root, "shared-discovery")
     marker = os.path.join(out, "result.json")

@@ -1,7 +1,8 @@
-"""Benchmarks of the attention sidecar; each prints one JSON object.
+"""Benchmarks of the storage and classification service (``python -m sglang.srt.attention_sidecar``);
+each prints one JSON object.
 
-    python -m sglang.srt.attention_sidecar.bench ingest --n 300000
-    python -m sglang.srt.attention_sidecar.bench classify --discovery-dir ./discovery_artifacts
+    python -m sglang.test.sidecar_bench ingest --n 300000
+    python -m sglang.test.sidecar_bench classify --discovery-dir ./discovery_artifacts
 
 ``ingest``: a fresh service subprocess and a real SQLite file; one PUSH socket sends ``n``
 pre-encoded fingerprint frames as fast as ZMQ accepts them (blocking at the high-water mark,
@@ -42,8 +43,8 @@ def _proc_cpu_s(pid: int) -> float:
 def bench_ingest(n: int, flush_size: int) -> dict[str, Any]:
     import zmq
 
-    from sglang.srt.attention_sidecar.synthetic import make_clusters
-    from sglang.srt.attention_sidecar.testing import ServiceProcess, free_port
+    from sglang.test.sidecar_service import ServiceProcess, free_port
+    from sglang.test.synthetic import make_clusters
 
     X, _ = make_clusters(min(n, 20000), seed=0)
     frames = [json.dumps({"version": 1, "kind": "step", "request_id": f"req-{i // 64}", "step": i,
@@ -103,8 +104,8 @@ def bench_classify(directory: str, requests: int) -> dict[str, Any]:
     import httpx
 
     from sglang.srt.attention_sidecar.artifacts import load_artifact_set
-    from sglang.srt.attention_sidecar.synthetic import make_clusters
-    from sglang.srt.attention_sidecar.testing import ServiceProcess, free_port
+    from sglang.test.sidecar_service import ServiceProcess, free_port
+    from sglang.test.synthetic import make_clusters
 
     X, _ = make_clusters(requests, seed=123)
     t = time.perf_counter()
@@ -140,7 +141,7 @@ def bench_classify(directory: str, requests: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sglang.srt.attention_sidecar.bench")
+    ap = argparse.ArgumentParser(prog="python -m sglang.test.sidecar_bench")
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("ingest")
     a.add_argument("--n", type=int, default=300_000)

@@ -129,8 +129,8 @@ class ReplicaSet:
             cmd = [sys.executable, "-m", "sglang.srt.attention_sidecar", "--db", db_path, "--zmq-bind", zmq_url,
                    "--host", "127.0.0.1", "--port", str(hport), "--flush-interval", "0.2", "--log-level", "warning"]
         else:
-            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-                os.path.abspath(__file__))))))
+            # the repository root: this file is python/sglang/test/replica_set.py
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
             script = os.path.join(root, "examples", "attention_explorer", "rapids_sidecar.py")
             cmd = [sys.executable, script, "--zmq-bind", zmq_url, "--host", "127.0.0.1", "--port", str(hport),
                    "--online", "--online-min-size", "1", "--online-min-radius", "0.6", "--log-level", "warning"]
