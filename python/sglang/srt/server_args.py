@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from sglang.srt.limits import MAX_TOP_K_ATTENTION
+
 REASONING_PARSERS = ("qwen3", "qwen3-thinking", "deepseek-r1", "deepseek-v3", "kimi", "glm45", "step3", "minimax")
 ATTENTION_BACKENDS = ("torch_native", "triton")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "fp32", "bf16", "fp16")
@@ -97,7 +99,8 @@ class ServerArgs:
         need(self.reasoning_parser is None or self.reasoning_parser in REASONING_PARSERS,
              f"--reasoning-parser: choose one of {', '.join(REASONING_PARSERS)}")
         need(0 < self.port < 65536, "--port must be in 1..65535")
-        need(1 <= self.attention_tokens_top_k <= 64, "--attention-tokens-top-k must be in 1..64")
+        need(1 <= self.attention_tokens_top_k <= MAX_TOP_K_ATTENTION,
+             f"--attention-tokens-top-k must be in 1..{MAX_TOP_K_ATTENTION}")
         need(self.attention_tokens_max >= 0, "--attention-tokens-max must be >= 0 (0 = unlimited)")
         need(self.attention_tokens_stride >= 1, "--attention-tokens-stride must be >= 1")
         need(self.attention_tokens_window >= 0, "--attention-tokens-window must be >= 0 (0 = all keys)")

@@ -14,10 +14,10 @@ from typing import Any, Mapping
 
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
+from sglang.srt.limits import MAX_TOP_K_ATTENTION
 from sglang.srt.managers.io_struct import CaptureParams, auto_layers
 from sglang.srt.server_args import ServerArgs
 
-MAX_TOP_K = 64
 MODES = ["raw", "sketch", "fingerprint"]
 DEBUG_ENV = "SGLANG_ATTENTION_DEBUG"
 
@@ -53,12 +53,16 @@ def resolve_layers(spec: str | list[int], num_layers: int, param: str) -> list[i
     return sorted(set(ids))
 
 
-def _default_mode(args: ServerArgs) -> str:
-    if args.attention_fingerprint_mode or args.attention_capture_default == "fingerprint":
-        return "fingerprint"
-    if args.attention_sketch_mode or args.attention_capture_default == "sketch":
-        return "sketch"
-    return "raw"
+def capture_mode(args: ServerArgs, req: CaptureFields | None = None) -> str:
+    """The one place the capture mode is decided: each request flag overrides the
+    matching server flag (--attention-*-mode or --attention-capture-default); fingerprint
+    beats sketch. Without a request: the server's default mode."""
+    fp = args.attention_fingerprint_mode or args.attention_capture_default == "fingerprint"
+    sk = args.attention_sketch_mode or args.attention_capture_default == "sketch"
+    if req is not None:
+        fp = req.attention_fingerprint_mode if req.attention_fingerprint_mode is not None else fp
+        sk = req.attention_sketch_mode if req.attention_sketch_mode is not None else sk
+    return "fingerprint" if fp else "sketch" if sk else "raw"
 
 
 def wants_capture(req: CaptureFields, args: ServerArgs) -> bool:
@@ -76,8 +80,8 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
     """
     num_layers = int(model_info["num_layers"])
     num_heads = int(model_info["num_attention_heads"])
-    if req.top_k_attention is not None and not 1 <= req.top_k_attention <= MAX_TOP_K:
-        raise APIError(400, f"top_k_attention: must be between 1 and {MAX_TOP_K}, got {req.top_k_attention}",
+    if req.top_k_attention is not None and not 1 <= req.top_k_attention <= MAX_TOP_K_ATTENTION:
+        raise APIError(400, f"top_k_attention: must be between 1 and {MAX_TOP_K_ATTENTION}, got {req.top_k_attention}",
                        "top_k_attention")
     layers = resolve_layers(req.attention_capture_layers if req.attention_capture_layers is not None
                             else args.attention_capture_layers, num_layers,
@@ -107,12 +111,7 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
                if args.attention_disable_in_production and args.capture_enabled
                else "attention capture is disabled on this server (start it with --return-attention-tokens)")
         raise APIError(400, f"return_attention_tokens: {why}", "return_attention_tokens")
-    # Each request flag overrides the matching server flag; fingerprint beats sketch.
-    server_fp = args.attention_fingerprint_mode or args.attention_capture_default == "fingerprint"
-    server_sk = args.attention_sketch_mode or args.attention_capture_default == "sketch"
-    fp = req.attention_fingerprint_mode if req.attention_fingerprint_mode is not None else server_fp
-    sk = req.attention_sketch_mode if req.attention_sketch_mode is not None else server_sk
-    mode = "fingerprint" if fp else "sketch" if sk else "raw"
+    mode = capture_mode(args, req)
     max_steps = args.attention_fingerprint_max_steps if mode == "fingerprint" else args.attention_tokens_max
     adaptive = resolve_adaptive(req, args, mode)
     return CaptureParams(
@@ -218,11 +217,11 @@ def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_pars
         "supported": allowed,
         "enabled": allowed,
         "modes": list(MODES) if allowed else [],
-        "max_top_k": MAX_TOP_K,
+        "max_top_k": MAX_TOP_K_ATTENTION,
         "default_top_k": args.attention_tokens_top_k,
         "max_layers": L,
         "num_attention_heads": int(model_info.get("num_attention_heads", 0)),
-        "default_mode": _default_mode(args),
+        "default_mode": capture_mode(args),
         "capture_by_default": args.attention_capture_default != "off",
         "layers_default": layers_default,
         # --attention-capture-default: what a request without capture fields gets (behind a
@@ -253,7 +252,7 @@ def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_pars
             "disabled_in_production": args.attention_disable_in_production and os.environ.get(DEBUG_ENV) != "1",
         },
         "limits": {
-            "max_top_k": MAX_TOP_K,
+            "max_top_k": MAX_TOP_K_ATTENTION,
             "max_steps": args.attention_tokens_max,
             "fingerprint_max_steps": args.attention_fingerprint_max_steps,
             "stride": args.attention_tokens_stride,

@@ -7,13 +7,12 @@ numpy arrays inside ``BatchTokenOut``, not as per-value Python objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from sglang.srt.sampling.sampling_params import SamplingParams
 
 CaptureMode = Literal["raw", "sketch", "fingerprint"]
-
-# Prompts longer than this many characters are rendered and tokenized on a worker thread
-# (the tokenizer releases the GIL), so one huge prompt does not stall other streams.
-OFF_LOOP_CHARS = 4096
 
 
 def auto_layers(num_layers: int) -> list[int]:
@@ -46,15 +45,13 @@ class GenerateReqInput:
 
     text: str | None = None
     input_ids: list[int] | None = None
-    sampling_params: dict[str, Any] = field(default_factory=dict)
+    # a dict (offline Engine) or the SamplingParams the HTTP handler validated at the door
+    sampling_params: "dict[str, Any] | SamplingParams" = field(default_factory=dict)
     stream: bool = False
     rid: str | None = None
     return_logprob: bool = False
     top_logprobs_num: int = 0
     capture: CaptureParams | None = None
-    # Token count of the system prompt (set by chat serving) for --attention-mask-system-prompt.
-    system_prompt_len: int = 0
-    mask_system_prompt: bool = False
     # Client-visible names of internal fields in error messages (e.g. input_ids -> messages,
     # sampling_params.max_new_tokens -> max_tokens on the OpenAI endpoints).
     param_names: dict[str, str] = field(default_factory=dict)

@@ -12,6 +12,7 @@ entry point in ``scheduler_process.py`` wraps it with ZMQ.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
@@ -74,6 +75,8 @@ class Scheduler:
     # ------------------------------------------------------------------ requests in / out
     def add_request(self, r: TokenizedGenerateReqInput) -> None:
         params = r.sampling_params
+        if params.max_new_tokens is None:  # until the context is full
+            params = dataclasses.replace(params, max_new_tokens=max(self.cfg.context_length - len(r.input_ids), 0))
         if params.seed is not None:
             seed = params.seed
         else:
@@ -111,9 +114,11 @@ class Scheduler:
         if n + 1 > self.allocator.size:
             return f"the prompt has {n} tokens, more than the whole KV cache ({self.allocator.size} tokens)"
         # The last new token needs no KV slot; every other prompt and output token does.
-        if n + req.params.max_new_tokens - 1 > self.allocator.size:
+        m = req.params.max_new_tokens
+        assert m is not None  # resolved in add_request
+        if n + m - 1 > self.allocator.size:
             return (f"sampling_params.max_new_tokens: the prompt ({n} tokens) plus max_new_tokens "
-                    f"({req.params.max_new_tokens}) can never fit in the KV cache ({self.allocator.size} tokens); "
+                    f"({m}) can never fit in the KV cache ({self.allocator.size} tokens); "
                     "lower max_new_tokens")
         if max(req.origin_input_ids) >= self.cfg.vocab_size or min(req.origin_input_ids) < 0:
             return f"input_ids must be in [0, {self.cfg.vocab_size})"
@@ -564,8 +569,10 @@ class Scheduler:
         p = req.params
         if tok in p.stop_token_ids or (not p.ignore_eos and tok in self.eos_ids):
             return {"type": "stop", "matched": tok}
-        if len(req.output_ids) >= p.max_new_tokens:
-            return {"type": "length", "length": p.max_new_tokens}
+        limit = p.max_new_tokens
+        assert limit is not None  # resolved in add_request
+        if len(req.output_ids) >= limit:
+            return {"type": "length", "length": limit}
         if req.prompt_len + len(req.output_ids) >= self.cfg.context_length:
             return {"type": "length", "length": len(req.output_ids)}
         if p.stop and self.tokenizer is not None:

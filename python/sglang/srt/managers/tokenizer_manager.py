@@ -22,13 +22,13 @@ from sglang.srt.managers.io_struct import (
     BatchTokenOut,
     FlushCacheReq,
     GenerateReqInput,
-    OFF_LOOP_CHARS,
     GetLoadReq,
     ReqOutput,
     RequestFailed,
     SchedulerLoad,
     TokenizedGenerateReqInput,
 )
+from sglang.srt.limits import OFF_LOOP_CHARS
 from sglang.srt.sampling.sampling_params import SamplingParams
 from sglang.srt.server_args import ServerArgs
 
@@ -143,10 +143,10 @@ class TokenizerManager:
             return await asyncio.get_running_loop().run_in_executor(_tokenize_pool(), self.tokenize, obj)
         return self.tokenize(obj)
 
-    def _check_fits(self, params: SamplingParams, explicit_none: bool, n: int) -> None:
+    def _check_fits(self, params: SamplingParams, n: int) -> None:
         """Refuse at once what can never finish: upstream SGLang's context-length check,
         and the same against the KV pool (sized from memory, it can be smaller)."""
-        if explicit_none:  # max_new_tokens: null means "until the context is full"
+        if params.max_new_tokens is None:  # null means "until the context is full"
             params.max_new_tokens = self.context_length - n
         m = params.max_new_tokens
         if n + m > self.context_length:
@@ -166,18 +166,17 @@ class TokenizerManager:
         rid = obj.rid or uuid.uuid4().hex
         if rid in self.states:  # before anything else: a duplicate touches nothing of the first
             raise ValueError(f"rid: request id {rid!r} is already in use")
-        explicit_none = (obj.sampling_params or {}).get("max_new_tokens", 0) is None
-        params = SamplingParams.from_dict(obj.sampling_params)
-        params.verify(self.vocab_size)
+        # the HTTP handlers validated the params at the door; the offline Engine sends a dict
+        sp = obj.sampling_params
+        params = sp if isinstance(sp, SamplingParams) else SamplingParams.from_dict(sp)
+        params.verify(self.vocab_size)  # the vocabulary-dependent checks (stop_token_ids)
         if sum(1 for s in self.states.values() if not s.finished) >= self.server_args.max_queued_requests + \
                 self.server_args.max_running_requests:
             raise OverloadedError("the server is overloaded: too many requests are waiting; retry later")
         ids = await self._tokenize(obj)
-        self._check_fits(params, explicit_none, len(ids))
+        self._check_fits(params, len(ids))
         if rid in self.states:  # taken while this one was being tokenized
             raise ValueError(f"rid: request id {rid!r} is already in use")
-        if obj.capture is not None and (obj.mask_system_prompt or self.server_args.attention_mask_system_prompt):
-            obj.capture.mask_prefix = max(obj.capture.mask_prefix, obj.system_prompt_len)
         obj.rid = rid
         st = _ReqState(obj, params, len(ids), IncrementalDecoder(self.tokenizer, params.skip_special_tokens,
                                                                   params.spaces_between_special_tokens))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-_MAX_NEW_TOKENS_CAP = 1 << 20
+from sglang.srt.limits import MAX_NEW_TOKENS
 # Temperatures below this sample greedily, as in upstream SGLang: dividing logits by a
 # denormal temperature overflows to inf (and the softmax to nan), while at 1e-6 every
 # logit more than 1e-4 below the maximum already gets a probability under float32's
@@ -14,7 +14,7 @@ SAMPLING_EPS = 1e-6
 
 @dataclass
 class SamplingParams:
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = 128  # None: until the context is full (resolved at admission)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1  # -1 = no top-k
@@ -44,8 +44,6 @@ class SamplingParams:
         for k in ("stop", "stop_token_ids"):
             if d.get(k) is None:
                 d.pop(k, None)
-        if d.get("max_new_tokens", 0) is None:
-            d["max_new_tokens"] = _MAX_NEW_TOKENS_CAP
         p = cls(**d)
         p.verify()
         return p
@@ -61,8 +59,8 @@ class SamplingParams:
                 raise bad(name, f"must be a finite {'integer' if integer else 'number'}, got {v!r}")
             return v
 
-        if not 0 <= num("max_new_tokens", True) <= _MAX_NEW_TOKENS_CAP:
-            raise bad("max_new_tokens", f"must be between 0 and {_MAX_NEW_TOKENS_CAP}")
+        if self.max_new_tokens is not None and not 0 <= num("max_new_tokens", True) <= MAX_NEW_TOKENS:
+            raise bad("max_new_tokens", f"must be between 0 and {MAX_NEW_TOKENS}")
         if not 0.0 <= num("temperature") <= 100.0:
             raise bad("temperature", "must be between 0 and 100")
         if not 0.0 < num("top_p") <= 1.0:

@@ -7,23 +7,13 @@
 import { useEffect, useRef, useState } from "react";
 import type { ManifoldSet, Scope } from "../manifold/build";
 import type { PointCloud } from "../manifold/PointCloud";
-import { useManifoldData } from "../manifold/useManifoldData";
-import type { SidecarState } from "../state/sidecar";
-import type { SavedMeta } from "../storage/savedSessions";
-import type { TraceSession } from "../trace/session";
+import { type ManifoldDataInput, useManifoldData } from "../manifold/useManifoldData";
 import { ManifoldCanvas } from "./ManifoldCanvas";
 import { PointDetails } from "./ManifoldDetails";
 import { ManifoldToolbar } from "./ManifoldToolbar";
 
-interface Props {
-  /** The active session ("This session's steps"). */
-  session: TraceSession;
-  /** The live chat session (its steps join the recent and all scopes). */
-  live: TraceSession;
-  version: number;
-  sessionLabel: string;
-  saved: SavedMeta[];
-  sidecar: SidecarState;
+/** The data hook's inputs that come from the app (scope and synthetic points are this view's). */
+interface Props extends Omit<ManifoldDataInput, "scope" | "synthetic"> {
   onOpenSaved: (id: string) => void;
 }
 

@@ -10,12 +10,12 @@ from starlette.requests import Request
 from sglang.srt.entrypoints.capture_api import CaptureSlot, build_capture_params, explicit_capture, wants_capture
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, from_pydantic, from_value_error
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
+from sglang.srt.limits import MAX_BODY_BYTES
 from sglang.srt.managers.io_struct import CaptureParams
 from sglang.srt.sampling.sampling_params import SamplingParams
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_BODY_BYTES = 64 << 20
 
 
 def parse_body(model: type[M], body: bytes) -> M:

@@ -30,10 +30,10 @@ from sglang.srt.entrypoints.openai.serving_common import (
     tracked_generate,
     usage_of,
 )
-from sglang.srt.managers.io_struct import OFF_LOOP_CHARS, GenerateReqInput
+from sglang.srt.limits import MAX_TOP_LOGPROBS, OFF_LOOP_CHARS
+from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.parser.reasoning_parser import ReasoningParser, TokenPhaseTracker
 
-MAX_TOP_LOGPROBS = 20
 
 
 def _token_text(ctx: ServingContext, tid: int, text: Any) -> str:
@@ -147,7 +147,7 @@ class ChatServing:
         if max_tokens is None and ctx.context_length:
             max_tokens = max(ctx.context_length - len(input_ids), 0)
         sampling = sampling_dict(req, max_tokens)
-        validate_sampling(sampling, {**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name})
+        params = validate_sampling(sampling, {**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name})
 
         rid = req.rid or new_id("")
         mask_len = 0
@@ -157,13 +157,12 @@ class ChatServing:
         # Nothing awaits between taking the capture slot and the try below that releases it.
         capture, slot = prepare_capture(ctx, req, request)
         obj = GenerateReqInput(
-            input_ids=input_ids, sampling_params=sampling, stream=req.stream, rid=rid,
+            input_ids=input_ids, sampling_params=params, stream=req.stream, rid=rid,
             return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slot,
             param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
         )
-        if capture is not None and mask_system_prompt(req, ctx.server_args):
-            obj.mask_system_prompt = True
-            obj.system_prompt_len = mask_len
+        if capture is not None:  # the one place the system-prompt mask joins the request's own
+            capture.mask_prefix = max(capture.mask_prefix, mask_len)
 
         parser = None
         tracker = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any, AsyncIterator
 
@@ -26,11 +27,10 @@ from sglang.srt.entrypoints.openai.serving_common import (
     tracked_generate,
     usage_of,
 )
+from sglang.srt.limits import MAX_PROMPTS_PER_REQUEST, MAX_TOP_LOGPROBS
 from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.parser.reasoning_parser import TokenPhaseTracker
 
-MAX_LOGPROBS = 20
-MAX_BATCH = 256
 
 
 class CompletionLogprobs:
@@ -73,8 +73,8 @@ class CompletionServing:
             items = list(p)
         if not items:
             raise APIError(400, "prompt: must not be empty", "prompt")
-        if len(items) > MAX_BATCH:
-            raise APIError(400, f"prompt: at most {MAX_BATCH} prompts per request", "prompt")
+        if len(items) > MAX_PROMPTS_PER_REQUEST:
+            raise APIError(400, f"prompt: at most {MAX_PROMPTS_PER_REQUEST} prompts per request", "prompt")
         out: list[tuple[str | None, list[int] | None]] = []
         for x in items:
             if isinstance(x, str):
@@ -102,18 +102,18 @@ class CompletionServing:
             raise APIError(400, "suffix: not supported by this server", "suffix")
         if req.logit_bias:
             raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
-        if req.logprobs is not None and not 0 <= req.logprobs <= MAX_LOGPROBS:
-            raise APIError(400, f"logprobs: must be between 0 and {MAX_LOGPROBS}", "logprobs")
+        if req.logprobs is not None and not 0 <= req.logprobs <= MAX_TOP_LOGPROBS:
+            raise APIError(400, f"logprobs: must be between 0 and {MAX_TOP_LOGPROBS}", "logprobs")
         prompts = self._prompts(req)
         sampling = sampling_dict(req, req.max_tokens)
-        validate_sampling(sampling, OPENAI_PARAM_NAMES)
+        params = validate_sampling(sampling, OPENAI_PARAM_NAMES)
         echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts]
         rid = req.rid or new_id("")
         capture, slot = prepare_capture(ctx, req, request)  # nothing raises between here and the try below
         if capture is not None and len(prompts) > 1:
             slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "prompt")
-        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dict(sampling), stream=req.stream,
+        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(params), stream=req.stream,
                                  rid=rid if len(prompts) == 1 else f"{rid}-{i}",
                                  return_logprob=req.logprobs is not None, top_logprobs_num=req.logprobs or 0,
                                  capture=capture, capture_slot=slot,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
@@ -23,11 +24,10 @@ from sglang.srt.entrypoints.openai.serving_common import (
     sse,
     tracked_generate,
 )
+from sglang.srt.limits import MAX_PROMPTS_PER_REQUEST, MAX_TOP_LOGPROBS
 from sglang.srt.managers.io_struct import GenerateReqInput
 from sglang.srt.parser.reasoning_parser import TokenPhaseTracker
 
-MAX_BATCH = 256
-MAX_TOP_LOGPROBS = 20
 
 
 class GenerateServing:
@@ -52,16 +52,15 @@ class GenerateServing:
             if any(t < 0 for x in lists for t in x):
                 raise APIError(400, "input_ids: token ids must be non-negative", "input_ids")
             items = [(None, list(x)) for x in lists]
-        if len(items) > MAX_BATCH:
-            raise APIError(400, f"text: at most {MAX_BATCH} prompts per request", "text")
+        if len(items) > MAX_PROMPTS_PER_REQUEST:
+            raise APIError(400, f"text: at most {MAX_PROMPTS_PER_REQUEST} prompts per request", "text")
         return items, batch
 
     async def handle(self, request: Request) -> Response:
         ctx = self.ctx
         req = parse_body(GenerateRequest, await request.body())
         items, batch = self._inputs(req)
-        sampling = dict(req.sampling_params or {})
-        validate_sampling(sampling)
+        params = validate_sampling(dict(req.sampling_params or {}))
         if not 0 <= req.top_logprobs_num <= MAX_TOP_LOGPROBS:
             raise APIError(400, f"top_logprobs_num: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs_num")
         rid = req.rid or new_id("")
@@ -69,7 +68,7 @@ class GenerateServing:
         if capture is not None and batch:
             slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "text")
-        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dict(sampling), stream=req.stream,
+        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(params), stream=req.stream,
                                  rid=rid if not batch else f"{rid}-{i}", return_logprob=req.return_logprob,
                                  top_logprobs_num=req.top_logprobs_num, capture=capture, capture_slot=slot)
                 for i, (t, ids) in enumerate(items)]
