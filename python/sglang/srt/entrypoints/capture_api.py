@@ -316,13 +316,3 @@ class CapturePlacer:
             if prompt is not None:
                 fields["attention_prompt_tokens"] = prompt
         return fields
-
-    def merge(self, outs: list[Mapping[str, Any]], tracker: Any) -> dict[str, Any]:
-        """The fields of a non-streaming choice: every yield of one request, concatenated."""
-        fields: dict[str, Any] = {"attention_tokens": [], "attention_output_tokens": []}
-        for o in outs:
-            f = self.chunk(o, tracker.feed(o.get("token_texts") or []) if tracker else None)
-            fields["attention_tokens"] += f.pop("attention_tokens")
-            fields["attention_output_tokens"] += f.pop("attention_output_tokens")
-            fields.update(f)  # prompt tokens (first yield), the sampling switch
-        return fields

@@ -21,7 +21,7 @@ from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
     SSEResponse,
-    collect,
+    final_output,
     finish_reason_of,
     guarded_stream,
     new_id,
@@ -179,13 +179,13 @@ class ChatServing:
                 first = await run_until_disconnect(request, agen.__anext__())
                 streaming = True  # from here the stream's own cleanup releases the capture slot
                 return SSEResponse(guarded_stream(self._stream(req, rid, first, agen, parser, tracker, placer)))
-            outs = await run_until_disconnect(request, collect(agen))
+            final = await run_until_disconnect(request, final_output(agen))
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
             if not streaming and slot is not None:
                 slot.release()
-        return json_response(self._complete(req, rid, outs, parser, tracker, placer))
+        return json_response(self._complete(req, rid, final, parser, tracker, placer))
 
     def _check_unsupported(self, req: ChatCompletionRequest) -> None:
         if req.n != 1:
@@ -203,13 +203,10 @@ class ChatServing:
                 raise APIError(400, "top_logprobs: requires logprobs = true", "top_logprobs")
 
     # ---- non-streaming --------------------------------------------------------
-    def _complete(self, req: ChatCompletionRequest, rid: str, outs: list[dict[str, Any]],
+    def _complete(self, req: ChatCompletionRequest, rid: str, final: dict[str, Any],
                   parser: ReasoningParser | None, tracker: TokenPhaseTracker | None,
                   placer: CapturePlacer | None) -> dict[str, Any]:
         ctx = self.ctx
-        if not outs:
-            raise APIError(500, "the engine returned no output")
-        final = outs[-1]
         meta = final.get("meta_info", {})
         text = final.get("text", "")
         reasoning, content = parser.parse_non_stream(text) if parser else (None, text)
@@ -219,15 +216,10 @@ class ChatServing:
             "logprobs": None,
         }
         if req.logprobs:
-            merged: list[Any] = []
-            tops: list[Any] = []
-            for o in outs:
-                m = o.get("meta_info", {})
-                merged += m.get("output_token_logprobs") or []
-                tops += m.get("output_top_logprobs") or []
-            choice["logprobs"] = chat_logprobs(ctx, {"output_token_logprobs": merged, "output_top_logprobs": tops})
+            choice["logprobs"] = chat_logprobs(ctx, meta)
         if placer is not None:
-            choice.update(placer.merge(outs, tracker))
+            phases = tracker.feed(final.get("token_texts") or []) if tracker else None
+            choice.update(placer.chunk(final, phases, final=True))
         reason, matched = finish_reason_of(meta)
         choice["finish_reason"] = reason
         choice["matched_stop"] = matched

@@ -125,8 +125,16 @@ async def tracked_generate(ctx: ServingContext, obj: GenerateReqInput) -> AsyncI
         await gen.aclose()  # an unfinished request is aborted and its KV freed
 
 
-async def collect(agen: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o async for o in agen]
+async def final_output(agen: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """The one item a non-streaming request yields: the TokenizerManager has merged the
+    whole request into it (text, ids, logprobs, capture entries, prompt labels), so
+    nothing downstream merges again."""
+    last = None
+    async for o in agen:
+        last = o
+    if last is None:
+        raise APIError(500, "the engine returned no output")
+    return last
 
 
 async def run_until_disconnect(request: Request, coro: Awaitable[T]) -> T:

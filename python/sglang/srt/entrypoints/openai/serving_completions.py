@@ -17,7 +17,7 @@ from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
     SSEResponse,
-    collect,
+    final_output,
     finish_reason_of,
     guarded_stream,
     merge_streams,
@@ -127,7 +127,7 @@ class CompletionServing:
                 streaming = True
                 return SSEResponse(guarded_stream(self._stream(req, rid, list(firsts), gens, echo_texts,
                                                                capture is not None)))
-            results = await run_until_disconnect(request, asyncio.gather(*(collect(g) for g in gens)))
+            results = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
@@ -144,27 +144,19 @@ class CompletionServing:
         tracker = TokenPhaseTracker(self.ctx.reasoning_parser) if self.ctx.reasoning_parser else None
         return CapturePlacer(tagging=tracker is not None), tracker
 
-    def _complete(self, req: CompletionRequest, rid: str, results: list[list[dict[str, Any]]],
+    def _complete(self, req: CompletionRequest, rid: str, results: list[dict[str, Any]],
                   echo_texts: list[str], capturing: bool) -> dict[str, Any]:
         choices = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        for i, outs in enumerate(results):
-            if not outs:
-                raise APIError(500, "the engine returned no output")
-            final = outs[-1]
+        for i, final in enumerate(results):
             meta = final.get("meta_info", {})
             choice: dict[str, Any] = {"index": i, "text": echo_texts[i] + final.get("text", ""), "logprobs": None}
             if req.logprobs is not None:
-                lp = CompletionLogprobs(self.ctx, len(echo_texts[i]))
-                merged: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-                for o in outs:
-                    b = lp.block(o.get("meta_info", {}), req.logprobs > 0)
-                    for k in merged:
-                        merged[k] += b[k]
-                choice["logprobs"] = merged
+                choice["logprobs"] = CompletionLogprobs(self.ctx, len(echo_texts[i])).block(meta, req.logprobs > 0)
             placer, tracker = self._placer(capturing)
             if placer is not None:
-                choice.update(placer.merge(outs, tracker))
+                phases = tracker.feed(final.get("token_texts") or []) if tracker else None
+                choice.update(placer.chunk(final, phases, final=True))
             reason, matched = finish_reason_of(meta)
             choice["finish_reason"] = reason
             choice["matched_stop"] = matched

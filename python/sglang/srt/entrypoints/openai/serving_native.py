@@ -16,7 +16,7 @@ from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
     SSEResponse,
-    collect,
+    final_output,
     guarded_stream,
     merge_streams,
     new_id,
@@ -79,13 +79,13 @@ class GenerateServing:
                 firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
                 streaming = True
                 return SSEResponse(guarded_stream(self._stream(list(firsts), gens, batch, capture is not None)))
-            results = await run_until_disconnect(request, asyncio.gather(*(collect(g) for g in gens)))
+            results = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
             if not streaming and slot is not None:
                 slot.release()
-        bodies = [self._final(outs, capture is not None) for outs in results]
+        bodies = [self._final(final, capture is not None) for final in results]
         return json_response(bodies if batch else bodies[0])
 
     def _placer(self, capturing: bool) -> tuple[CapturePlacer | None, TokenPhaseTracker | None]:
@@ -94,27 +94,13 @@ class GenerateServing:
         tracker = TokenPhaseTracker(self.ctx.reasoning_parser) if self.ctx.reasoning_parser else None
         return CapturePlacer(tagging=tracker is not None), tracker
 
-    def _final(self, outs: list[dict[str, Any]], capturing: bool) -> dict[str, Any]:
-        if not outs:
-            raise APIError(500, "the engine returned no output")
-        final = outs[-1]
+    def _final(self, final: dict[str, Any], capturing: bool) -> dict[str, Any]:
         meta = dict(final.get("meta_info", {}))
-        for key in ("output_token_logprobs", "output_top_logprobs"):
-            if any(key in o.get("meta_info", {}) for o in outs):
-                meta[key] = [x for o in outs for x in (o.get("meta_info", {}).get(key) or [])]
         placer, tracker = self._placer(capturing)
-        if placer is not None:
-            entries: list[Any] = []
-            tokens: list[Any] = []
-            for o in outs:
-                f = placer.chunk(o, tracker.feed(o.get("token_texts") or []) if tracker else None)
-                entries += f["attention_tokens"]
-                tokens += f["attention_output_tokens"]
-            meta["attention_tokens"] = entries
-            meta["attention_output_tokens"] = tokens
-            prompt = outs[0].get("meta_info", {}).get("attention_prompt_tokens")
-            if prompt is not None:
-                meta["attention_prompt_tokens"] = prompt
+        if placer is not None:  # entries tagged with their phase, and the output token labels
+            f = placer.chunk(final, tracker.feed(final.get("token_texts") or []) if tracker else None)
+            meta["attention_tokens"] = f["attention_tokens"]
+            meta["attention_output_tokens"] = f["attention_output_tokens"]
         return {"text": final.get("text", ""), "output_ids": list(final.get("output_ids") or []), "meta_info": meta}
 
     async def _stream(self, firsts: list[dict[str, Any]], gens: list[AsyncIterator[dict[str, Any]]], batch: bool,
