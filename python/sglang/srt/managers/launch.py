@@ -1,12 +1,14 @@
 """Start the scheduler process(es) and return a connected TokenizerManager."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 from sglang.srt.managers.tokenizer_manager import TokenizerManager
 from sglang.srt.server_args import ServerArgs
@@ -17,6 +19,26 @@ logger = logging.getLogger(__name__)
 def _ipc_names() -> dict[str, str]:
     base = os.path.join(tempfile.gettempdir(), f"sglang-{uuid.uuid4().hex[:12]}")
     return {"to_scheduler": f"ipc://{base}-sched", "to_tokenizer": f"ipc://{base}-tok"}
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While scheduler processes are spawned, hide the caller's main module from
+    multiprocessing: a spawned child otherwise re-runs the script that created the Engine
+    (and, without an ``if __name__ == "__main__":`` guard, tries to start an engine of its
+    own, so the parent died with a bare EOFError). The scheduler needs nothing from it:
+    its target and arguments all come from sglang."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def stop_processes(procs: list[Any]) -> None:
@@ -60,7 +82,8 @@ def launch_engine_processes(args: ServerArgs) -> TokenizerManager:
     for rank in range(args.tp_size):
         reader, writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=run_scheduler_process, args=(args, ipc, writer, rank, dist_init), daemon=True)
-        proc.start()
+        with _main_module_hidden():
+            proc.start()
         writer.close()
         procs.append(proc)
         readers.append(reader)
