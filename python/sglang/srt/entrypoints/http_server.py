@@ -36,7 +36,14 @@ import sglang
 from sglang.srt.entrypoints.capture_api import CaptureGuard, capabilities
 from sglang.srt.entrypoints.http_limits import BodyLimitMiddleware
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, error_response, from_pydantic
-from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
+from sglang.srt.entrypoints.openai import serving_tokenize
+from sglang.srt.entrypoints.openai.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    GenerateRequest,
+    TokenizeRequest,
+)
 from sglang.srt.entrypoints.openai.serving_chat import ChatServing
 from sglang.srt.entrypoints.openai.serving_common import ServingContext
 from sglang.srt.entrypoints.openai.serving_completions import CompletionServing
@@ -69,6 +76,8 @@ _BODY_MODELS: dict[str, type[BaseModel]] = {
     "CompletionRequest": CompletionRequest,
     "GenerateRequest": GenerateRequest,
     "AbortRequest": AbortRequest,
+    "TokenizeRequest": TokenizeRequest,
+    "DetokenizeRequest": DetokenizeRequest,
 }
 
 
@@ -307,6 +316,20 @@ def create_app(state: ServerState) -> FastAPI:
     async def generate(request: Request) -> Response:
         state.require()
         return await guarded(lambda: state.native.handle(request))  # type: ignore[union-attr]
+
+    @app.post("/tokenize", openapi_extra=_json_body("TokenizeRequest"))
+    @app.post("/v1/tokenize", openapi_extra=_json_body("TokenizeRequest"))
+    async def tokenize(request: Request) -> Response:
+        return await serving_tokenize.tokenize(state.require(), request)
+
+    @app.post("/detokenize", openapi_extra=_json_body("DetokenizeRequest"))
+    @app.post("/v1/detokenize", openapi_extra=_json_body("DetokenizeRequest"))
+    async def detokenize(request: Request) -> Response:
+        return await serving_tokenize.detokenize(state.require(), request)
+
+    @app.get("/version")
+    async def version() -> Response:
+        return FastJSONResponse({"version": sglang.__version__})
 
     @app.post("/abort_request", openapi_extra=_json_body("AbortRequest"))
     async def abort_request(request: Request) -> Response:

@@ -150,6 +150,22 @@ class GenerateRequest(CaptureFields, UpstreamOffFields):
     return_text_in_logprobs: StrictBool = True
 
 
+class TokenizeRequest(_Strict):
+    """POST /tokenize (and /v1/tokenize), as upstream SGLang."""
+
+    model: StrictStr = "default"
+    prompt: Union[StrictStr, list[StrictStr]]
+    add_special_tokens: StrictBool = True
+
+
+class DetokenizeRequest(_Strict):
+    """POST /detokenize (and /v1/detokenize), as upstream SGLang."""
+
+    model: StrictStr = "default"
+    tokens: Union[list[StrictInt], list[list[StrictInt]]]
+    skip_special_tokens: StrictBool = True
+
+
 SamplingFields.model_rebuild()
 ChatCompletionRequest.model_rebuild()
 CompletionRequest.model_rebuild()
