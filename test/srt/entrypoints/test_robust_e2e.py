@@ -232,6 +232,26 @@ def test_upstream_fields_accepted_only_when_off(srv: RunningServer) -> None:
             assert r.status_code == 400 and r.json()["error"]["param"] == "return_hidden_states"
 
 
+def test_return_text_in_logprobs_and_model_root(srv: RunningServer) -> None:
+    """return_text_in_logprobs: false sends None as each logprob's text (upstream's shape);
+    /v1/models/{id} carries root like the list."""
+    body = {"text": "Hi", "sampling_params": {"max_new_tokens": 3, "temperature": 0}, "return_logprob": True,
+            "top_logprobs_num": 2}
+    with _client(srv) as c:
+        with_text = c.post("/generate", json=body).json()["meta_info"]
+        without = c.post("/generate", json={**body, "return_text_in_logprobs": False}).json()["meta_info"]
+        assert all(isinstance(x[2], str) for x in with_text["output_token_logprobs"])
+        assert [x[:2] for x in without["output_token_logprobs"]] == [x[:2] for x in with_text["output_token_logprobs"]]
+        assert all(x[2] is None for x in without["output_token_logprobs"])
+        assert all(a[2] is None for row in without["output_top_logprobs"] for a in row)
+        streamed = [json.loads(line[6:]) for line in c.post("/generate", json={
+            **body, "return_text_in_logprobs": False, "stream": True}).text.splitlines()
+            if line.startswith("data: {")]
+        assert all(x[2] is None for ev in streamed for x in ev["meta_info"].get("output_token_logprobs", []))
+        one = c.get("/v1/models/smol").json()
+        assert one["root"] == c.get("/v1/models").json()["data"][0]["root"] and one["root"]
+
+
 def test_zz_killed_front_end_leaves_no_orphan(srv: RunningServer) -> None:
     """SIGKILL the HTTP process mid-stream: the scheduler, blocked on sending to nobody,
     notices and exits instead of holding the model's memory as an orphan."""

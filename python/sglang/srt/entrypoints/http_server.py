@@ -272,7 +272,8 @@ def create_app(state: ServerState) -> FastAPI:
         ctx = state.require()
         ctx.check_model(model_id)
         return FastJSONResponse({"id": ctx.model_name, "object": "model", "created": int(state.started_at),
-                               "owned_by": "sglang", "max_model_len": ctx.context_length or None})
+                                 "owned_by": "sglang", "root": ctx.model_info.get("model_path", args.model_path),
+                                 "max_model_len": ctx.context_length or None})
 
     @app.api_route("/flush_cache", methods=["GET", "POST"])
     async def flush_cache() -> Response:

@@ -30,6 +30,18 @@ from sglang.srt.parser.reasoning_parser import TokenPhaseTracker
 
 
 
+def _logprob_texts(meta: dict[str, Any], keep: bool) -> dict[str, Any]:
+    """``return_text_in_logprobs: false``: each [logprob, token_id, text] carries None as
+    its text, as upstream SGLang sends it."""
+    if keep:
+        return meta
+    if "output_token_logprobs" in meta:
+        meta["output_token_logprobs"] = [[lp, t, None] for lp, t, _ in meta["output_token_logprobs"]]
+    if "output_top_logprobs" in meta:
+        meta["output_top_logprobs"] = [[[lp, t, None] for lp, t, _ in row] for row in meta["output_top_logprobs"]]
+    return meta
+
+
 class GenerateServing:
     def __init__(self, ctx: ServingContext) -> None:
         self.ctx = ctx
@@ -78,14 +90,15 @@ class GenerateServing:
             if req.stream:
                 firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
                 streaming = True
-                return SSEResponse(guarded_stream(self._stream(list(firsts), gens, batch, capture is not None)))
+                return SSEResponse(guarded_stream(self._stream(list(firsts), gens, batch, capture is not None,
+                                                               req.return_text_in_logprobs)))
             results = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
             if not streaming and slot is not None:
                 slot.release()
-        bodies = [self._final(final, capture is not None) for final in results]
+        bodies = [self._final(final, capture is not None, req.return_text_in_logprobs) for final in results]
         return json_response(bodies if batch else bodies[0])
 
     def _placer(self, capturing: bool) -> tuple[CapturePlacer | None, TokenPhaseTracker | None]:
@@ -94,8 +107,8 @@ class GenerateServing:
         tracker = TokenPhaseTracker(self.ctx.reasoning_parser) if self.ctx.reasoning_parser else None
         return CapturePlacer(tagging=tracker is not None), tracker
 
-    def _final(self, final: dict[str, Any], capturing: bool) -> dict[str, Any]:
-        meta = dict(final.get("meta_info", {}))
+    def _final(self, final: dict[str, Any], capturing: bool, text_in_logprobs: bool) -> dict[str, Any]:
+        meta = _logprob_texts(dict(final.get("meta_info", {})), text_in_logprobs)
         placer, tracker = self._placer(capturing)
         if placer is not None:  # entries tagged with their phase, and the output token labels
             f = placer.chunk(final, tracker.feed(final.get("token_texts") or []) if tracker else None)
@@ -104,11 +117,11 @@ class GenerateServing:
         return {"text": final.get("text", ""), "output_ids": list(final.get("output_ids") or []), "meta_info": meta}
 
     async def _stream(self, firsts: list[dict[str, Any]], gens: list[AsyncIterator[dict[str, Any]]], batch: bool,
-                      capturing: bool) -> AsyncIterator[bytes]:
+                      capturing: bool, text_in_logprobs: bool) -> AsyncIterator[bytes]:
         placers = [self._placer(capturing) for _ in gens]
 
         def chunk(i: int, out: dict[str, Any]) -> bytes:
-            meta = dict(out.get("meta_info", {}))
+            meta = _logprob_texts(dict(out.get("meta_info", {})), text_in_logprobs)
             placer, tracker = placers[i]
             if placer is not None:
                 f = placer.chunk(out, tracker.feed(out.get("token_texts") or []) if tracker else None)
