@@ -29,7 +29,8 @@ def _main_module_hidden() -> Iterator[None]:
     own, so the parent died with a bare EOFError). The scheduler needs nothing from it:
     its target and arguments all come from sglang."""
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__")
+                             if main is not None and k in main.__dict__}
     try:
         if main is not None:
             main.__dict__.pop("__file__", None)
