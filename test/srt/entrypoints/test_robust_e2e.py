@@ -248,6 +248,10 @@ def test_return_text_in_logprobs_and_model_root(srv: RunningServer) -> None:
             **body, "return_text_in_logprobs": False, "stream": True}).text.splitlines()
             if line.startswith("data: {")]
         assert all(x[2] is None for ev in streamed for x in ev["meta_info"].get("output_token_logprobs", []))
+        # streamed logprobs accumulate like text: the last event holds every token's
+        last = streamed[-1]["meta_info"]
+        assert [x[:2] for x in last["output_token_logprobs"]] == [x[:2] for x in with_text["output_token_logprobs"]]
+        assert len(last["output_top_logprobs"]) == 3
         one = c.get("/v1/models/smol").json()
         assert one["root"] == c.get("/v1/models").json()["data"][0]["root"] and one["root"]
 

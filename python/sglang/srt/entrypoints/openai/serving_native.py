@@ -119,9 +119,17 @@ class GenerateServing:
     async def _stream(self, firsts: list[dict[str, Any]], gens: list[AsyncIterator[dict[str, Any]]], batch: bool,
                       capturing: bool, text_in_logprobs: bool) -> AsyncIterator[bytes]:
         placers = [self._placer(capturing) for _ in gens]
+        # Logprobs accumulate over the stream like text and output_ids (upstream's shape);
+        # capture entries stay per event (each event carries its own tokens' entries).
+        so_far: list[dict[str, list[Any]]] = [{} for _ in gens]
 
         def chunk(i: int, out: dict[str, Any]) -> bytes:
             meta = _logprob_texts(dict(out.get("meta_info", {})), text_in_logprobs)
+            for key in ("output_token_logprobs", "output_top_logprobs"):
+                if key in meta:
+                    acc = so_far[i].setdefault(key, [])
+                    acc += meta[key]
+                    meta[key] = list(acc)
             placer, tracker = placers[i]
             if placer is not None:
                 f = placer.chunk(out, tracker.feed(out.get("token_texts") or []) if tracker else None)
