@@ -256,6 +256,59 @@ def test_return_text_in_logprobs_and_model_root(srv: RunningServer) -> None:
         assert one["root"] == c.get("/v1/models").json()["data"][0]["root"] and one["root"]
 
 
+def test_n_parallel_samples_each_with_its_own_capture(srv: RunningServer) -> None:
+    """n > 1 on chat (openai client, streamed and not), completions and /generate: n
+    choices, seeded samples that differ, each choice with its own attention entries, one
+    capture slot for the whole request, and the prompt prefilled once (radix cache)."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0, timeout=120)
+    cap = {"return_attention_tokens": True, "top_k_attention": 3, "attention_capture_layers": "last"}
+    msgs = [{"role": "user", "content": "Tell me a short story about the sea and a lighthouse keeper."}]
+    r = client.chat.completions.create(model="smol", messages=msgs, n=3, max_tokens=8, temperature=1.2, seed=5,
+                                       extra_body={"ignore_eos": True, **cap})
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.message.content for c in r.choices]
+    assert len(set(texts)) > 1  # seeds 5, 6, 7: different samples
+    assert r.usage.completion_tokens == 24 and r.usage.prompt_tokens < 60  # the prompt counted once
+    for c in r.choices:
+        extra = c.model_extra
+        assert [t["step"] for t in extra["attention_output_tokens"]] == list(range(8))
+        assert len(extra["attention_tokens"]) == 8 and extra["attention_prompt_tokens"]
+    again = client.chat.completions.create(model="smol", messages=msgs, n=3, max_tokens=8, temperature=1.2, seed=5,
+                                           extra_body={"ignore_eos": True})
+    assert [c.message.content for c in again.choices] == texts  # reproducible
+    # streamed: every choice finishes, with its own deltas and entries
+    per: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    entries: dict[int, int] = {0: 0, 1: 0, 2: 0}
+    finished = set()
+    for chunk in client.chat.completions.create(model="smol", messages=msgs, n=3, max_tokens=6, temperature=0,
+                                                stream=True, extra_body={"ignore_eos": True, **cap}):
+        for ch in chunk.choices:
+            per[ch.index].append(ch.delta.content or "")
+            entries[ch.index] += len((ch.model_extra or {}).get("attention_tokens") or [])
+            if ch.finish_reason:
+                finished.add(ch.index)
+    assert finished == {0, 1, 2} and entries == {0: 6, 1: 6, 2: 6}
+    assert len({"".join(v) for v in per.values()}) == 1  # greedy: the same text three times
+    with _client(srv) as c:
+        body = c.post("/v1/completions", json={"model": "smol", "prompt": ["Hello", "Goodbye"], "n": 2,
+                                               "max_tokens": 3, "temperature": 0, "ignore_eos": True}).json()
+        assert [ch["index"] for ch in body["choices"]] == [0, 1, 2, 3]
+        assert body["choices"][0]["text"] == body["choices"][1]["text"] != body["choices"][2]["text"]
+        assert c.post("/flush_cache").status_code == 200
+        text = "The lighthouse keeper watched the grey sea every night, waiting for"
+        out = c.post("/generate", json={"text": text, "sampling_params": {"max_new_tokens": 4, "n": 3,
+                                                                         "temperature": 0}}).json()
+        assert isinstance(out, list) and len(out) == 3 and len({o["text"] for o in out}) == 1
+        cached = sorted(o["meta_info"]["cached_tokens"] for o in out)
+        L = out[0]["meta_info"]["prompt_tokens"]
+        assert cached == [0, L - 1, L - 1]  # one prefill; the other samples found the prompt cached
+        r2 = c.post("/generate", json={"text": "Hello", "sampling_params": {"max_new_tokens": 4, "n": 65}})
+        assert r2.status_code == 400 and r2.json()["error"]["param"] == "sampling_params.n"
+    assert _wait_idle(srv)["capture_active"] == 0
+
+
 def test_zz_killed_front_end_leaves_no_orphan(srv: RunningServer) -> None:
     """SIGKILL the HTTP process mid-stream: the scheduler, blocked on sending to nobody,
     notices and exits instead of holding the model's memory as an orphan."""

@@ -174,6 +174,27 @@ class CaptureSlot:
             self._guard.active -= 1
             self._guard = None
 
+    def shares(self, n: int) -> list["SlotShare"]:
+        """n handles of this one slot, for the parallel samples of one request: the slot is
+        let go when every handle is (or when the slot itself is released)."""
+        left = [n]
+        return [SlotShare(self, left) for _ in range(n)]
+
+
+class SlotShare:
+    """One parallel sample's hold on its request's capture slot (see CaptureSlot.shares)."""
+
+    def __init__(self, slot: CaptureSlot, left: list[int]) -> None:
+        self._slot: CaptureSlot | None = slot
+        self._left = left
+
+    def release(self) -> None:
+        if self._slot is not None:
+            self._left[0] -= 1
+            if self._left[0] == 0:
+                self._slot.release()
+            self._slot = None
+
 
 @dataclass
 class CaptureGuard:

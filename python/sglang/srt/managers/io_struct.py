@@ -57,6 +57,8 @@ class GenerateReqInput:
     param_names: dict[str, str] = field(default_factory=dict)
     # The HTTP side's capture slot (released when the request ends, however it ends).
     capture_slot: Any = None
+    # set on each parallel sample (n > 1) of one prompt: the parent request id
+    group: str | None = None
 
 
 @dataclass
@@ -70,6 +72,9 @@ class TokenizedGenerateReqInput:
     return_logprob: bool = False
     top_logprobs_num: int = 0
     capture: CaptureParams | None = None
+    # parallel samples (n > 1) of one prompt share its KV: the scheduler prefills one of
+    # them first, the others then find the prompt in the radix cache
+    group: str | None = None
 
 
 @dataclass

@@ -40,6 +40,7 @@ class Req:
     # is positive it runs alone (a failure then is its own), see Scheduler._recover.
     faults: int = 0
     probation: int = 0
+    group: str | None = None  # parallel samples of one prompt (see Scheduler._build_extend)
 
     @property
     def fill_ids(self) -> list[int]:

@@ -71,6 +71,10 @@ class Scheduler:
         self._inflight: list[Req] = []
         self._step_slots: torch.Tensor | None = None
         self.failed_steps_total = 0
+        # parallel samples (n > 1): live members per group, and the groups whose prompt one
+        # member has already prefilled into the radix cache
+        self.group_members: dict[str, int] = {}
+        self.groups_cached: set[str] = set()
 
     # ------------------------------------------------------------------ requests in / out
     def add_request(self, r: TokenizedGenerateReqInput) -> None:
@@ -83,7 +87,7 @@ class Scheduler:
             seed = self.args.random_seed * 1_000_003 + self._seed_counter
             self._seed_counter += 1
         req = Req(r.rid, list(r.input_ids), params, r.stream, torch.Generator(device="cpu"), seed, r.return_logprob,
-                  r.top_logprobs_num, r.capture)
+                  r.top_logprobs_num, r.capture, group=r.group)
         error = self._validate(req)
         if error:
             req.finished_reason = {"type": "abort", "message": error}
@@ -102,6 +106,8 @@ class Scheduler:
                 return
         elif req.capture is not None:
             req.capture = None  # capture is disabled on this server: the front end rejects such requests
+        if req.group is not None:
+            self.group_members[req.group] = self.group_members.get(req.group, 0) + 1
         self.waiting.append(req)
 
     def _validate(self, req: Req) -> str | None:
@@ -290,6 +296,9 @@ class Scheduler:
             req = self.waiting[0]
             if req.probation > 0 and reqs:
                 break  # a request on probation is prefilled alone
+            if (req.group is not None and self.tree is not None and req.group not in self.groups_cached
+                    and any(r.group == req.group for r in reqs)):
+                break  # a parallel sample waits for its group's prompt to reach the radix cache
             if not self._admit(req):
                 break
             need = len(req.fill_ids) - req.kv_len
@@ -439,6 +448,8 @@ class Scheduler:
                 for _, r in done:
                     self._cache_prefix(r)
                     self.running.append(r)
+                    if r.group is not None:
+                        self.groups_cached.add(r.group)
                 self._sample_and_update([r for _, r in done], logits[[i for i, _ in done]] if done else None)
             elif self.running:
                 reqs = self._decode_batch()
@@ -488,6 +499,7 @@ class Scheduler:
     def _fail(self, req: Req, message: str, status: int = 500) -> None:
         """End one request with an error; everything else keeps running."""
         self._detach(req)
+        self._leave_group(req)
         req.finished_reason = {"type": "abort", "message": message}
         try:
             self._release(req)
@@ -514,6 +526,8 @@ class Scheduler:
         self.waiting.clear()
         self.running = []
         self.chunked = None
+        self.group_members.clear()
+        self.groups_cached.clear()
         out = self.step_idle()
         for req in reqs:
             req.finished_reason = {"type": "abort", "message": message}
@@ -583,7 +597,16 @@ class Scheduler:
                     return {"type": "stop", "matched": s}
         return None
 
+    def _leave_group(self, req: Req) -> None:
+        g = req.group
+        if g is not None and g in self.group_members:
+            self.group_members[g] -= 1
+            if self.group_members[g] <= 0:
+                del self.group_members[g]
+                self.groups_cached.discard(g)
+
     def _finish(self, req: Req, reason: dict[str, Any]) -> None:
+        self._leave_group(req)
         req.finished_reason = reason
         self._release(req)
         if self.capture_hook is not None:

@@ -184,7 +184,7 @@ class TokenizerManager:
             st.prompt_ids = ids
         self.states[rid] = st
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
-                                        obj.capture)
+                                        obj.capture, obj.group)
         assert self._send is not None
         await self._send.send_pyobj(req)
         try:

@@ -1,10 +1,11 @@
 """Per-request sampling parameters (SGLang's names and defaults)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sglang.srt.limits import MAX_NEW_TOKENS
+from sglang.srt.limits import MAX_NEW_TOKENS, MAX_PARALLEL_SAMPLES
 # Temperatures below this sample greedily, as in upstream SGLang: dividing logits by a
 # denormal temperature overflows to inf (and the softmax to nan), while at 1e-6 every
 # logit more than 1e-4 below the maximum already gets a probability under float32's
@@ -90,12 +91,19 @@ class SamplingParams:
         for name in ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be a boolean")
-        if self.n != 1:
-            raise bad("n", "only n = 1 is supported")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= MAX_PARALLEL_SAMPLES:
+            raise bad("n", f"must be an integer in [1, {MAX_PARALLEL_SAMPLES}]")
 
     @property
     def is_greedy(self) -> bool:
         return self.temperature < SAMPLING_EPS or self.top_k == 1
+
+    def samples(self) -> list["SamplingParams"]:
+        """The ``n`` parallel samples of one prompt, each a request of its own (n = 1). A
+        seeded request's samples use seeds seed, seed + 1, ...: they differ from each other
+        and each is reproducible."""
+        return [dataclasses.replace(self, n=1, seed=None if self.seed is None else self.seed + j)
+                for j in range(self.n)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

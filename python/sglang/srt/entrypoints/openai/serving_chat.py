@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
@@ -24,8 +25,12 @@ from sglang.srt.entrypoints.openai.serving_common import (
     final_output,
     finish_reason_of,
     guarded_stream,
+    merge_streams,
     new_id,
     run_until_disconnect,
+    sample_rid,
+    samples_usage,
+    share_slot,
     sse,
     tracked_generate,
     usage_of,
@@ -156,40 +161,40 @@ class ChatServing:
             mask_len = await asyncio.to_thread(measure) if long_prompt else measure()
         # Nothing awaits between taking the capture slot and the try below that releases it.
         capture, slot = prepare_capture(ctx, req, request)
-        obj = GenerateReqInput(
-            input_ids=input_ids, sampling_params=params, stream=req.stream, rid=rid,
-            return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slot,
-            param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
-        )
         if capture is not None:  # the one place the system-prompt mask joins the request's own
             capture.mask_prefix = max(capture.mask_prefix, mask_len)
-
-        parser = None
-        tracker = None
-        if ctx.reasoning_parser:
-            if req.separate_reasoning:
-                parser = ReasoningParser(ctx.reasoning_parser, req.stream_reasoning, kwargs)
-            if capture is not None:
-                tracker = TokenPhaseTracker(ctx.reasoning_parser, kwargs)
-        placer = CapturePlacer(tagging=tracker is not None) if capture is not None else None
+        samples = params.samples()  # n > 1: one engine request per sample, sharing the prompt's KV
+        slots = share_slot(slot, len(samples))
+        objs = [GenerateReqInput(
+            input_ids=input_ids, sampling_params=sp, stream=req.stream, rid=sample_rid(rid, None, j, len(samples)),
+            return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slots[j],
+            param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
+            group=rid if len(samples) > 1 else None) for j, sp in enumerate(samples)]
+        choices = [self._choice_state(j, req, kwargs, capture is not None) for j in range(len(objs))]
         streaming = False
         try:
-            agen = tracked_generate(ctx, obj)
+            gens = [tracked_generate(ctx, o) for o in objs]
             if req.stream:
-                first = await run_until_disconnect(request, agen.__anext__())
+                firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
                 streaming = True  # from here the stream's own cleanup releases the capture slot
-                return SSEResponse(guarded_stream(self._stream(req, rid, first, agen, parser, tracker, placer)))
-            final = await run_until_disconnect(request, final_output(agen))
+                return SSEResponse(guarded_stream(self._stream(req, rid, list(firsts), gens, choices)))
+            finals = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
         except StopAsyncIteration:
             raise APIError(500, "the engine returned no output") from None
         finally:
             if not streaming and slot is not None:
                 slot.release()
-        return json_response(self._complete(req, rid, final, parser, tracker, placer))
+        return json_response(self._complete(req, rid, list(finals), choices))
+
+    def _choice_state(self, index: int, req: ChatCompletionRequest, kwargs: dict[str, Any],
+                      capturing: bool) -> "_Choice":
+        name = self.ctx.reasoning_parser
+        parser = ReasoningParser(name, req.stream_reasoning, kwargs) if name and req.separate_reasoning else None
+        tracker = TokenPhaseTracker(name, kwargs) if name and capturing else None
+        placer = CapturePlacer(tagging=tracker is not None) if capturing else None
+        return _Choice(index, parser, tracker, placer)
 
     def _check_unsupported(self, req: ChatCompletionRequest) -> None:
-        if req.n != 1:
-            raise APIError(400, f"n: only n = 1 is supported, got {req.n}", "n")
         if req.tools:
             raise APIError(400, "tools: function calling is not supported by this server", "tools")
         if req.response_format and req.response_format.get("type", "text") != "text":
@@ -203,83 +208,101 @@ class ChatServing:
                 raise APIError(400, "top_logprobs: requires logprobs = true", "top_logprobs")
 
     # ---- non-streaming --------------------------------------------------------
-    def _complete(self, req: ChatCompletionRequest, rid: str, final: dict[str, Any],
-                  parser: ReasoningParser | None, tracker: TokenPhaseTracker | None,
-                  placer: CapturePlacer | None) -> dict[str, Any]:
+    def _complete(self, req: ChatCompletionRequest, rid: str, finals: list[dict[str, Any]],
+                  choices: list["_Choice"]) -> dict[str, Any]:
         ctx = self.ctx
-        meta = final.get("meta_info", {})
-        text = final.get("text", "")
-        reasoning, content = parser.parse_non_stream(text) if parser else (None, text)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "reasoning_content": reasoning, "tool_calls": None},
-            "logprobs": None,
-        }
-        if req.logprobs:
-            choice["logprobs"] = chat_logprobs(ctx, meta)
-        if placer is not None:
-            phases = tracker.feed(final.get("token_texts") or []) if tracker else None
-            choice.update(placer.chunk(final, phases, final=True))
-        reason, matched = finish_reason_of(meta)
-        choice["finish_reason"] = reason
-        choice["matched_stop"] = matched
+        out = []
+        for final, st in zip(finals, choices):
+            meta = final.get("meta_info", {})
+            text = final.get("text", "")
+            reasoning, content = st.parser.parse_non_stream(text) if st.parser else (None, text)
+            choice: dict[str, Any] = {
+                "index": st.index,
+                "message": {"role": "assistant", "content": content, "reasoning_content": reasoning,
+                            "tool_calls": None},
+                "logprobs": chat_logprobs(ctx, meta) if req.logprobs else None,
+            }
+            if st.placer is not None:
+                phases = st.tracker.feed(final.get("token_texts") or []) if st.tracker else None
+                choice.update(st.placer.chunk(final, phases, final=True))
+            reason, matched = finish_reason_of(meta)
+            choice["finish_reason"] = reason
+            choice["matched_stop"] = matched
+            out.append(choice)
         return {
             "id": f"chatcmpl-{rid}", "object": "chat.completion", "created": int(time.time()),
-            "model": ctx.model_name, "choices": [choice], "usage": usage_of(meta),
+            "model": ctx.model_name, "choices": out, "usage": samples_usage([f.get("meta_info", {}) for f in finals]),
         }
 
     # ---- streaming ------------------------------------------------------------
-    async def _stream(self, req: ChatCompletionRequest, rid: str, first: dict[str, Any],
-                      agen: AsyncIterator[dict[str, Any]], parser: ReasoningParser | None,
-                      tracker: TokenPhaseTracker | None, placer: CapturePlacer | None) -> AsyncIterator[bytes]:
-        ctx = self.ctx
+    def _stream_choice(self, req: ChatCompletionRequest, st: "_Choice", out: dict[str, Any]) -> dict[str, Any] | None:
+        """The choice of one chunk of one sample, or None when it has nothing to send."""
+        meta = st.meta = out.get("meta_info", {})
+        reason, matched = finish_reason_of(meta)
+        delta_text = out.get("delta", "")
+        reasoning, content = st.parser.parse_stream_chunk(delta_text) if st.parser else ("", delta_text)
+        if reason is not None and st.parser is not None:
+            r2, c2 = st.parser.finish()
+            reasoning += r2
+            content += c2
+        delta: dict[str, Any] = {}
+        if not st.role_sent:
+            delta["role"] = "assistant"
+            delta["content"] = ""
+            st.role_sent = True
+        if content:
+            delta["content"] = content
+        if reasoning:
+            delta["reasoning_content"] = reasoning
+        choice: dict[str, Any] = {"index": st.index, "delta": delta, "logprobs": None, "finish_reason": reason}
+        if reason is not None:
+            choice["matched_stop"] = matched
+        if req.logprobs and meta.get("output_token_logprobs"):
+            choice["logprobs"] = chat_logprobs(self.ctx, meta)
+        if st.placer is not None:
+            phases = st.tracker.feed(out.get("token_texts") or []) if st.tracker else None
+            choice.update(st.placer.chunk(out, phases, final=reason is not None))
+        # Skip empty chunks (text held back by the parser or the detokenizer),
+        # except when capture entries or the finish reason must go out.
+        if delta or reason is not None or st.placer is not None or choice["logprobs"] is not None:
+            return choice
+        return None
+
+    async def _stream(self, req: ChatCompletionRequest, rid: str, firsts: list[dict[str, Any]],
+                      gens: list[AsyncIterator[dict[str, Any]]], choices: list["_Choice"]) -> AsyncIterator[bytes]:
         base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": ctx.model_name}
+                "model": self.ctx.model_name}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         continuous = bool(req.stream_options and req.stream_options.continuous_usage_stats)
-        role_sent = False
-        meta: dict[str, Any] = {}
-        try:
-            out: dict[str, Any] | None = first
-            while out is not None:
-                meta = out.get("meta_info", {})
-                reason, matched = finish_reason_of(meta)
-                delta_text = out.get("delta", "")
-                reasoning, content = parser.parse_stream_chunk(delta_text) if parser else ("", delta_text)
-                if reason is not None and parser is not None:
-                    r2, c2 = parser.finish()
-                    reasoning += r2
-                    content += c2
-                delta: dict[str, Any] = {}
-                if not role_sent:
-                    delta["role"] = "assistant"
-                    delta["content"] = ""
-                    role_sent = True
-                if content:
-                    delta["content"] = content
-                if reasoning:
-                    delta["reasoning_content"] = reasoning
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-                if reason is not None:
-                    choice["matched_stop"] = matched
-                if req.logprobs and meta.get("output_token_logprobs"):
-                    choice["logprobs"] = chat_logprobs(ctx, meta)
-                if placer is not None:
-                    phases = tracker.feed(out.get("token_texts") or []) if tracker else None
-                    choice.update(placer.chunk(out, phases, final=reason is not None))
-                # Skip empty chunks (text held back by the parser or the detokenizer),
-                # except when capture entries or the finish reason must go out.
-                if delta or reason is not None or placer is not None or choice["logprobs"] is not None:
-                    chunk: dict[str, Any] = {**base, "choices": [choice]}
-                    if continuous:
-                        chunk["usage"] = usage_of(meta)
-                    yield sse(chunk)
-                try:
-                    out = await agen.__anext__()
-                except StopAsyncIteration:
-                    out = None
-        finally:
-            await agen.aclose()
+
+        def event(i: int, out: dict[str, Any]) -> bytes | None:
+            choice = self._stream_choice(req, choices[i], out)
+            if choice is None:
+                return None
+            chunk: dict[str, Any] = {**base, "choices": [choice]}
+            if continuous:
+                chunk["usage"] = usage_of(choices[i].meta)
+            return sse(chunk)
+
+        for i, first in enumerate(firsts):
+            if (ev := event(i, first)) is not None:
+                yield ev
+        async for i, out in merge_streams(gens):
+            if (ev := event(i, out)) is not None:
+                yield ev
         if include_usage:
-            yield sse({**base, "choices": [], "usage": usage_of(meta)})
+            yield sse({**base, "choices": [], "usage": samples_usage([c.meta for c in choices])})
         yield SSE_DONE
+
+
+@dataclass
+class _Choice:
+    """One sample's state in a chat response: its reasoning parser, phase tracker and
+    capture placer (each sample has its own), and its latest meta_info."""
+
+    index: int
+    parser: ReasoningParser | None
+    tracker: TokenPhaseTracker | None
+    placer: CapturePlacer | None
+    role_sent: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from sglang.srt.entrypoints.capture_api import CaptureGuard
+from sglang.srt.entrypoints.capture_api import CaptureGuard, CaptureSlot
 from sglang.srt.entrypoints.openai.errors import APIError, error_body
 from sglang.srt.managers.io_struct import GenerateReqInput, RequestFailed
 from sglang.srt.metrics import ServerMetrics
@@ -62,6 +62,35 @@ class ServingContext:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex}"
+
+
+def sample_rid(rid: str, prompt: int | None, sample: int, n: int) -> str:
+    """The engine request id of sample ``sample`` (of ``n``) of prompt ``prompt`` (None:
+    the request has one prompt): the request's own id when it is the only one."""
+    parts = [rid] + ([str(prompt)] if prompt is not None else []) + ([str(sample)] if n > 1 else [])
+    return "-".join(parts)
+
+
+def share_slot(slot: CaptureSlot | None, n: int) -> list[Any]:
+    """The capture slot handle of each of n parallel samples (one request holds one slot)."""
+    if slot is None:
+        return [None] * n
+    return [slot] if n == 1 else list(slot.shares(n))
+
+
+def samples_usage(metas: list[Mapping[str, Any]], n: int | None = None) -> dict[str, Any]:
+    """Usage of a response with several choices: completion tokens of every choice, prompt
+    tokens once per prompt (choices come in groups of ``n`` samples of one prompt; None:
+    every choice shares one prompt)."""
+    n = n or len(metas) or 1
+    usages = [usage_of(m) for m in metas]
+    prompt = sum(u["prompt_tokens"] for i, u in enumerate(usages) if i % n == 0)
+    completion = sum(u["completion_tokens"] for u in usages)
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = [u.get("prompt_tokens_details", {}).get("cached_tokens") for i, u in enumerate(usages) if i % n == 0]
+    if any(c is not None for c in cached):
+        out["prompt_tokens_details"] = {"cached_tokens": sum(c or 0 for c in cached)}
+    return out
 
 
 def sse(obj: Any) -> bytes:

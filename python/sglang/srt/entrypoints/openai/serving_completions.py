@@ -23,9 +23,11 @@ from sglang.srt.entrypoints.openai.serving_common import (
     merge_streams,
     new_id,
     run_until_disconnect,
+    sample_rid,
+    samples_usage,
+    share_slot,
     sse,
     tracked_generate,
-    usage_of,
 )
 from sglang.srt.limits import MAX_PROMPTS_PER_REQUEST, MAX_TOP_LOGPROBS
 from sglang.srt.managers.io_struct import GenerateReqInput
@@ -94,8 +96,6 @@ class CompletionServing:
         ctx = self.ctx
         req = parse_body(CompletionRequest, await request.body())
         ctx.check_model(req.model)
-        if req.n != 1:
-            raise APIError(400, f"n: only n = 1 is supported, got {req.n}", "n")
         if req.best_of not in (None, 1):
             raise APIError(400, "best_of: only 1 is supported", "best_of")
         if req.suffix:
@@ -107,18 +107,23 @@ class CompletionServing:
         prompts = self._prompts(req)
         sampling = sampling_dict(req, req.max_tokens)
         params = validate_sampling(sampling, OPENAI_PARAM_NAMES)
-        echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts]
+        samples = params.samples()  # n > 1: n choices per prompt (prompt-major), sharing its KV
+        n = len(samples)
+        echo_texts = [self._echo_text(t, ids) if req.echo else "" for t, ids in prompts for _ in samples]
         rid = req.rid or new_id("")
         capture, slot = prepare_capture(ctx, req, request)  # nothing raises between here and the try below
         if capture is not None and len(prompts) > 1:
             slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "prompt")
-        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(params), stream=req.stream,
-                                 rid=rid if len(prompts) == 1 else f"{rid}-{i}",
+        slots = share_slot(slot, n)
+        many = len(prompts) > 1
+        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(sp), stream=req.stream,
+                                 rid=sample_rid(rid, i if many else None, j, n),
                                  return_logprob=req.logprobs is not None, top_logprobs_num=req.logprobs or 0,
-                                 capture=capture, capture_slot=slot,
-                                 param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"})
-                for i, (t, ids) in enumerate(prompts)]
+                                 capture=capture, capture_slot=slots[j],
+                                 param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"},
+                                 group=sample_rid(rid, i if many else None, 0, 1) if n > 1 else None)
+                for i, (t, ids) in enumerate(prompts) for j, sp in enumerate(samples)]
         streaming = False
         try:
             gens = [tracked_generate(ctx, o) for o in objs]
@@ -147,7 +152,6 @@ class CompletionServing:
     def _complete(self, req: CompletionRequest, rid: str, results: list[dict[str, Any]],
                   echo_texts: list[str], capturing: bool) -> dict[str, Any]:
         choices = []
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         for i, final in enumerate(results):
             meta = final.get("meta_info", {})
             choice: dict[str, Any] = {"index": i, "text": echo_texts[i] + final.get("text", ""), "logprobs": None}
@@ -161,11 +165,9 @@ class CompletionServing:
             choice["finish_reason"] = reason
             choice["matched_stop"] = matched
             choices.append(choice)
-            u = usage_of(meta)
-            for k in usage:
-                usage[k] += u[k]
         return {"id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()),
-                "model": self.ctx.model_name, "choices": choices, "usage": usage}
+                "model": self.ctx.model_name, "choices": choices,
+                "usage": samples_usage([r.get("meta_info", {}) for r in results], req.n)}
 
     async def _stream(self, req: CompletionRequest, rid: str, firsts: list[dict[str, Any]],
                       gens: list[AsyncIterator[dict[str, Any]]], echo_texts: list[str],
@@ -209,10 +211,5 @@ class CompletionServing:
             if c:
                 yield c
         if include_usage:
-            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-            for m in metas:
-                u = usage_of(m)
-                for k in usage:
-                    usage[k] += u[k]
-            yield sse({**base, "choices": [], "usage": usage})
+            yield sse({**base, "choices": [], "usage": samples_usage(metas, req.n)})
         yield SSE_DONE

@@ -21,6 +21,8 @@ from sglang.srt.entrypoints.openai.serving_common import (
     merge_streams,
     new_id,
     run_until_disconnect,
+    sample_rid,
+    share_slot,
     sse,
     tracked_generate,
 )
@@ -80,10 +82,16 @@ class GenerateServing:
         if capture is not None and batch:
             slot.release()  # type: ignore[union-attr]
             raise APIError(400, "return_attention_tokens: capture works on one prompt per request", "text")
-        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(params), stream=req.stream,
-                                 rid=rid if not batch else f"{rid}-{i}", return_logprob=req.return_logprob,
-                                 top_logprobs_num=req.top_logprobs_num, capture=capture, capture_slot=slot)
-                for i, (t, ids) in enumerate(items)]
+        # n > 1: n engine requests per prompt (prompt-major), sharing the prompt's KV
+        samples = params.samples()
+        n = len(samples)
+        slots = share_slot(slot, n)
+        objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(sp), stream=req.stream,
+                                 rid=sample_rid(rid, i if batch else None, j, n), return_logprob=req.return_logprob,
+                                 top_logprobs_num=req.top_logprobs_num, capture=capture, capture_slot=slots[j],
+                                 group=sample_rid(rid, i if batch else None, 0, 1) if n > 1 else None)
+                for i, (t, ids) in enumerate(items) for j, sp in enumerate(samples)]
+        batch = batch or n > 1  # a list of results, one per prompt and sample
         streaming = False
         try:
             gens = [tracked_generate(ctx, o) for o in objs]
