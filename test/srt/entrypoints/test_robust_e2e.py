@@ -309,6 +309,29 @@ def test_n_parallel_samples_each_with_its_own_capture(srv: RunningServer) -> Non
     assert _wait_idle(srv)["capture_active"] == 0
 
 
+def test_logit_bias_and_min_tokens_over_http(srv: RunningServer) -> None:
+    """logit_bias (OpenAI) and min_tokens (SGLang's extra_body) work instead of a 400 or a
+    silent ignore; bad values are a 400 naming the field."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0, timeout=120)
+    r = client.chat.completions.create(model="smol", messages=MSG, max_tokens=4, temperature=0,
+                                       logit_bias={"1000": 100}, extra_body={"ignore_eos": True})
+    assert r.choices[0].message.content == client.post(
+        "/detokenize", cast_to=object, body={"tokens": [1000] * 4})["text"]
+    r = client.completions.create(model="smol", prompt="Hi", max_tokens=5, temperature=0,
+                                  extra_body={"min_tokens": 5, "stop_token_ids": [2]})
+    assert r.usage.completion_tokens == 5
+    with _client(srv) as c:
+        for body, param in (({"logit_bias": {"99999999": 1}}, "logit_bias"), ({"logit_bias": {"1": 500}}, "logit_bias"),
+                            ({"min_tokens": 9, "max_tokens": 3}, "min_tokens")):
+            bad = c.post("/v1/chat/completions", json={"model": "smol", "messages": MSG, "max_tokens": 3, **body})
+            assert bad.status_code == 400 and bad.json()["error"]["param"] == param, bad.text
+        g = c.post("/generate", json={"text": "Hi", "sampling_params": {"max_new_tokens": 3, "min_new_tokens": 3,
+                                                                       "logit_bias": {"1000": 100}}}).json()
+        assert g["output_ids"] == [1000] * 3
+
+
 def test_zz_killed_front_end_leaves_no_orphan(srv: RunningServer) -> None:
     """SIGKILL the HTTP process mid-stream: the scheduler, blocked on sending to nobody,
     notices and exits instead of holding the model's memory as an orphan."""

@@ -541,7 +541,8 @@ class Scheduler:
     def _sample_and_update(self, reqs: list[Req], logits: torch.Tensor | None) -> None:
         if not reqs or logits is None:
             return
-        infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids) for r in reqs]
+        infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids, self._banned(r))
+                 for r in reqs]
         next_ids, penalized = sample(logits, infos)
         failed = [r for r, t in zip(reqs, next_ids) if t is None]
         if failed:  # sampling raised for these rows alone (logged by the sampler)
@@ -579,22 +580,38 @@ class Scheduler:
                 n = req.top_logprobs_num
                 req.pending_top_logprobs.append(list(zip(top[0][j][:n], top[1][j][:n])))
 
+    def _banned(self, req: Req) -> tuple[int, ...]:
+        """min_new_tokens: until the output has that many tokens, no stop token (EOS
+        included, unless ignore_eos) can be sampled."""
+        p = req.params
+        if len(req.output_ids) >= p.min_new_tokens:
+            return ()
+        return tuple(sorted(set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)))
+
     def _check_finished(self, req: Req, tok: int) -> dict[str, Any] | None:
         p = req.params
+        if len(req.output_ids) < p.min_new_tokens:  # stop tokens and strings wait for the minimum
+            return self._length_reached(req)
         if tok in p.stop_token_ids or (not p.ignore_eos and tok in self.eos_ids):
             return {"type": "stop", "matched": tok}
-        limit = p.max_new_tokens
-        assert limit is not None  # resolved in add_request
-        if len(req.output_ids) >= limit:
-            return {"type": "length", "length": limit}
-        if req.prompt_len + len(req.output_ids) >= self.cfg.context_length:
-            return {"type": "length", "length": len(req.output_ids)}
+        length = self._length_reached(req)
+        if length is not None:
+            return length
         if p.stop and self.tokenizer is not None:
             longest = max(len(s) for s in p.stop)
             tail = self.tokenizer.decode(req.output_ids[-(longest + 2):])
             for s in p.stop:
                 if s in tail:
                     return {"type": "stop", "matched": s}
+        return None
+
+    def _length_reached(self, req: Req) -> dict[str, Any] | None:
+        limit = req.params.max_new_tokens
+        assert limit is not None  # resolved in add_request
+        if len(req.output_ids) >= limit:
+            return {"type": "length", "length": limit}
+        if req.prompt_len + len(req.output_ids) >= self.cfg.context_length:
+            return {"type": "length", "length": len(req.output_ids)}
         return None
 
     def _leave_group(self, req: Req) -> None:

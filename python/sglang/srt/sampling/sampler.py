@@ -28,6 +28,8 @@ class SamplingInfo:
     seed: int
     prompt_ids: list[int]
     output_ids: list[int]
+    # tokens that may not be sampled now: EOS and stop tokens before min_new_tokens
+    banned: tuple[int, ...] = ()
 
     @property
     def position(self) -> int:
@@ -47,6 +49,16 @@ def _apply_penalties(logits: torch.Tensor, info: SamplingInfo) -> torch.Tensor:
         ids, counts = torch.tensor(info.output_ids, device=logits.device).unique(return_counts=True)
         logits[ids] -= p.frequency_penalty * counts.to(logits.dtype) + p.presence_penalty
     return logits
+
+
+def _apply_bias(logits: torch.Tensor, info: SamplingInfo) -> None:
+    """logit_bias (added), then the banned tokens (-inf: they cannot be drawn or be the argmax)."""
+    bias = info.params.logit_bias
+    if bias:
+        ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
+        logits.index_add_(0, ids, torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device))
+    if info.banned:
+        logits[torch.tensor(info.banned, dtype=torch.long, device=logits.device)] = -torch.inf
 
 
 def _filter(probs: torch.Tensor, p: SamplingParams) -> torch.Tensor:
@@ -91,11 +103,14 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int | 
     full-vocabulary softmax per row is not free)."""
     needs_penalty = [row for row, i in enumerate(infos) if i.params.repetition_penalty != 1.0
                      or i.params.frequency_penalty != 0.0 or i.params.presence_penalty != 0.0]
-    if needs_penalty:
+    needs_bias = [row for row, i in enumerate(infos) if i.params.logit_bias or i.banned]
+    if needs_penalty or needs_bias:
         logits = logits.clone()
         for row in needs_penalty:
             _apply_penalties(logits[row], infos[row])
             logits[row] = _finite(logits[row])
+        for row in needs_bias:
+            _apply_bias(logits[row], infos[row])
     greedy = torch.argmax(logits, dim=-1).tolist()
     out: list[int | None] = []
     for row, info in enumerate(infos):

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sglang.srt.limits import MAX_NEW_TOKENS, MAX_PARALLEL_SAMPLES
+from sglang.srt.limits import MAX_LOGIT_BIAS, MAX_NEW_TOKENS, MAX_PARALLEL_SAMPLES
 # Temperatures below this sample greedily, as in upstream SGLang: dividing logits by a
 # denormal temperature overflows to inf (and the softmax to nan), while at 1e-6 every
 # logit more than 1e-4 below the maximum already gets a probability under float32's
@@ -31,6 +31,11 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     no_stop_trim: bool = False
     n: int = 1
+    # stop tokens and strings (EOS included) cannot end the output before this many tokens
+    min_new_tokens: int = 0
+    # added to the logits of these token ids before sampling (OpenAI's range: -100..100;
+    # -100 bans a token, 100 forces it); JSON keys are strings, as OpenAI sends them
+    logit_bias: dict[int, float] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":
@@ -42,9 +47,19 @@ class SamplingParams:
             raise ValueError(f"sampling_params.{unknown[0]}: unknown sampling parameter")
         if isinstance(d.get("stop"), str):
             d["stop"] = [d["stop"]]
-        for k in ("stop", "stop_token_ids"):
+        for k in ("stop", "stop_token_ids", "logit_bias"):
             if d.get(k) is None:
                 d.pop(k, None)
+        if d.get("min_new_tokens") is None:
+            d.pop("min_new_tokens", None)
+        if isinstance(d.get("logit_bias"), dict):
+            bias: dict[int, float] = {}
+            for key, v in d["logit_bias"].items():
+                try:
+                    bias[int(key)] = v
+                except (TypeError, ValueError):
+                    raise ValueError(f"sampling_params.logit_bias: keys must be token ids, got {key!r}") from None
+            d["logit_bias"] = bias
         p = cls(**d)
         p.verify()
         return p
@@ -91,6 +106,17 @@ class SamplingParams:
         for name in ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be a boolean")
+        if not isinstance(self.min_new_tokens, int) or isinstance(self.min_new_tokens, bool) or \
+                self.min_new_tokens < 0 or (self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens):
+            raise bad("min_new_tokens", "must be an integer in [0, max_new_tokens]")
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict) or len(self.logit_bias) > MAX_LOGIT_BIAS:
+                raise bad("logit_bias", f"must be a map of at most {MAX_LOGIT_BIAS} token ids to numbers")
+            for tid, v in self.logit_bias.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not -100.0 <= v <= 100.0:
+                    raise bad("logit_bias", f"bias of token {tid} must be a number in [-100, 100], got {v!r}")
+                if tid < 0 or (vocab_size is not None and tid >= vocab_size):
+                    raise bad("logit_bias", f"token id {tid} is outside the vocabulary")
         if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= MAX_PARALLEL_SAMPLES:
             raise bad("n", f"must be an integer in [1, {MAX_PARALLEL_SAMPLES}]")
 

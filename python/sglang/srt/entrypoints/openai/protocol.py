@@ -79,6 +79,7 @@ class SamplingFields(_Strict):
     no_stop_trim: StrictBool = False
     n: StrictInt = 1
     logit_bias: dict[str, Number] | None = None
+    min_tokens: StrictInt | None = None  # SGLang's extra_body name for min_new_tokens
     stream: StrictBool = False
     stream_options: "StreamOptions | None" = None
     user: StrictStr | None = None
@@ -183,11 +184,16 @@ def sampling_dict(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]
     d["skip_special_tokens"] = req.skip_special_tokens
     d["no_stop_trim"] = req.no_stop_trim
     d["n"] = req.n
+    if req.min_tokens is not None:
+        d["min_new_tokens"] = req.min_tokens
+    if req.logit_bias is not None:
+        d["logit_bias"] = req.logit_bias
     return d
 
 
 # Client-visible name of each SamplingParams field on the OpenAI endpoints.
 OPENAI_PARAM_NAMES = {f"sampling_params.{k}": k for k in (
     "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "stop", "stop_token_ids", "seed", "ignore_eos", "skip_special_tokens", "no_stop_trim", "n")}
+    "stop", "stop_token_ids", "seed", "ignore_eos", "skip_special_tokens", "no_stop_trim", "n", "logit_bias")}
 OPENAI_PARAM_NAMES["sampling_params.max_new_tokens"] = "max_tokens"
+OPENAI_PARAM_NAMES["sampling_params.min_new_tokens"] = "min_tokens"

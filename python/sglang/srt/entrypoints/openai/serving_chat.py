@@ -199,8 +199,6 @@ class ChatServing:
             raise APIError(400, "tools: function calling is not supported by this server", "tools")
         if req.response_format and req.response_format.get("type", "text") != "text":
             raise APIError(400, "response_format: only {\"type\": \"text\"} is supported", "response_format")
-        if req.logit_bias:
-            raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
         if req.top_logprobs is not None:
             if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
                 raise APIError(400, f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs")

@@ -100,8 +100,6 @@ class CompletionServing:
             raise APIError(400, "best_of: only 1 is supported", "best_of")
         if req.suffix:
             raise APIError(400, "suffix: not supported by this server", "suffix")
-        if req.logit_bias:
-            raise APIError(400, "logit_bias: not supported by this server", "logit_bias")
         if req.logprobs is not None and not 0 <= req.logprobs <= MAX_TOP_LOGPROBS:
             raise APIError(400, f"logprobs: must be between 0 and {MAX_TOP_LOGPROBS}", "logprobs")
         prompts = self._prompts(req)
