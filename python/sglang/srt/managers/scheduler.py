@@ -356,6 +356,14 @@ class Scheduler:
             seq_lens_cpu=seq, extend_seq_lens_cpu=list(takes), extend_prefix_lens_cpu=prefix,
             logits_indices=torch.tensor([s + t - 1 for s, t in zip(starts, takes)], dtype=torch.long, device=dev),
         )
+        logits = self._run_forward(reqs, fb)
+        for req, take in zip(reqs, takes):
+            req.kv_len += take
+        self._step_slots = None  # the requests' kv_len covers them now
+        return logits
+
+    def _run_forward(self, reqs: list[Req], fb: ForwardBatch) -> torch.Tensor:
+        """The forward, with the capture hook around it when the batch captures."""
         hook = self.capture_hook
         if hook is not None:
             fb.capture = hook.prepare(reqs, fb)
@@ -363,9 +371,6 @@ class Scheduler:
         if fb.capture is not None:
             assert hook is not None  # only the hook sets fb.capture
             hook.after_forward(self.runner.model)
-        for req, take in zip(reqs, takes):
-            req.kv_len += take
-        self._step_slots = None  # the requests' kv_len covers them now
         return logits
 
     def _decode_batch(self) -> list[Req]:
@@ -418,13 +423,7 @@ class Scheduler:
             req_to_token_pool=self.req_to_token, kv_pool=self.runner.kv_pool, attn_backend=self.runner.attn_backend,
             seq_lens_cpu=seq,
         )
-        hook = self.capture_hook
-        if hook is not None:
-            fb.capture = hook.prepare(reqs, fb)
-        logits = self.runner.forward(fb)
-        if fb.capture is not None:
-            assert hook is not None  # only the hook sets fb.capture
-            hook.after_forward(self.runner.model)
+        logits = self._run_forward(reqs, fb)
         for req in reqs:
             req.kv_len += 1
         self._step_slots = None

@@ -22,17 +22,14 @@ from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
     SSEResponse,
-    final_output,
+    generate_all,
     finish_reason_of,
-    guarded_stream,
     merge_streams,
     new_id,
-    run_until_disconnect,
     sample_rid,
     samples_usage,
     share_slot,
     sse,
-    tracked_generate,
     usage_of,
 )
 from sglang.srt.limits import MAX_TOP_LOGPROBS, OFF_LOOP_CHARS
@@ -171,20 +168,11 @@ class ChatServing:
             param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
             group=rid if len(samples) > 1 else None) for j, sp in enumerate(samples)]
         choices = [self._choice_state(j, req, kwargs, capture is not None) for j in range(len(objs))]
-        streaming = False
-        try:
-            gens = [tracked_generate(ctx, o) for o in objs]
-            if req.stream:
-                firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
-                streaming = True  # from here the stream's own cleanup releases the capture slot
-                return SSEResponse(guarded_stream(self._stream(req, rid, list(firsts), gens, choices)))
-            finals = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
-        except StopAsyncIteration:
-            raise APIError(500, "the engine returned no output") from None
-        finally:
-            if not streaming and slot is not None:
-                slot.release()
-        return json_response(self._complete(req, rid, list(finals), choices))
+        out = await generate_all(ctx, request, objs, slot, (lambda firsts, gens: self._stream(
+            req, rid, firsts, gens, choices)) if req.stream else None)
+        if isinstance(out, SSEResponse):
+            return out
+        return json_response(self._complete(req, rid, out, choices))
 
     def _choice_state(self, index: int, req: ChatCompletionRequest, kwargs: dict[str, Any],
                       capturing: bool) -> "_Choice":

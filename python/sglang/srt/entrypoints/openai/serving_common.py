@@ -154,6 +154,31 @@ async def tracked_generate(ctx: ServingContext, obj: GenerateReqInput) -> AsyncI
         await gen.aclose()  # an unfinished request is aborted and its KV freed
 
 
+StreamBody = Callable[[list[dict[str, Any]], list[AsyncIterator[dict[str, Any]]]], AsyncIterator[bytes]]
+
+
+async def generate_all(ctx: ServingContext, request: Request, objs: list[GenerateReqInput], slot: Any,
+                       stream: StreamBody | None) -> "SSEResponse | list[dict[str, Any]]":
+    """Run one engine request per obj (prompts x samples). Streaming (``stream`` given):
+    wait for every request's first item (errors before it are plain HTTP errors), then the
+    SSE response that ``stream(firsts, iterators)`` writes. Otherwise: every request's final
+    item. The capture slot is released here, unless a stream took it over (its iterators
+    release it when they end)."""
+    streaming = False
+    try:
+        gens = [tracked_generate(ctx, o) for o in objs]
+        if stream is not None:
+            firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
+            streaming = True
+            return SSEResponse(guarded_stream(stream(list(firsts), gens)))
+        return list(await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens))))
+    except StopAsyncIteration:
+        raise APIError(500, "the engine returned no output") from None
+    finally:
+        if not streaming and slot is not None:
+            slot.release()
+
+
 async def final_output(agen: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
     """The one item a non-streaming request yields: the TokenizerManager has merged the
     whole request into it (text, ids, logprobs, capture entries, prompt labels), so

@@ -1,7 +1,6 @@
 """POST /v1/completions: raw prompts (text, token ids, or a batch of either)."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from typing import Any, AsyncIterator
@@ -17,17 +16,14 @@ from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
     SSEResponse,
-    final_output,
+    generate_all,
     finish_reason_of,
-    guarded_stream,
     merge_streams,
     new_id,
-    run_until_disconnect,
     sample_rid,
     samples_usage,
     share_slot,
     sse,
-    tracked_generate,
 )
 from sglang.srt.limits import MAX_PROMPTS_PER_REQUEST, MAX_TOP_LOGPROBS
 from sglang.srt.managers.io_struct import GenerateReqInput
@@ -122,21 +118,11 @@ class CompletionServing:
                                  param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"},
                                  group=sample_rid(rid, i if many else None, 0, 1) if n > 1 else None)
                 for i, (t, ids) in enumerate(prompts) for j, sp in enumerate(samples)]
-        streaming = False
-        try:
-            gens = [tracked_generate(ctx, o) for o in objs]
-            if req.stream:
-                firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
-                streaming = True
-                return SSEResponse(guarded_stream(self._stream(req, rid, list(firsts), gens, echo_texts,
-                                                               capture is not None)))
-            results = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
-        except StopAsyncIteration:
-            raise APIError(500, "the engine returned no output") from None
-        finally:
-            if not streaming and slot is not None:
-                slot.release()
-        return json_response(self._complete(req, rid, results, echo_texts, capture is not None))
+        out = await generate_all(ctx, request, objs, slot, (lambda firsts, gens: self._stream(
+            req, rid, firsts, gens, echo_texts, capture is not None)) if req.stream else None)
+        if isinstance(out, SSEResponse):
+            return out
+        return json_response(self._complete(req, rid, out, echo_texts, capture is not None))
 
     def _echo_text(self, text: str | None, ids: list[int] | None) -> str:
         return text if text is not None else self.ctx.tm.tokenizer.decode(ids or [])

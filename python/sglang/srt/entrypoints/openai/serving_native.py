@@ -1,7 +1,6 @@
 """POST /generate: SGLang's native endpoint (text or input_ids, sampling_params, stream)."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any, AsyncIterator
 
@@ -16,15 +15,12 @@ from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
     SSEResponse,
-    final_output,
-    guarded_stream,
+    generate_all,
     merge_streams,
     new_id,
-    run_until_disconnect,
     sample_rid,
     share_slot,
     sse,
-    tracked_generate,
 )
 from sglang.srt.limits import MAX_PROMPTS_PER_REQUEST, MAX_TOP_LOGPROBS
 from sglang.srt.managers.io_struct import GenerateReqInput
@@ -92,21 +88,11 @@ class GenerateServing:
                                  group=sample_rid(rid, i if batch else None, 0, 1) if n > 1 else None)
                 for i, (t, ids) in enumerate(items) for j, sp in enumerate(samples)]
         batch = batch or n > 1  # a list of results, one per prompt and sample
-        streaming = False
-        try:
-            gens = [tracked_generate(ctx, o) for o in objs]
-            if req.stream:
-                firsts = await run_until_disconnect(request, asyncio.gather(*(g.__anext__() for g in gens)))
-                streaming = True
-                return SSEResponse(guarded_stream(self._stream(list(firsts), gens, batch, capture is not None,
-                                                               req.return_text_in_logprobs)))
-            results = await run_until_disconnect(request, asyncio.gather(*(final_output(g) for g in gens)))
-        except StopAsyncIteration:
-            raise APIError(500, "the engine returned no output") from None
-        finally:
-            if not streaming and slot is not None:
-                slot.release()
-        bodies = [self._final(final, capture is not None, req.return_text_in_logprobs) for final in results]
+        out = await generate_all(ctx, request, objs, slot, (lambda firsts, gens: self._stream(
+            firsts, gens, batch, capture is not None, req.return_text_in_logprobs)) if req.stream else None)
+        if isinstance(out, SSEResponse):
+            return out
+        bodies = [self._final(final, capture is not None, req.return_text_in_logprobs) for final in out]
         return json_response(bodies if batch else bodies[0])
 
     def _placer(self, capturing: bool) -> tuple[CapturePlacer | None, TokenPhaseTracker | None]:
