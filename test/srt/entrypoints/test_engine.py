@@ -134,3 +134,13 @@ def test_stop_string_is_trimmed_and_never_streamed(engine):
     assert "".join(c["delta"] for c in chunks) == full[:6]
     kept = engine.generate(PROMPTS[2], dict(sp, stop=[stop], no_stop_trim=True))
     assert kept["text"].startswith(full[:10])
+
+
+def test_request_past_the_kv_pool_is_refused_at_once():
+    """The scheduler's pool check reaches the caller as a ValueError naming
+    max_new_tokens (the HTTP server turns it into a 400 naming max_tokens)."""
+    with sglang.Engine(max_total_tokens=64) as e:
+        with pytest.raises(ValueError, match=r"^sampling_params\.max_new_tokens: .*KV cache \(64 tokens"):
+            e.generate("The capital of France is", {"max_new_tokens": 100})
+        out = e.generate("The capital of France is", {"max_new_tokens": 4, "temperature": 0})
+        assert out["meta_info"]["completion_tokens"] == 4

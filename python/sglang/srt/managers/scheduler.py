@@ -123,9 +123,9 @@ class Scheduler:
         m = req.params.max_new_tokens
         assert m is not None  # resolved in add_request
         if n + m - 1 > self.allocator.size:
-            return (f"sampling_params.max_new_tokens: the prompt ({n} tokens) plus max_new_tokens "
-                    f"({m}) can never fit in the KV cache ({self.allocator.size} tokens); "
-                    "lower max_new_tokens")
+            return (f"sampling_params.max_new_tokens: the prompt ({n} tokens) plus {m} new tokens can never "
+                    f"fit in this server's KV cache ({self.allocator.size} tokens, max_total_num_tokens); "
+                    "lower the number of new tokens")
         if max(req.origin_input_ids) >= self.cfg.vocab_size or min(req.origin_input_ids) < 0:
             return f"input_ids must be in [0, {self.cfg.vocab_size})"
         return None

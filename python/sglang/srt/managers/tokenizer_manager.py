@@ -144,8 +144,8 @@ class TokenizerManager:
         return self.tokenize(obj)
 
     def _check_fits(self, params: SamplingParams, n: int) -> None:
-        """Refuse at once what can never finish: upstream SGLang's context-length check,
-        and the same against the KV pool (sized from memory, it can be smaller)."""
+        """Refuse at once what can never finish in the context: upstream SGLang's check (the
+        scheduler refuses, just as fast, what can never fit its KV pool)."""
         if params.max_new_tokens is None:  # null means "until the context is full"
             params.max_new_tokens = self.context_length - n
         m = params.max_new_tokens
@@ -155,11 +155,6 @@ class TokenizerManager:
                 f"of {self.context_length} tokens. You requested a total of {n + m} tokens: {n} tokens from the "
                 f"input messages and {m} tokens for the completion. Please reduce the number of tokens in the "
                 "input messages or the completion to fit within the limit.")
-        pool = int(self.model_info.get("max_total_tokens") or 0)
-        if pool and n + m - 1 > pool:  # the last new token needs no KV slot
-            raise ValueError(
-                f"sampling_params.max_new_tokens: the prompt ({n} tokens) plus {m} new tokens can never fit in "
-                f"this server's KV cache ({pool} tokens, max_total_num_tokens); lower the number of new tokens")
 
     async def generate_request(self, obj: GenerateReqInput) -> AsyncIterator[dict[str, Any]]:
         self._ensure_loop()
@@ -300,7 +295,7 @@ class TokenizerManager:
         ids = st.prompt_ids or []
         masked = min(cap.mask_prefix if cap is not None else 0, len(ids))
         texts = self._token_texts(ids[masked:])
-        out: list[dict[str, Any]] = [{"position": p, "masked": True} for p in range(min(masked, len(ids)))]
+        out: list[dict[str, Any]] = [{"position": p, "masked": True} for p in range(masked)]
         out += [{"position": masked + i, "id": t, "text": s, "masked": False}
                 for i, (t, s) in enumerate(zip(ids[masked:], texts))]
         return out
