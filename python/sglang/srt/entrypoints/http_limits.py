@@ -27,7 +27,7 @@ import os
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sglang.srt.entrypoints.openai.errors import error_response
-from sglang.srt.limits import MAX_BODY_BYTES  # 64 MiB, also checked by parse_body
+from sglang.srt.limits import MAX_BODY_BYTES  # 64 MiB
 
 logger = logging.getLogger("sglang.http_limits")
 

@@ -10,7 +10,6 @@ from starlette.requests import Request
 from sglang.srt.entrypoints.capture_api import CaptureSlot, build_capture_params, explicit_capture, wants_capture
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, from_pydantic, from_value_error
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
-from sglang.srt.limits import MAX_BODY_BYTES
 from sglang.srt.managers.io_struct import CaptureParams
 from sglang.srt.sampling.sampling_params import SamplingParams
 
@@ -19,9 +18,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse_body(model: type[M], body: bytes) -> M:
-    """Strict parse of the raw body: invalid JSON/UTF-8 or a wrong type -> 400 naming the field."""
-    if len(body) > MAX_BODY_BYTES:
-        raise APIError(413, f"request body too large ({len(body)} bytes; limit {MAX_BODY_BYTES})")
+    """Strict parse of the raw body: invalid JSON/UTF-8 or a wrong type -> 400 naming the field.
+    (Its size was already bounded by ``http_limits.BodyLimitMiddleware``, before it was read.)"""
     if not body.strip():
         raise APIError(400, "request body is empty; send a JSON object")
     try:
