@@ -7,6 +7,7 @@ MAX_TOP_LOGPROBS = 20  # top_logprobs (chat), logprobs (completions), top_logpro
 MAX_NEW_TOKENS = 1 << 20  # max_new_tokens / max_tokens (a null asks for the rest of the context)
 MAX_PARALLEL_SAMPLES = 64  # n: samples of one prompt in one request
 MAX_LOGIT_BIAS = 1024  # logit_bias entries per request
+MAX_GRAMMAR_CHARS = 1 << 20  # a json_schema / regex / ebnf / structural_tag constraint
 MAX_PROMPTS_PER_REQUEST = 256  # a batch of prompts in one /generate or /v1/completions request
 MAX_BODY_BYTES = 64 << 20  # a request body (413 past it, before it is read)
 # Prompts longer than this many characters are rendered and tokenized on a worker thread

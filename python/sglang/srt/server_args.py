@@ -10,6 +10,7 @@ from sglang.srt.limits import MAX_TOP_K_ATTENTION
 
 REASONING_PARSERS = ("qwen3", "qwen3-thinking", "deepseek-r1", "deepseek-v3", "kimi", "glm45", "step3", "minimax")
 ATTENTION_BACKENDS = ("torch_native", "triton")
+GRAMMAR_BACKENDS = ("xgrammar", "none")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "fp32", "bf16", "fp16")
 CAPTURE_DEFAULTS = ("off", "raw", "sketch", "fingerprint")
 
@@ -31,6 +32,10 @@ class ServerArgs:
     api_key: str | None = None
     log_level: str = "info"
     reasoning_parser: str | None = None
+    tool_call_parser: str | None = None
+    # structured outputs
+    grammar_backend: str = "xgrammar"
+    constrained_json_disable_any_whitespace: bool = False
     # memory and scheduling
     mem_fraction_static: float | None = None
     max_total_tokens: int | None = None
@@ -98,6 +103,8 @@ class ServerArgs:
              f"--attention-backend: choose one of {', '.join(ATTENTION_BACKENDS)}")
         need(self.reasoning_parser is None or self.reasoning_parser in REASONING_PARSERS,
              f"--reasoning-parser: choose one of {', '.join(REASONING_PARSERS)}")
+        need(self.grammar_backend in GRAMMAR_BACKENDS,
+             f"--grammar-backend: choose one of {', '.join(GRAMMAR_BACKENDS)}")
         need(0 < self.port < 65536, "--port must be in 1..65535")
         need(1 <= self.attention_tokens_top_k <= MAX_TOP_K_ATTENTION,
              f"--attention-tokens-top-k must be in 1..{MAX_TOP_K_ATTENTION}")
@@ -137,6 +144,13 @@ class ServerArgs:
         g.add_argument("--log-level", default="info", help="debug | info | warning | error")
         g.add_argument("--reasoning-parser", default=None, choices=REASONING_PARSERS,
                        help="split reasoning_content from content for this model family")
+        g.add_argument("--tool-call-parser", default=None,
+                       help="parse tool calls out of the model's output in this format (see docs/server.md)")
+        g = p.add_argument_group("structured outputs")
+        g.add_argument("--grammar-backend", default="xgrammar", choices=GRAMMAR_BACKENDS,
+                       help="compiles json_schema / regex / ebnf / structural_tag constraints (none: refuse them)")
+        g.add_argument("--constrained-json-disable-any-whitespace", action="store_true",
+                       help="JSON-schema outputs without free whitespace (compact JSON)")
         g = p.add_argument_group("memory and scheduling")
         g.add_argument("--mem-fraction-static", type=float, default=None,
                        help="fraction of device memory for weights + KV cache (GPU; on CPU of free RAM)")

@@ -1,11 +1,13 @@
 """Req: one request's state inside the scheduler."""
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from sglang.srt.constrained.base_grammar_backend import Grammar
 from sglang.srt.managers.io_struct import CaptureParams
 from sglang.srt.sampling.sampling_params import SamplingParams
 
@@ -41,6 +43,9 @@ class Req:
     faults: int = 0
     probation: int = 0
     group: str | None = None  # parallel samples of one prompt (see Scheduler._build_extend)
+    # structured outputs: the compile in progress, then the request's grammar matcher
+    grammar_future: Future | None = None
+    grammar: Grammar | None = None
 
     @property
     def fill_ids(self) -> list[int]:

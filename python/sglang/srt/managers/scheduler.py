@@ -12,13 +12,17 @@ entry point in ``scheduler_process.py`` wraps it with ZMQ.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from sglang.srt.constrained.base_grammar_backend import GrammarBackend, grammar_key
+from sglang.srt.constrained.xgrammar_backend import create_grammar_backend
 from sglang.srt.managers.io_struct import ReqOutput, SchedulerLoad, TokenizedGenerateReqInput
 from sglang.srt.managers.req import Req
 from sglang.srt.mem_cache.radix_cache import RadixCache
@@ -38,6 +42,7 @@ DECODE_RESERVE = 8  # KV slots kept free per running request when admitting new 
 # forwards is failed itself after MAX_FAULTS of them.
 PROBATION_STEPS = 2
 MAX_FAULTS = 3
+STOP_REGEX_TOKENS = 64  # output tokens whose text stop_regex patterns are matched against
 INTERNAL_ERROR = "internal error while running this request; see the server log"
 
 
@@ -75,6 +80,17 @@ class Scheduler:
         # member has already prefilled into the radix cache
         self.group_members: dict[str, int] = {}
         self.groups_cached: set[str] = set()
+        # structured outputs: the grammar backend, and requests whose grammar is compiling
+        self.grammars: GrammarBackend | None = None
+        self._grammar_unavailable = ""
+        if args.grammar_backend != "none":
+            try:
+                self.grammars = create_grammar_backend(args.grammar_backend, tokenizer, self.cfg.vocab_size,
+                                                       not args.constrained_json_disable_any_whitespace)
+            except ImportError as e:  # e.g. a machine without xgrammar: only constrained requests fail
+                self._grammar_unavailable = f"the {args.grammar_backend} grammar backend is not installed ({e})"
+                logger.warning("structured outputs are unavailable: %s", self._grammar_unavailable)
+        self.grammar_queue: list[Req] = []
 
     # ------------------------------------------------------------------ requests in / out
     def add_request(self, r: TokenizedGenerateReqInput) -> None:
@@ -108,7 +124,47 @@ class Scheduler:
             req.capture = None  # capture is disabled on this server: the front end rejects such requests
         if req.group is not None:
             self.group_members[req.group] = self.group_members.get(req.group, 0) + 1
-        self.waiting.append(req)
+        key = grammar_key(params)
+        if key is None:
+            self.waiting.append(req)
+            return
+        if self.grammars is None:
+            why = self._grammar_unavailable or "this server runs with --grammar-backend none"
+            self._fail(req, f"sampling_params.{key[0]}: structured outputs are unavailable: {why}", status=400)
+            return
+        req.grammar_future = self.grammars.submit(key)
+        if self.args.tp_size > 1:  # every rank must admit it at the same step: compile in place
+            concurrent.futures.wait([req.grammar_future])
+        self.grammar_queue.append(req)
+        self._poll_grammars()
+
+    def _poll_grammars(self) -> None:
+        """Requests whose grammar finished compiling join the queue (or fail with 400 when it
+        does not compile). Compiling runs on the backend's thread, beside the steps."""
+        if not self.grammar_queue:
+            return
+        if not (self.waiting or self.running or self.chunked):  # nothing else to do: wait a little
+            concurrent.futures.wait([r.grammar_future for r in self.grammar_queue if r.grammar_future], timeout=0.005,
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+        still: list[Req] = []
+        for req in self.grammar_queue:
+            fut = req.grammar_future
+            if fut is None or not fut.done():
+                still.append(req)
+                continue
+            req.grammar_future = None
+            err = fut.exception()
+            if err is not None:
+                if not isinstance(err, ValueError):
+                    logger.error("grammar compilation failed for %s", req.rid, exc_info=err)
+                self._fail(req, str(err), status=400) if isinstance(err, ValueError) else self._fail(req, INTERNAL_ERROR)
+                continue
+            assert self.grammars is not None
+            req.grammar = self.grammars.matcher(fut.result())
+            for tok in req.output_ids:  # none today; a requeued request would replay its output
+                req.grammar.accept_token(tok)
+            self.waiting.append(req)
+        self.grammar_queue = still
 
     def _validate(self, req: Req) -> str | None:
         n = req.prompt_len
@@ -136,6 +192,13 @@ class Scheduler:
                                                error=message, error_status=status))
 
     def abort(self, rid: str) -> None:
+        for req in self.grammar_queue:
+            if req.rid == rid:
+                self.grammar_queue.remove(req)
+                self._leave_group(req)
+                req.finished_reason = {"type": "abort", "message": "aborted"}
+                self.finished_outputs.append(self._make_output(req))
+                return
         for req in list(self.waiting):
             if req.rid == rid:
                 self.waiting.remove(req)
@@ -161,7 +224,7 @@ class Scheduler:
         return True
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked)
+        return bool(self.waiting or self.running or self.chunked or self.grammar_queue)
 
     def load(self) -> SchedulerLoad:
         total = self.allocator.size
@@ -434,6 +497,7 @@ class Scheduler:
         """Run one forward (if there is work) and return the outputs to send."""
         self._inflight, self._step_slots = [], None
         checkpoint: list[Any] = []
+        self._poll_grammars()
         try:
             batch = self._build_extend()
             if batch is not None:
@@ -521,7 +585,8 @@ class Scheduler:
 
     def fail_all(self, message: str) -> list[ReqOutput]:
         """After an unexpected error: end every request with an error, free what can be freed."""
-        reqs = list(self.waiting) + self.running + ([self.chunked] if self.chunked else [])
+        reqs = list(self.waiting) + self.running + ([self.chunked] if self.chunked else []) + self.grammar_queue
+        self.grammar_queue = []
         self.waiting.clear()
         self.running = []
         self.chunked = None
@@ -540,9 +605,9 @@ class Scheduler:
     def _sample_and_update(self, reqs: list[Req], logits: torch.Tensor | None) -> None:
         if not reqs or logits is None:
             return
-        infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids, self._banned(r))
-                 for r in reqs]
-        next_ids, penalized = sample(logits, infos)
+        infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids, self._banned(r),
+                              r.grammar) for r in reqs]
+        next_ids, penalized = sample(logits, infos, self.grammars)
         failed = [r for r, t in zip(reqs, next_ids) if t is None]
         if failed:  # sampling raised for these rows alone (logged by the sampler)
             for r in failed:
@@ -559,6 +624,11 @@ class Scheduler:
         if self.capture_hook is not None:
             self.capture_hook.after_step(reqs)
         for req, tok in zip(reqs, toks):
+            if req.grammar is not None and not req.grammar.accept_token(tok):
+                # the mask allowed only tokens the grammar accepts: this is a bug, not the client's
+                logger.error("request %s: the grammar rejected sampled token %d", req.rid, tok)
+                self._fail(req, INTERNAL_ERROR)
+                continue
             req.output_ids.append(tok)
             self.generated_tokens_total += 1
             reason = self._check_finished(req, tok)
@@ -589,6 +659,8 @@ class Scheduler:
 
     def _check_finished(self, req: Req, tok: int) -> dict[str, Any] | None:
         p = req.params
+        if req.grammar is not None and req.grammar.is_terminated():  # the grammar took its stop token
+            return {"type": "stop", "matched": tok}
         if len(req.output_ids) < p.min_new_tokens:  # stop tokens and strings wait for the minimum
             return self._length_reached(req)
         if tok in p.stop_token_ids or (not p.ignore_eos and tok in self.eos_ids):
@@ -602,6 +674,12 @@ class Scheduler:
             for s in p.stop:
                 if s in tail:
                     return {"type": "stop", "matched": s}
+        if p.stop_regex and self.tokenizer is not None:
+            # matched on the last STOP_REGEX_TOKENS tokens' text (a match can span no more)
+            tail = self.tokenizer.decode(req.output_ids[-STOP_REGEX_TOKENS:])
+            for pattern in p.stop_regex:
+                if re.search(pattern, tail):
+                    return {"type": "stop", "matched": pattern, "regex": True}
         return None
 
     def _length_reached(self, req: Req) -> dict[str, Any] | None:

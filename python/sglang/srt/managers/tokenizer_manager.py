@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -233,11 +234,15 @@ class TokenizerManager:
         reason = out.finished_reason or {}
         if final and isinstance(reason.get("matched"), str) and not st.params.no_stop_trim:
             full = st.text + pending
-            cut = full.find(reason["matched"], max(0, len(st.text) - len(reason["matched"])))
+            if reason.get("regex"):  # stop_regex: cut at the match (text already streamed stays sent)
+                m = re.search(reason["matched"], full)
+                cut = m.start() if m else -1
+            else:
+                cut = full.find(reason["matched"], max(0, len(st.text) - len(reason["matched"])))
             if cut >= 0:
                 full = full[:cut]
             delta = full[len(st.text):]
-            st.text, st.held = st.text + delta, ""
+            st.text, st.held = full if len(full) < len(st.text) else st.text + delta, ""
             return delta
         if stops and not final:
             # Hold back the longest tail that could still grow into a stop string.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sglang.srt.constrained.base_grammar_backend import Grammar, GrammarBackend
 from sglang.srt.sampling.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class SamplingInfo:
     output_ids: list[int]
     # tokens that may not be sampled now: EOS and stop tokens before min_new_tokens
     banned: tuple[int, ...] = ()
+    # structured outputs: the request's position in its grammar (None: unconstrained)
+    grammar: Grammar | None = None
 
     @property
     def position(self) -> int:
@@ -52,13 +55,29 @@ def _apply_penalties(logits: torch.Tensor, info: SamplingInfo) -> torch.Tensor:
 
 
 def _apply_bias(logits: torch.Tensor, info: SamplingInfo) -> None:
-    """logit_bias (added), then the banned tokens (-inf: they cannot be drawn or be the argmax)."""
+    """logit_bias (added), then the banned tokens (-inf: they cannot be drawn or be the argmax).
+    A grammar outranks min_new_tokens: when its mask leaves only banned tokens (the
+    grammar is complete and only EOS may follow), the ban is lifted."""
     bias = info.params.logit_bias
     if bias:
         ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
         logits.index_add_(0, ids, torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device))
     if info.banned:
-        logits[torch.tensor(info.banned, dtype=torch.long, device=logits.device)] = -torch.inf
+        ban = torch.tensor(info.banned, dtype=torch.long, device=logits.device)
+        kept = logits[ban].clone() if info.grammar is not None else None
+        logits[ban] = -torch.inf
+        if kept is not None and not bool(torch.isfinite(logits).any()):
+            logits[ban] = kept
+
+
+def _apply_grammars(logits: torch.Tensor, infos: list[SamplingInfo], rows: list[int], backend: GrammarBackend) -> None:
+    """Every constrained row of the batch: tokens its grammar does not allow -> -inf."""
+    bitmask = backend.allocate_bitmask(logits.shape[0])
+    for row in rows:
+        grammar = infos[row].grammar
+        assert grammar is not None
+        grammar.fill_bitmask(bitmask, row)
+    backend.apply_bitmask(logits, bitmask, rows)
 
 
 def _filter(probs: torch.Tensor, p: SamplingParams) -> torch.Tensor:
@@ -94,8 +113,9 @@ def _draw(logits: torch.Tensor, info: SamplingInfo, greedy: int) -> int:
     return int(torch.multinomial(probs, 1, generator=info.generator).item())
 
 
-def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int | None], torch.Tensor]:
-    """logits [B, V] float32 -> (next token ids, logits after penalties).
+def sample(logits: torch.Tensor, infos: list[SamplingInfo],
+           grammars: GrammarBackend | None = None) -> tuple[list[int | None], torch.Tensor]:
+    """logits [B, V] float32 -> (next token ids, logits after penalties, bias and grammar masks).
 
     A row whose sampling raises gets ``None`` (the scheduler fails that request alone);
     the other rows are unaffected. Log-probabilities are ``torch.log_softmax`` of the
@@ -104,11 +124,16 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo]) -> tuple[list[int | 
     needs_penalty = [row for row, i in enumerate(infos) if i.params.repetition_penalty != 1.0
                      or i.params.frequency_penalty != 0.0 or i.params.presence_penalty != 0.0]
     needs_bias = [row for row, i in enumerate(infos) if i.params.logit_bias or i.banned]
-    if needs_penalty or needs_bias:
+    constrained = [row for row, i in enumerate(infos) if i.grammar is not None]
+    if needs_penalty or needs_bias or constrained:
         logits = logits.clone()
         for row in needs_penalty:
             _apply_penalties(logits[row], infos[row])
             logits[row] = _finite(logits[row])
+        if constrained:
+            if grammars is None:
+                raise ValueError("a constrained request reached the sampler without a grammar backend")
+            _apply_grammars(logits, infos, constrained, grammars)
         for row in needs_bias:
             _apply_bias(logits[row], infos[row])
     greedy = torch.argmax(logits, dim=-1).tolist()

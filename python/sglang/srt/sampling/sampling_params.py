@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sglang.srt.limits import MAX_LOGIT_BIAS, MAX_NEW_TOKENS, MAX_PARALLEL_SAMPLES
+from sglang.srt.limits import MAX_GRAMMAR_CHARS, MAX_LOGIT_BIAS, MAX_NEW_TOKENS, MAX_PARALLEL_SAMPLES
+
+GRAMMAR_FIELDS = ("json_schema", "regex", "ebnf", "structural_tag")
+ANY_JSON = "$$ANY$$"  # json_schema meaning "any JSON value" (response_format json_object), as upstream
 # Temperatures below this sample greedily, as in upstream SGLang: dividing logits by a
 # denormal temperature overflows to inf (and the softmax to nan), while at 1e-6 every
 # logit more than 1e-4 below the maximum already gets a probability under float32's
@@ -36,6 +41,15 @@ class SamplingParams:
     # added to the logits of these token ids before sampling (OpenAI's range: -100..100;
     # -100 bans a token, 100 forces it); JSON keys are strings, as OpenAI sends them
     logit_bias: dict[int, float] | None = None
+    # structured outputs (at most one; see sglang.srt.constrained): a JSON schema as JSON
+    # text ("$$ANY$$": any JSON value), a regular expression, an EBNF grammar (GBNF as
+    # xgrammar reads it), or a structural tag as JSON text
+    json_schema: str | None = None
+    regex: str | None = None
+    ebnf: str | None = None
+    structural_tag: str | None = None
+    # regular expressions that end the output like stop strings (matched on the output text)
+    stop_regex: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":
@@ -45,9 +59,12 @@ class SamplingParams:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"sampling_params.{unknown[0]}: unknown sampling parameter")
-        if isinstance(d.get("stop"), str):
-            d["stop"] = [d["stop"]]
-        for k in ("stop", "stop_token_ids", "logit_bias"):
+        for k in ("stop", "stop_regex"):
+            if isinstance(d.get(k), str):
+                d[k] = [d[k]]
+        if isinstance(d.get("json_schema"), dict):  # the Engine may pass the schema itself
+            d["json_schema"] = json.dumps(d["json_schema"])
+        for k in ("stop", "stop_token_ids", "logit_bias", "stop_regex", *GRAMMAR_FIELDS):
             if d.get(k) is None:
                 d.pop(k, None)
         if d.get("min_new_tokens") is None:
@@ -117,8 +134,35 @@ class SamplingParams:
                     raise bad("logit_bias", f"bias of token {tid} must be a number in [-100, 100], got {v!r}")
                 if tid < 0 or (vocab_size is not None and tid >= vocab_size):
                     raise bad("logit_bias", f"token id {tid} is outside the vocabulary")
+        constraints = [k for k in GRAMMAR_FIELDS if getattr(self, k) is not None]
+        for k in constraints:
+            v = getattr(self, k)
+            if not isinstance(v, str) or not v.strip():
+                raise bad(k, "must be a non-empty string")
+            if len(v) > MAX_GRAMMAR_CHARS:
+                raise bad(k, f"at most {MAX_GRAMMAR_CHARS} characters")
+        if len(constraints) > 1:
+            raise bad(constraints[1], f"only one of {', '.join(GRAMMAR_FIELDS)} per request (got {constraints[0]} too)")
+        if self.json_schema is not None and self.json_schema != ANY_JSON:
+            try:
+                json.loads(self.json_schema)
+            except ValueError as e:
+                raise bad("json_schema", f"not valid JSON: {e}") from None
+        if not isinstance(self.stop_regex, list) or not all(isinstance(s, str) and s for s in self.stop_regex):
+            raise bad("stop_regex", "must be a non-empty string or a list of non-empty strings")
+        if len(self.stop_regex) > 16:
+            raise bad("stop_regex", "at most 16 patterns")
+        for pattern in self.stop_regex:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise bad("stop_regex", f"{pattern!r} is not a valid regular expression: {e}") from None
         if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= MAX_PARALLEL_SAMPLES:
             raise bad("n", f"must be an integer in [1, {MAX_PARALLEL_SAMPLES}]")
+
+    @property
+    def constrained(self) -> bool:
+        return any(getattr(self, k) is not None for k in GRAMMAR_FIELDS)
 
     @property
     def is_greedy(self) -> bool:

@@ -10,9 +10,13 @@ Responses are plain dicts serialized with orjson (see the serving modules).
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+
+from sglang.srt.entrypoints.openai.errors import APIError, from_value_error
+from sglang.srt.sampling.sampling_params import ANY_JSON, GRAMMAR_FIELDS
 
 Number = Union[StrictInt, StrictFloat]
 
@@ -80,10 +84,61 @@ class SamplingFields(_Strict):
     n: StrictInt = 1
     logit_bias: dict[str, Number] | None = None
     min_tokens: StrictInt | None = None  # SGLang's extra_body name for min_new_tokens
+    # structured outputs in SGLang's extra_body names (OpenAI's way is response_format)
+    regex: StrictStr | None = None
+    ebnf: StrictStr | None = None
+    json_schema: StrictStr | None = None
+    structural_tag: StrictStr | None = None
+    stop_regex: Union[StrictStr, list[StrictStr], None] = None
+    response_format: "ResponseFormat | None" = None
     stream: StrictBool = False
     stream_options: "StreamOptions | None" = None
     user: StrictStr | None = None
     rid: StrictStr | None = None
+
+
+class JsonSchemaFormat(_Strict):
+    name: StrictStr = "response"
+    description: StrictStr | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+
+class StructuralTagStructure(_Strict):
+    begin: StrictStr
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    end: StrictStr
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+
+class ResponseFormat(_Strict):
+    """OpenAI's response_format, plus SGLang's structural_tag: {"type": "structural_tag",
+    "structures": [{"begin", "schema", "end"}], "triggers": [...]} (or xgrammar's "format")."""
+
+    type: Literal["text", "json_object", "json_schema", "structural_tag"]
+    json_schema: JsonSchemaFormat | None = None
+    structures: list[StructuralTagStructure] | None = None
+    triggers: list[StrictStr] | None = None
+    format: dict[str, Any] | None = None
+
+    def constraint(self) -> tuple[str, str] | None:
+        """(SamplingParams field, value) of this format; None for plain text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return "json_schema", ANY_JSON
+        if self.type == "json_schema":
+            if self.json_schema is None or self.json_schema.schema_ is None:
+                raise ValueError("response_format.json_schema.schema: field required for type json_schema")
+            return "json_schema", json.dumps(self.json_schema.schema_)
+        if self.format is not None:
+            return "structural_tag", json.dumps({"type": "structural_tag", "format": self.format})
+        if not self.structures or not self.triggers:
+            raise ValueError("response_format.structures: structural_tag needs 'structures' and 'triggers' "
+                             "(or a 'format')")
+        return "structural_tag", json.dumps({
+            "structures": [s.model_dump(by_alias=True) for s in self.structures], "triggers": self.triggers})
 
 
 class StreamOptions(_Strict):
@@ -125,7 +180,6 @@ class ChatCompletionRequest(SamplingFields, CaptureFields, UpstreamOffFields):
     continue_final_message: StrictBool = False
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
-    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(SamplingFields, CaptureFields, UpstreamOffFields):
@@ -188,12 +242,27 @@ def sampling_dict(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]
         d["min_new_tokens"] = req.min_tokens
     if req.logit_bias is not None:
         d["logit_bias"] = req.logit_bias
+    for name in ("regex", "ebnf", "json_schema", "structural_tag", "stop_regex"):
+        v = getattr(req, name)
+        if v is not None:
+            d[name] = v
+    if req.response_format is not None:
+        try:
+            c = req.response_format.constraint()
+        except ValueError as e:
+            raise from_value_error(e) from None
+        if c is not None:
+            if any(d.get(k) is not None for k in GRAMMAR_FIELDS):
+                raise APIError(400, "response_format: give either response_format or one of "
+                               f"{', '.join(GRAMMAR_FIELDS)}, not both", "response_format")
+            d[c[0]] = c[1]
     return d
 
 
 # Client-visible name of each SamplingParams field on the OpenAI endpoints.
 OPENAI_PARAM_NAMES = {f"sampling_params.{k}": k for k in (
     "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "stop", "stop_token_ids", "seed", "ignore_eos", "skip_special_tokens", "no_stop_trim", "n", "logit_bias")}
+    "stop", "stop_token_ids", "seed", "ignore_eos", "skip_special_tokens", "no_stop_trim", "n", "logit_bias",
+    "regex", "ebnf", "json_schema", "structural_tag", "stop_regex")}
 OPENAI_PARAM_NAMES["sampling_params.max_new_tokens"] = "max_tokens"
 OPENAI_PARAM_NAMES["sampling_params.min_new_tokens"] = "min_tokens"

@@ -185,8 +185,6 @@ class ChatServing:
     def _check_unsupported(self, req: ChatCompletionRequest) -> None:
         if req.tools:
             raise APIError(400, "tools: function calling is not supported by this server", "tools")
-        if req.response_format and req.response_format.get("type", "text") != "text":
-            raise APIError(400, "response_format: only {\"type\": \"text\"} is supported", "response_format")
         if req.top_logprobs is not None:
             if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
                 raise APIError(400, f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs")
