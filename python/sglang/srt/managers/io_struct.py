@@ -51,6 +51,8 @@ class GenerateReqInput:
     rid: str | None = None
     return_logprob: bool = False
     top_logprobs_num: int = 0
+    # prompt logprobs from this position on (-1: the last prompt token only), as upstream
+    logprob_start_len: int = -1
     capture: CaptureParams | None = None
     # Client-visible names of internal fields in error messages (e.g. input_ids -> messages,
     # sampling_params.max_new_tokens -> max_tokens on the OpenAI endpoints).
@@ -75,6 +77,7 @@ class TokenizedGenerateReqInput:
     # parallel samples (n > 1) of one prompt share its KV: the scheduler prefills one of
     # them first, the others then find the prompt in the radix cache
     group: str | None = None
+    logprob_start_len: int = -1
 
 
 @dataclass
@@ -105,6 +108,10 @@ class ReqOutput:
     # logprobs of each new token: list of (logprob, token_id), and top alternatives.
     token_logprobs: list[tuple[float, int]] | None = None
     top_logprobs: list[list[tuple[float, int]]] | None = None
+    # prompt logprobs (once, after the prefill): (logprob, token_id) from logprob_start_len
+    # on, the first None (nothing before it was scored), and their top alternatives
+    input_token_logprobs: list[tuple[float | None, int]] | None = None
+    input_top_logprobs: list[list[tuple[float, int]] | None] | None = None
     # Capture payload for the steps in this message: packed numpy arrays, or (streaming)
     # RowRefs into the step's shared blocks (see capture/wire.py)
     capture: Any = None

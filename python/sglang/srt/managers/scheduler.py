@@ -104,12 +104,15 @@ class Scheduler:
             self._seed_counter += 1
         req = Req(r.rid, list(r.input_ids), params, r.stream, torch.Generator(device="cpu"), seed, r.return_logprob,
                   r.top_logprobs_num, r.capture, group=r.group)
+        if r.return_logprob:  # -1 (or past the end): only the last prompt token, as upstream
+            start = r.logprob_start_len
+            req.prompt_lp_from = start if 0 <= start < len(r.input_ids) else len(r.input_ids) - 1
         error = self._validate(req)
         if error:
             req.finished_reason = {"type": "abort", "message": error}
             self.finished_outputs.append(self._make_output(req, error=error))
             return
-        if params.max_new_tokens == 0:
+        if params.max_new_tokens == 0 and req.prompt_lp_from is None:  # nothing to compute
             req.finished_reason = {"type": "length", "length": 0}
             self.finished_outputs.append(self._make_output(req))
             return
@@ -300,6 +303,7 @@ class Scheduler:
         self._detach(req)
         self._release(req)
         req.kv_len = req.cached_tokens = req.tree_len = 0
+        req.input_logprobs, req.input_top_logprobs = [], []  # scored again (unless already sent)
         self.waiting.appendleft(req)
 
     # ------------------------------------------------------------------ batch building
@@ -314,8 +318,10 @@ class Scheduler:
         # Prompt attention needs every prompt query computed, so such requests skip the cache.
         wants_prompt = req.capture is not None and req.capture.include_prompt_attention
         if self.tree is not None and not wants_prompt:
-            # At least the last token must be computed, to get the logits.
-            prefix, node = self.tree.match_prefix(fill[:-1])
+            # At least the last token must be computed, to get the logits; prompt logprobs
+            # need the logits of every position from logprob_start_len on.
+            limit = len(fill) - 1 if req.prompt_lp_from is None else min(len(fill) - 1, req.prompt_lp_from)
+            prefix, node = self.tree.match_prefix(fill[:limit])
             self.tree.inc_lock_ref(node)
             req.last_node = node
             n = len(prefix)
@@ -405,6 +411,7 @@ class Scheduler:
         dev = self.device
         prefix = [r.kv_len for r in reqs]
         seq = [p + t for p, t in zip(prefix, takes)]
+        rows, scored = self._prompt_rows(reqs, takes, starts)
         fb = ForwardBatch(
             mode=ForwardMode.EXTEND, batch_size=len(reqs),
             input_ids=torch.tensor(ids, dtype=torch.long, device=dev),
@@ -417,13 +424,41 @@ class Scheduler:
             extend_prefix_lens=torch.tensor(prefix, dtype=torch.long, device=dev),
             extend_start_loc=torch.tensor(starts, dtype=torch.long, device=dev),
             seq_lens_cpu=seq, extend_seq_lens_cpu=list(takes), extend_prefix_lens_cpu=prefix,
-            logits_indices=torch.tensor([s + t - 1 for s, t in zip(starts, takes)], dtype=torch.long, device=dev),
+            logits_indices=torch.tensor(rows, dtype=torch.long, device=dev),
         )
         logits = self._run_forward(reqs, fb)
+        if scored:
+            self._record_prompt_logprobs(scored, logits)
         for req, take in zip(reqs, takes):
             req.kv_len += take
         self._step_slots = None  # the requests' kv_len covers them now
-        return logits
+        return logits[: len(reqs)]
+
+    def _prompt_rows(self, reqs: list[Req], takes: list[int], starts: list[int]
+                     ) -> tuple[list[int], list[tuple[Req, int, int, int]]]:
+        """Logits rows of an extend batch: each request's last token (to sample from), then
+        the prompt positions whose logprobs were asked for (position p scores token p + 1).
+        Returns the rows and (request, first position, first row, count) per scored run."""
+        rows = [s + t - 1 for s, t in zip(starts, takes)]
+        scored: list[tuple[Req, int, int, int]] = []
+        for req, s, take in zip(reqs, starts, takes):
+            if req.prompt_lp_from is None:
+                continue
+            a, b = max(req.prompt_lp_from, req.kv_len), min(req.prompt_len - 1, req.kv_len + take)
+            if a < b:
+                scored.append((req, a, len(rows), b - a))
+                rows.extend(range(s + a - req.kv_len, s + b - req.kv_len))
+        return rows, scored
+
+    def _record_prompt_logprobs(self, scored: list[tuple[Req, int, int, int]], logits: torch.Tensor) -> None:
+        for req, first, row, count in scored:
+            lp = torch.log_softmax(logits[row: row + count].float(), dim=-1)
+            targets = req.origin_input_ids[first + 1: first + 1 + count]
+            chosen = lp.gather(1, torch.tensor(targets, device=lp.device).unsqueeze(1)).squeeze(1).tolist()
+            req.input_logprobs += list(zip(chosen, targets))
+            if req.top_logprobs_num:
+                v, i = torch.topk(lp, req.top_logprobs_num, dim=-1)
+                req.input_top_logprobs += [list(zip(a, b)) for a, b in zip(v.tolist(), i.tolist())]
 
     def _run_forward(self, reqs: list[Req], fb: ForwardBatch) -> torch.Tensor:
         """The forward, with the capture hook around it when the batch captures."""
@@ -513,6 +548,11 @@ class Scheduler:
                     self.running.append(r)
                     if r.group is not None:
                         self.groups_cached.add(r.group)
+                scoring_only = [r for _, r in done if r.params.max_new_tokens == 0]  # prompt logprobs only
+                for r in scoring_only:
+                    self.running.remove(r)
+                    self._finish(r, {"type": "length", "length": 0})
+                done = [(i, r) for i, r in done if r.params.max_new_tokens != 0]
                 self._sample_and_update([r for _, r in done], logits[[i for i, _ in done]] if done else None)
             elif self.running:
                 reqs = self._decode_batch()
@@ -721,6 +761,12 @@ class Scheduler:
             out.token_logprobs, req.pending_logprobs = req.pending_logprobs, []
             if req.top_logprobs_num:
                 out.top_logprobs, req.pending_top_logprobs = req.pending_top_logprobs, []
+            start = req.prompt_lp_from
+            if start is not None and req.kv_len >= req.prompt_len:  # prefilled: its prompt logprobs, once
+                out.input_token_logprobs = [(None, req.origin_input_ids[start]), *req.input_logprobs]
+                if req.top_logprobs_num:
+                    out.input_top_logprobs = [None, *req.input_top_logprobs]
+                req.prompt_lp_from, req.input_logprobs, req.input_top_logprobs = None, [], []
         if self.capture_hook is not None:
             out.capture = self.capture_hook.take_payload(req)
         out.sampling_switch = req.sampling_switch

@@ -171,6 +171,9 @@ class TokenizerManager:
             raise OverloadedError("the server is overloaded: too many requests are waiting; retry later")
         ids = await self._tokenize(obj)
         self._check_fits(params, len(ids))
+        if not -1 <= obj.logprob_start_len < len(ids):
+            raise ValueError(f"logprob_start_len: must be -1 (the last prompt token) or a prompt position in "
+                             f"[0, {len(ids)})")
         if rid in self.states:  # taken while this one was being tokenized
             raise ValueError(f"rid: request id {rid!r} is already in use")
         obj.rid = rid
@@ -180,7 +183,7 @@ class TokenizerManager:
             st.prompt_ids = ids
         self.states[rid] = st
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
-                                        obj.capture, obj.group)
+                                        obj.capture, obj.group, obj.logprob_start_len)
         assert self._send is not None
         await self._send.send_pyobj(req)
         try:
@@ -194,6 +197,7 @@ class TokenizerManager:
     async def _results(self, st: _ReqState) -> AsyncIterator[dict[str, Any]]:
         all_lp: list[list[Any]] = []
         all_top: list[Any] = []
+        prompt_lp: dict[str, Any] = {}  # input_token_logprobs / input_top_logprobs (sent once)
         capture: list[dict[str, Any]] = []
         first = True
         while True:
@@ -212,6 +216,7 @@ class TokenizerManager:
             else:
                 all_lp += item["meta_info"].get("output_token_logprobs", [])
                 all_top += item["meta_info"].get("output_top_logprobs", [])
+                prompt_lp.update({k: v for k, v in item["meta_info"].items() if k.startswith("input_")})
                 capture += item["meta_info"].get("attention_tokens", [])
             if final:
                 st.finished = True
@@ -221,6 +226,7 @@ class TokenizerManager:
                     if st.obj.return_logprob:
                         item["meta_info"]["output_token_logprobs"] = all_lp
                         item["meta_info"]["output_top_logprobs"] = all_top
+                        item["meta_info"].update(prompt_lp)
                     if st.obj.capture is not None:
                         item["meta_info"]["attention_tokens"] = capture
                     yield item
@@ -258,6 +264,10 @@ class TokenizerManager:
         st.text += delta
         return delta
 
+    def _labelled(self, pairs: list[Any]) -> list[list[Any]]:
+        """(logprob, token_id) pairs -> upstream's [logprob, token_id, token_text] triples."""
+        return [[lp, t, s] for (lp, t), s in zip(pairs, self._token_texts([t for _, t in pairs]))]
+
     def _token_texts(self, ids: list[int]) -> list[str]:
         return self.tokenizer.batch_decode([[i] for i in ids]) if ids else []
 
@@ -270,13 +280,14 @@ class TokenizerManager:
             "finish_reason": out.finished_reason,
         }
         if st.obj.return_logprob and out.token_logprobs is not None:
-            texts = self._token_texts([t for _, t in out.token_logprobs])
-            meta["output_token_logprobs"] = [[lp, t, s] for (lp, t), s in zip(out.token_logprobs, texts)]
+            meta["output_token_logprobs"] = self._labelled(out.token_logprobs)
             if out.top_logprobs is not None:
-                meta["output_top_logprobs"] = [
-                    [[lp, t, s] for (lp, t), s in zip(row, self._token_texts([t for _, t in row]))]
-                    for row in out.top_logprobs
-                ]
+                meta["output_top_logprobs"] = [self._labelled(row) for row in out.top_logprobs]
+        if st.obj.return_logprob and out.input_token_logprobs is not None:
+            meta["input_token_logprobs"] = self._labelled(out.input_token_logprobs)
+            if out.input_top_logprobs is not None:
+                meta["input_top_logprobs"] = [None if row is None else self._labelled(row)
+                                              for row in out.input_top_logprobs]
         if out.sampling_switch is not None:
             meta["attention_adaptive_sampling"] = out.sampling_switch
         if st.obj.capture is not None:

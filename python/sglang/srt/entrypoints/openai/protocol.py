@@ -202,6 +202,7 @@ class GenerateRequest(CaptureFields, UpstreamOffFields):
     rid: StrictStr | None = None
     return_logprob: StrictBool = False
     top_logprobs_num: StrictInt = 0
+    logprob_start_len: StrictInt = -1
     return_text_in_logprobs: StrictBool = True
 
 

@@ -32,29 +32,42 @@ from sglang.srt.parser.reasoning_parser import TokenPhaseTracker
 
 
 class CompletionLogprobs:
-    """Accumulates OpenAI's legacy logprobs block (tokens, token_logprobs, top_logprobs, text_offset)."""
+    """Accumulates OpenAI's legacy logprobs block (tokens, token_logprobs, top_logprobs,
+    text_offset). With echo, the prompt's tokens come first (the first scored None, as
+    OpenAI and upstream SGLang send it), their offsets counted from the prompt's start."""
 
-    def __init__(self, ctx: ServingContext, offset: int) -> None:
+    def __init__(self, ctx: ServingContext, offset: int, echo: bool = False) -> None:
         self.ctx = ctx
         self.offset = offset
+        self.echo = echo
 
     def block(self, meta: dict[str, Any], with_top: bool) -> dict[str, Any]:
-        tok = self.ctx.tm.tokenizer
         b: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        if self.echo and meta.get("input_token_logprobs"):
+            prompt_offset = 0
+            prompt = meta["input_token_logprobs"]
+            tops = meta.get("input_top_logprobs") or [None] * len(prompt)
+            for entry, alts in zip(prompt, tops):
+                prompt_offset += self._add(b, entry, alts, with_top, prompt_offset)
         tops = meta.get("output_top_logprobs") or []
-        for i, (lp, tid, text) in enumerate(meta.get("output_token_logprobs") or []):
-            t = text if isinstance(text, str) else tok.decode([tid])
-            b["tokens"].append(t)
-            b["token_logprobs"].append(float(lp))
-            b["text_offset"].append(self.offset)
-            self.offset += len(t)
-            if with_top:
-                alts = tops[i] if i < len(tops) and tops[i] else []
-                b["top_logprobs"].append({(a[2] if isinstance(a[2], str) else tok.decode([a[1]])): float(a[0])
-                                          for a in alts})
-            else:
-                b["top_logprobs"].append(None)
+        for i, entry in enumerate(meta.get("output_token_logprobs") or []):
+            self.offset += self._add(b, entry, tops[i] if i < len(tops) else [], with_top, self.offset)
         return b
+
+    def _add(self, b: dict[str, Any], entry: list[Any], alts: list[Any] | None, with_top: bool, offset: int) -> int:
+        """One token's entry; returns its text length."""
+        tok = self.ctx.tm.tokenizer
+        lp, tid, text = entry
+        t = text if isinstance(text, str) else tok.decode([tid])
+        b["tokens"].append(t)
+        b["token_logprobs"].append(None if lp is None else float(lp))
+        b["text_offset"].append(offset)
+        if with_top and alts is not None:
+            b["top_logprobs"].append({(a[2] if isinstance(a[2], str) else tok.decode([a[1]])): float(a[0])
+                                      for a in alts})
+        else:
+            b["top_logprobs"].append(None)
+        return len(t)
 
 
 class CompletionServing:
@@ -114,6 +127,7 @@ class CompletionServing:
         objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(sp), stream=req.stream,
                                  rid=sample_rid(rid, i if many else None, j, n),
                                  return_logprob=req.logprobs is not None, top_logprobs_num=req.logprobs or 0,
+                                 logprob_start_len=0 if req.echo else -1,
                                  capture=capture, capture_slot=slots[j],
                                  param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"},
                                  group=sample_rid(rid, i if many else None, 0, 1) if n > 1 else None)
@@ -140,7 +154,8 @@ class CompletionServing:
             meta = final.get("meta_info", {})
             choice: dict[str, Any] = {"index": i, "text": echo_texts[i] + final.get("text", ""), "logprobs": None}
             if req.logprobs is not None:
-                choice["logprobs"] = CompletionLogprobs(self.ctx, len(echo_texts[i])).block(meta, req.logprobs > 0)
+                choice["logprobs"] = CompletionLogprobs(self.ctx, len(echo_texts[i]), req.echo).block(
+                    meta, req.logprobs > 0)
             placer, tracker = self._placer(capturing)
             if placer is not None:
                 phases = tracker.feed(final.get("token_texts") or []) if tracker else None
@@ -160,7 +175,7 @@ class CompletionServing:
                 "model": self.ctx.model_name}
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         n = len(gens)
-        lps = [CompletionLogprobs(self.ctx, len(e)) for e in echo_texts]
+        lps = [CompletionLogprobs(self.ctx, len(e), req.echo) for e in echo_texts]
         placers = [self._placer(capturing) for _ in range(n)]
         metas: list[dict[str, Any]] = [{} for _ in range(n)]
         echoed = [False] * n
@@ -176,7 +191,7 @@ class CompletionServing:
             choice: dict[str, Any] = {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
             if reason is not None:
                 choice["matched_stop"] = matched
-            if req.logprobs is not None and meta.get("output_token_logprobs"):
+            if req.logprobs is not None and (meta.get("output_token_logprobs") or meta.get("input_token_logprobs")):
                 choice["logprobs"] = lps[i].block(meta, req.logprobs > 0)
             placer, tracker = placers[i]
             if placer is not None:

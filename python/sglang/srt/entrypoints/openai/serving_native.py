@@ -33,10 +33,12 @@ def _logprob_texts(meta: dict[str, Any], keep: bool) -> dict[str, Any]:
     its text, as upstream SGLang sends it."""
     if keep:
         return meta
-    if "output_token_logprobs" in meta:
-        meta["output_token_logprobs"] = [[lp, t, None] for lp, t, _ in meta["output_token_logprobs"]]
-    if "output_top_logprobs" in meta:
-        meta["output_top_logprobs"] = [[[lp, t, None] for lp, t, _ in row] for row in meta["output_top_logprobs"]]
+    for key in ("output_token_logprobs", "input_token_logprobs"):
+        if key in meta:
+            meta[key] = [[lp, t, None] for lp, t, _ in meta[key]]
+    for key in ("output_top_logprobs", "input_top_logprobs"):
+        if key in meta:
+            meta[key] = [None if row is None else [[lp, t, None] for lp, t, _ in row] for row in meta[key]]
     return meta
 
 
@@ -84,7 +86,8 @@ class GenerateServing:
         slots = share_slot(slot, n)
         objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(sp), stream=req.stream,
                                  rid=sample_rid(rid, i if batch else None, j, n), return_logprob=req.return_logprob,
-                                 top_logprobs_num=req.top_logprobs_num, capture=capture, capture_slot=slots[j],
+                                 top_logprobs_num=req.top_logprobs_num, logprob_start_len=req.logprob_start_len,
+                                 capture=capture, capture_slot=slots[j],
                                  group=sample_rid(rid, i if batch else None, 0, 1) if n > 1 else None)
                 for i, (t, ids) in enumerate(items) for j, sp in enumerate(samples)]
         batch = batch or n > 1  # a list of results, one per prompt and sample

@@ -1,0 +1,164 @@
+"""Structured outputs, stop_regex and prompt logprobs through a real server, with the
+official openai client and raw /generate in upstream SGLang's shapes."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from typing import Iterator
+
+import jsonschema
+import openai
+import pytest
+
+from e2e_server import API_KEY, RunningServer, start_server
+
+pytestmark = pytest.mark.slow
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 16}, "age": {"type": "integer", "minimum": 0,
+                                                                          "maximum": 120}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    srv = start_server(["--served-model-name", "smol", "--api-key", API_KEY, "--max-running-requests", "40"])
+    yield srv
+    if srv.proc.poll() is None:
+        os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait()
+
+
+def oai(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+
+
+def _msg(what: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Describe {what} as JSON with a name and an age."}]
+
+
+def test_response_format_json_schema_streaming_and_not(server):
+    c = oai(server)
+    rf = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    for i, who in enumerate(["a teacher", "my grandmother", "a pilot"]):
+        r = c.chat.completions.create(model="smol", messages=_msg(who), response_format=rf, max_tokens=80,
+                                      temperature=0.7, seed=i)
+        assert r.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
+    parts = []
+    for ev in c.chat.completions.create(model="smol", messages=_msg("a child"), response_format=rf, max_tokens=80,
+                                        stream=True):
+        if ev.choices and ev.choices[0].delta.content:
+            parts.append(ev.choices[0].delta.content)
+    jsonschema.validate(json.loads("".join(parts)), PERSON)
+
+
+def test_json_object_and_extra_body_constraints(server):
+    c = oai(server)
+    r = c.chat.completions.create(model="smol", messages=_msg("a cat"), response_format={"type": "json_object"},
+                                  max_tokens=120)
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(r.choices[0].message.content), (dict, list))
+    r = c.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Is the sky blue?"}],
+                                  max_tokens=20, extra_body={"regex": r"(Yes|No), [a-z ]{1,20}\."})
+    assert re.fullmatch(r"(Yes|No), [a-z ]{1,20}\.", r.choices[0].message.content)
+    r = c.completions.create(model="smol", prompt="My favourite colour is", max_tokens=10,
+                             extra_body={"ebnf": 'root ::= " " ("red" | "green" | "blue") "!"'})
+    assert r.choices[0].text in (" red!", " green!", " blue!")
+    r = c.completions.create(model="smol", prompt="A person:", max_tokens=80,
+                             extra_body={"response_format": {"type": "json_schema",
+                                                             "json_schema": {"name": "p", "schema": PERSON}}})
+    jsonschema.validate(json.loads(r.choices[0].text), PERSON)
+
+
+def test_structural_tag(server):
+    c = oai(server)
+    rf = {"type": "structural_tag", "triggers": ["<function="],
+          "structures": [{"begin": "<function=get_weather>", "schema": PERSON, "end": "</function>"}]}
+    r = c.chat.completions.create(
+        model="smol", max_tokens=80, response_format=rf,
+        messages=[{"role": "user", "content": "Call <function=get_weather> with a JSON argument, then stop."}])
+    text = r.choices[0].message.content
+    for m in re.finditer(r"<function=get_weather>(.*?)</function>", text, re.S):
+        jsonschema.validate(json.loads(m.group(1)), PERSON)
+
+
+def test_generate_sampling_params_constraints(server):
+    with server.client() as h:
+        body = {"text": "Answer yes or no:", "sampling_params": {"max_new_tokens": 8, "regex": "(yes|no)"}}
+        r = h.post("/generate", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] in ("yes", "no") and r.json()["meta_info"]["finish_reason"]["type"] == "stop"
+        body = {"text": "A person:", "sampling_params": {"max_new_tokens": 80, "json_schema": json.dumps(PERSON),
+                                                         "temperature": 0.5, "n": 3}}
+        r = h.post("/generate", json=body)
+        assert r.status_code == 200 and len(r.json()) == 3
+        for item in r.json():
+            jsonschema.validate(json.loads(item["text"]), PERSON)
+
+
+def test_bad_constraints_are_400_naming_the_field(server):
+    with server.client() as h:
+        for body, param in (
+            ({"model": "smol", "messages": _msg("x"), "response_format": {"type": "json_schema",
+                                                                         "json_schema": {"name": "x"}}},
+             "response_format.json_schema.schema"),
+            ({"model": "smol", "messages": _msg("x"), "response_format": {"type": "xml"}}, "response_format.type"),
+            ({"model": "smol", "messages": _msg("x"), "regex": "(unclosed"}, "regex"),
+            ({"model": "smol", "messages": _msg("x"), "regex": "a", "ebnf": "root ::= \"a\""}, "ebnf"),
+            ({"model": "smol", "messages": _msg("x"), "json_schema": "{\"type\": 3}"}, "json_schema"),
+            ({"model": "smol", "messages": _msg("x"), "stop_regex": "("}, "stop_regex"),
+            ({"model": "smol", "messages": _msg("x"), "custom_logit_processor": "x"}, "custom_logit_processor"),
+        ):
+            r = h.post("/v1/chat/completions", json=body)
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["error"]["param"] == param, r.json()
+        r = h.post("/generate", json={"text": "hi", "sampling_params": {"ebnf": "root ::= nothing_defined"}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "sampling_params.ebnf"
+        # and the server still serves
+        assert h.post("/generate", json={"text": "hi", "sampling_params": {"max_new_tokens": 2}}).status_code == 200
+
+
+def test_stop_regex(server):
+    c = oai(server)
+    r = c.completions.create(model="smol", prompt="Count:", max_tokens=30,
+                             extra_body={"regex": " 1 2 3 4 5 6 7 8 9", "stop_regex": r"[4-5] [5-6]"})
+    assert r.choices[0].finish_reason == "stop"
+    assert r.choices[0].text == " 1 2 3 "  # cut where the pattern matched
+
+
+def test_prompt_logprobs_generate_and_echo(server):
+    with server.client() as h:
+        r = h.post("/generate", json={"text": "The capital of France is", "return_logprob": True,
+                                      "logprob_start_len": 0, "top_logprobs_num": 2,
+                                      "sampling_params": {"max_new_tokens": 0}})
+        assert r.status_code == 200, r.text
+        meta = r.json()["meta_info"]
+        ids = h.post("/tokenize", json={"prompt": "The capital of France is"}).json()["tokens"]
+        assert [t for _, t, _ in meta["input_token_logprobs"]] == ids
+        assert meta["input_token_logprobs"][0][0] is None and meta["input_top_logprobs"][0] is None
+        assert all(lp <= 0 for lp, _, _ in meta["input_token_logprobs"][1:])
+        assert len(meta["input_top_logprobs"][1]) == 2 and meta["output_token_logprobs"] == []
+        r = h.post("/generate", json={"text": "The capital of France is", "return_logprob": True,
+                                      "logprob_start_len": 99, "sampling_params": {"max_new_tokens": 1}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "logprob_start_len"
+    c = oai(server)
+    r = c.completions.create(model="smol", prompt="The capital of France is", max_tokens=3, echo=True, logprobs=1,
+                             temperature=0)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text.startswith("The capital of France is")
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert len(lp.tokens) == len(ids) + 3 and "".join(lp.tokens) == r.choices[0].text
+    assert lp.text_offset[len(ids)] == len("The capital of France is")
+    # the streamed echo carries the same prompt block
+    tokens = []
+    for ev in c.completions.create(model="smol", prompt="The capital of France is", max_tokens=3, echo=True,
+                                   logprobs=1, temperature=0, stream=True):
+        if ev.choices and ev.choices[0].logprobs:
+            tokens += ev.choices[0].logprobs.tokens
+    assert tokens == lp.tokens
