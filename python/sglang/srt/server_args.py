@@ -11,6 +11,7 @@ from sglang.srt.limits import MAX_TOP_K_ATTENTION
 REASONING_PARSERS = ("qwen3", "qwen3-thinking", "deepseek-r1", "deepseek-v3", "kimi", "glm45", "step3", "minimax")
 ATTENTION_BACKENDS = ("torch_native", "triton")
 GRAMMAR_BACKENDS = ("xgrammar", "none")
+TOOL_CALL_PARSER_NAMES = ("llama3", "mistral", "qwen", "qwen25")  # sglang.srt.function_call.TOOL_CALL_PARSERS
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float", "fp32", "bf16", "fp16")
 CAPTURE_DEFAULTS = ("off", "raw", "sketch", "fingerprint")
 
@@ -103,6 +104,8 @@ class ServerArgs:
              f"--attention-backend: choose one of {', '.join(ATTENTION_BACKENDS)}")
         need(self.reasoning_parser is None or self.reasoning_parser in REASONING_PARSERS,
              f"--reasoning-parser: choose one of {', '.join(REASONING_PARSERS)}")
+        need(self.tool_call_parser is None or self.tool_call_parser in TOOL_CALL_PARSER_NAMES,
+             f"--tool-call-parser: choose one of {', '.join(TOOL_CALL_PARSER_NAMES)}")
         need(self.grammar_backend in GRAMMAR_BACKENDS,
              f"--grammar-backend: choose one of {', '.join(GRAMMAR_BACKENDS)}")
         need(0 < self.port < 65536, "--port must be in 1..65535")
@@ -144,7 +147,7 @@ class ServerArgs:
         g.add_argument("--log-level", default="info", help="debug | info | warning | error")
         g.add_argument("--reasoning-parser", default=None, choices=REASONING_PARSERS,
                        help="split reasoning_content from content for this model family")
-        g.add_argument("--tool-call-parser", default=None,
+        g.add_argument("--tool-call-parser", default=None, choices=TOOL_CALL_PARSER_NAMES,
                        help="parse tool calls out of the model's output in this format (see docs/server.md)")
         g = p.add_argument_group("structured outputs")
         g.add_argument("--grammar-backend", default="xgrammar", choices=GRAMMAR_BACKENDS,

@@ -1,4 +1,4 @@
-"""Structured outputs, stop_regex and prompt logprobs through a real server, with the
+"""Structured outputs, tool calls, stop_regex and prompt logprobs through a real server, with the
 official openai client and raw /generate in upstream SGLang's shapes."""
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ PERSON = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    srv = start_server(["--served-model-name", "smol", "--api-key", API_KEY, "--max-running-requests", "40"])
+    srv = start_server(["--served-model-name", "smol", "--api-key", API_KEY, "--max-running-requests", "40",
+                        "--tool-call-parser", "qwen25"])
     yield srv
     if srv.proc.poll() is None:
         os.killpg(srv.proc.pid, signal.SIGKILL)
@@ -162,3 +163,94 @@ def test_prompt_logprobs_generate_and_echo(server):
         if ev.choices and ev.choices[0].logprobs:
             tokens += ev.choices[0].logprobs.tokens
     assert tokens == lp.tokens
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 10}},
+                                       "required": ["zone"]}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+
+
+def _check_call(name: str, arguments: str) -> None:
+    tool = {"get_weather": WEATHER, "get_time": TIME}[name]
+    jsonschema.validate(json.loads(arguments), tool["function"]["parameters"])
+
+
+def test_tool_choice_required_and_named(server):
+    c = oai(server)
+    r = c.chat.completions.create(model="smol", messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
+                                  max_tokens=120, parallel_tool_calls=False)
+    ch = r.choices[0]
+    assert ch.finish_reason == "tool_calls" and len(ch.message.tool_calls) == 1, ch
+    call = ch.message.tool_calls[0]
+    assert call.id.startswith("call_") and call.type == "function"
+    _check_call(call.function.name, call.function.arguments)
+    # named, streamed: the first delta of a call carries id and name, later ones argument text
+    deltas, reasons = [], []
+    for ev in c.chat.completions.create(model="smol", messages=ASK, tools=[WEATHER, TIME], max_tokens=120,
+                                        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                        stream=True):
+        for choice in ev.choices:
+            deltas += choice.delta.tool_calls or []
+            reasons.append(choice.finish_reason)
+    assert reasons[-1] == "tool_calls"
+    assert deltas[0].id.startswith("call_") and deltas[0].function.name == "get_weather"
+    assert all(d.id is None and d.function.name is None for d in deltas[1:] if d.index == deltas[0].index)
+    args = "".join(d.function.arguments or "" for d in deltas if d.index == 0)
+    _check_call("get_weather", args)
+
+
+def test_tool_choice_auto_parses_the_model_format(server):
+    """The model writes Qwen's <tool_call> format (forced here by a regex, so the test does
+    not depend on a 135M model's judgement); the qwen25 parser turns it into calls."""
+    c = oai(server)
+    fmt = r'<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "(Paris|Rome)", "unit": "celsius"\}\}\n</tool_call>'
+    r = c.chat.completions.create(model="smol", messages=ASK, tools=[WEATHER], max_tokens=150,
+                                  extra_body={"regex": r"Let me check\." + fmt})
+    ch = r.choices[0]
+    assert ch.finish_reason == "tool_calls" and ch.message.content == "Let me check."
+    assert ch.message.tool_calls[0].function.name == "get_weather"
+    assert json.loads(ch.message.tool_calls[0].function.arguments)["unit"] == "celsius"
+    content, deltas = "", []
+    for ev in c.chat.completions.create(model="smol", messages=ASK, tools=[WEATHER], max_tokens=150, stream=True,
+                                        extra_body={"regex": r"Let me check\." + fmt}):
+        for choice in ev.choices:
+            content += choice.delta.content or ""
+            deltas += choice.delta.tool_calls or []
+    assert content == "Let me check." and "<tool_call>" not in content
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == \
+        json.loads(ch.message.tool_calls[0].function.arguments)
+    # tool_choice none: the same output stays text
+    r = c.chat.completions.create(model="smol", messages=ASK, tools=[WEATHER], tool_choice="none", max_tokens=150,
+                                  extra_body={"regex": fmt})
+    assert r.choices[0].message.tool_calls is None and "<tool_call>" in r.choices[0].message.content
+
+
+def test_tool_conversation_round_trip_and_errors(server):
+    c = oai(server)
+    history = ASK + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather",
+                                                             "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'},
+    ]
+    r = c.chat.completions.create(model="smol", messages=history, tools=[WEATHER], max_tokens=8)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    with server.client() as h:
+        for body, param in (
+            ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+            ({"tool_choice": "required"}, "tool_choice"),
+            ({"tools": [WEATHER], "tool_choice": "required", "response_format": {"type": "json_object"}},
+             "tool_choice"),
+            ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools.0.function.name"),
+            ({"tools": [WEATHER, WEATHER]}, "tools"),
+            ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
+        ):
+            r = h.post("/v1/chat/completions", json={"model": "smol", "messages": ASK, "max_tokens": 4, **body})
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["error"]["param"] == param, r.json()

@@ -89,7 +89,9 @@ def from_pydantic(exc: Any) -> APIError:
     e = errors[0]
     loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
     # Drop pydantic's union-branch labels (e.g. "str", "list[...]") from the path.
-    path = ".".join(p for p in loc if not re.match(r"^(str|int|float|bool|list\[.*|dict\[.*|function-.*|tagged-union.*)$", p))
+    # (field names here are snake_case, so a capitalized label is a model branch)
+    path = ".".join(p for p in loc if not re.match(
+        r"^(str|int|float|bool|list\[.*|dict\[.*|literal\[.*|function-.*|tagged-union.*|[A-Z]\w*)$", p))
     if e.get("type") == "json_invalid":
         return APIError(400, f"request body is not valid JSON: {e.get('msg')}", None)
     if e.get("type") == "model_type" and not path:

@@ -151,12 +151,46 @@ class TextPart(_Strict):
     text: StrictStr
 
 
+class FunctionDef(_Strict):
+    name: StrictStr = Field(min_length=1, max_length=256)
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema
+    strict: StrictBool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(_Strict):
+    name: StrictStr
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(_Strict):
+    name: StrictStr
+    arguments: StrictStr  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Strict):
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+    index: StrictInt | None = None  # present when a client echoes a streamed call back
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[StrictStr, list[TextPart], None] = None
     name: StrictStr | None = None
     reasoning_content: StrictStr | None = None
     tool_call_id: StrictStr | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant turn that called tools
 
     def text(self) -> str:
         if self.content is None:
@@ -178,8 +212,9 @@ class ChatCompletionRequest(SamplingFields, CaptureFields, UpstreamOffFields):
     stream_reasoning: StrictBool = True
     chat_template_kwargs: dict[str, Any] | None = None
     continue_final_message: StrictBool = False
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
+    parallel_tool_calls: StrictBool = True
 
 
 class CompletionRequest(SamplingFields, CaptureFields, UpstreamOffFields):

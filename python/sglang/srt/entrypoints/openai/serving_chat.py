@@ -18,6 +18,13 @@ from sglang.srt.entrypoints.openai.request_prep import (
     prepare_capture,
     validate_sampling,
 )
+from sglang.srt.entrypoints.openai.tool_calls import (
+    ToolCallStream,
+    ToolPlan,
+    message_tool_calls,
+    plan_tools,
+    template_messages,
+)
 from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
     ServingContext,
@@ -132,9 +139,12 @@ class ChatServing:
             raise APIError(400, "continue_final_message: the last message must be from the assistant",
                            "continue_final_message")
         kwargs = dict(req.chat_template_kwargs or {})
+        tools = plan_tools(req, ctx.server_args.tool_call_parser)
+        template_messages(req, messages)
+        template_kwargs = {**kwargs, "tools": tools.template_tools()} if tools else kwargs
 
         def render() -> tuple[str, list[int]]:
-            text = self.template.render(messages, not continue_final, continue_final, kwargs)
+            text = self.template.render(messages, not continue_final, continue_final, template_kwargs)
             return text, self.template.encode(text)
 
         # A long conversation is rendered and tokenized on a worker thread, so it does not
@@ -149,12 +159,14 @@ class ChatServing:
         if max_tokens is None and ctx.context_length:
             max_tokens = max(ctx.context_length - len(input_ids), 0)
         sampling = sampling_dict(req, max_tokens)
+        if tools is not None and tools.schema is not None:
+            sampling["json_schema"] = tools.schema
         params = validate_sampling(sampling, {**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name})
 
         rid = req.rid or new_id("")
         mask_len = 0
         if wants_capture(req, ctx.server_args) and mask_system_prompt(req, ctx.server_args):
-            measure = lambda: self.template.system_prompt_len(messages, prompt, input_ids, kwargs)  # noqa: E731
+            measure = lambda: self.template.system_prompt_len(messages, prompt, input_ids, template_kwargs)  # noqa: E731
             mask_len = await asyncio.to_thread(measure) if long_prompt else measure()
         # Nothing awaits between taking the capture slot and the try below that releases it.
         capture, slot = prepare_capture(ctx, req, request)
@@ -167,7 +179,7 @@ class ChatServing:
             return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slots[j],
             param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
             group=rid if len(samples) > 1 else None) for j, sp in enumerate(samples)]
-        choices = [self._choice_state(j, req, kwargs, capture is not None) for j in range(len(objs))]
+        choices = [self._choice_state(j, req, kwargs, capture is not None, tools) for j in range(len(objs))]
         out = await generate_all(ctx, request, objs, slot, (lambda firsts, gens: self._stream(
             req, rid, firsts, gens, choices)) if req.stream else None)
         if isinstance(out, SSEResponse):
@@ -175,16 +187,14 @@ class ChatServing:
         return json_response(self._complete(req, rid, out, choices))
 
     def _choice_state(self, index: int, req: ChatCompletionRequest, kwargs: dict[str, Any],
-                      capturing: bool) -> "_Choice":
+                      capturing: bool, tools: ToolPlan | None) -> "_Choice":
         name = self.ctx.reasoning_parser
         parser = ReasoningParser(name, req.stream_reasoning, kwargs) if name and req.separate_reasoning else None
         tracker = TokenPhaseTracker(name, kwargs) if name and capturing else None
         placer = CapturePlacer(tagging=tracker is not None) if capturing else None
-        return _Choice(index, parser, tracker, placer)
+        return _Choice(index, parser, tracker, placer, ToolCallStream(tools.new_parser()) if tools else None)
 
     def _check_unsupported(self, req: ChatCompletionRequest) -> None:
-        if req.tools:
-            raise APIError(400, "tools: function calling is not supported by this server", "tools")
         if req.top_logprobs is not None:
             if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
                 raise APIError(400, f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}", "top_logprobs")
@@ -200,17 +210,21 @@ class ChatServing:
             meta = final.get("meta_info", {})
             text = final.get("text", "")
             reasoning, content = st.parser.parse_non_stream(text) if st.parser else (None, text)
+            calls = None
+            if st.tools is not None:
+                content, items = st.tools.parser.parse_non_stream(content)
+                calls = message_tool_calls(items) or None
             choice: dict[str, Any] = {
                 "index": st.index,
-                "message": {"role": "assistant", "content": content, "reasoning_content": reasoning,
-                            "tool_calls": None},
+                "message": {"role": "assistant", "content": content if content or not calls else None,
+                            "reasoning_content": reasoning, "tool_calls": calls},
                 "logprobs": chat_logprobs(ctx, meta) if req.logprobs else None,
             }
             if st.placer is not None:
                 phases = st.tracker.feed(final.get("token_texts") or []) if st.tracker else None
                 choice.update(st.placer.chunk(final, phases, final=True))
             reason, matched = finish_reason_of(meta)
-            choice["finish_reason"] = reason
+            choice["finish_reason"] = "tool_calls" if calls and reason == "stop" else reason
             choice["matched_stop"] = matched
             out.append(choice)
         return {
@@ -229,6 +243,11 @@ class ChatServing:
             r2, c2 = st.parser.finish()
             reasoning += r2
             content += c2
+        calls: list[dict[str, Any]] = []
+        if st.tools is not None:
+            content, calls = st.tools.feed(content, final=reason is not None)
+            if reason == "stop" and st.tools.called:
+                reason = "tool_calls"
         delta: dict[str, Any] = {}
         if not st.role_sent:
             delta["role"] = "assistant"
@@ -238,6 +257,8 @@ class ChatServing:
             delta["content"] = content
         if reasoning:
             delta["reasoning_content"] = reasoning
+        if calls:
+            delta["tool_calls"] = calls
         choice: dict[str, Any] = {"index": st.index, "delta": delta, "logprobs": None, "finish_reason": reason}
         if reason is not None:
             choice["matched_stop"] = matched
@@ -288,5 +309,6 @@ class _Choice:
     parser: ReasoningParser | None
     tracker: TokenPhaseTracker | None
     placer: CapturePlacer | None
+    tools: ToolCallStream | None = None
     role_sent: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
