@@ -16,14 +16,14 @@ import argparse
 import json
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
 import httpx
+
+from sglang.bench_utils import start_server
 
 MSG = [{"role": "user", "content": "Write a long story about a river."}]
 BIG = "lorem ipsum dolor sit amet " * 38_836  # ~1 MiB of text
@@ -162,22 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     proc = None
     url = args.url
     if url is None:
-        from sglang.srt.utils.network import free_port
-
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server", "--port", str(port),
-                                 "--log-level", "error"])
-        deadline = time.time() + 600
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.5)
+        url, proc = start_server()
     try:
         result = {"bad_inputs": bad_inputs(url), "stall": stall(url)}
     finally:

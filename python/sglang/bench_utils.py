@@ -49,6 +49,32 @@ def hf_generate_time(model: Any, prompts: list[list[int]], max_new_tokens: int, 
     return time.perf_counter() - t
 
 
+def start_server(flags: list[str] | None = None, timeout: float = 600) -> tuple[str, Any]:
+    """A ``python -m sglang.launch_server`` on a free port (bundled model unless flags say
+    otherwise), once it answers /health: (url, process)."""
+    import subprocess
+
+    import httpx
+
+    from sglang.srt.utils.network import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server", "--port", str(port), "--log-level",
+                             "error", *(flags or [])])
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit("the server did not start")
+        time.sleep(0.5)
+
+
 def run_cli(main: Callable[[], dict[str, Any]]) -> None:
     """Run a benchmark main; bad input gives one line on stderr and exit code 2."""
     try:

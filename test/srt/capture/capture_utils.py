@@ -15,26 +15,34 @@ from sglang.srt.server_args import ServerArgs
 
 
 def capture_scheduler(model_path: str | None = None, **kw: Any) -> Scheduler:
-    sched = Scheduler(ServerArgs(model_path=model_path, return_attention_tokens=True, **kw))
+    from sglang.srt.model_executor.model_runner import ModelRunner
+    from sglang.srt.model_loader.tokenizer import load_tokenizer
+
+    args = ServerArgs(model_path=model_path, return_attention_tokens=True, **kw)
+    runner = ModelRunner(args)
+    # with its tokenizer, as in the server: stop strings and grammars need it
+    sched = Scheduler(args, runner, load_tokenizer(runner.files))
     maybe_install_capture(sched)
     assert sched.capture_hook is not None
     return sched
 
 
-def run_capture(sched: Scheduler, reqs: list[tuple[int, str, list[int], CaptureParams | None]],
+def run_capture(sched: Scheduler, reqs: list[tuple[Any, ...]],
                 n_new: int) -> dict[str, dict[str, Any]]:
-    """reqs: (arrival step, rid, prompt ids, capture params). Returns rid -> output ids + entries."""
+    """reqs: (arrival step, rid, prompt ids, capture params[, sampling params[, group]]).
+    Returns rid -> output ids + entries."""
     res: dict[str, dict[str, Any]] = {}
     pending = sorted(reqs, key=lambda r: r[0])
     prompt_len = {}
     step = 0
     while pending or sched.has_work() or sched.finished_outputs:
         while pending and pending[0][0] <= step:
-            _, rid, ids, cap = pending.pop(0)
+            _, rid, ids, cap, *extra = pending.pop(0)  # extra: (SamplingParams, group) to override
             res[rid] = {"output_ids": [], "entries": [], "payloads": 0, "error": None}
             prompt_len[rid] = len(ids)
-            sp = SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True)
-            sched.add_request(TokenizedGenerateReqInput(rid, ids, sp, stream=True, capture=cap))
+            sp = extra[0] if extra else SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True)
+            group = extra[1] if len(extra) > 1 else None
+            sched.add_request(TokenizedGenerateReqInput(rid, ids, sp, stream=True, capture=cap, group=group))
         for o in (sched.step() if sched.has_work() else sched.step_idle()):
             r = res[o.rid]
             r["output_ids"] += o.new_token_ids

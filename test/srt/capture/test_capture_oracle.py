@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -186,6 +187,27 @@ def test_capture_same_alone_mixed_and_on_radix_hit(sched, prompt, smollm_tokeniz
             assert abs(e1["logsumexp_candidates"] - e2["logsumexp_candidates"]) < 1e-4
     assert mixed["x"]["entries"] == [] and mixed["x"]["payloads"] == 0
     assert sched.tree.protected_size == 0
+
+
+def test_constrained_and_parallel_samples_capture_exactly(sched, hf, prompt):
+    """Capture composes with structured outputs and n > 1: each sample's entries match
+    dense attention over its own tokens (the samples share the prompt's KV)."""
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    cap = CaptureParams(mode="raw", top_k=6, layers=[3, L - 1])
+    regex = SamplingParams(max_new_tokens=N_NEW, temperature=0.0, regex="(Danube|Rhine|Seine), [a-z ]{4,20}")
+    samples = SamplingParams(max_new_tokens=N_NEW, temperature=1.0, seed=5, ignore_eos=True, n=2).samples()
+    res = run_capture(sched, [(0, "c", prompt, cap, regex), (0, "s0", prompt, cap, samples[0], "g"),
+                              (0, "s1", prompt, cap, samples[1], "g")], N_NEW)
+    assert res["s0"]["output_ids"] != res["s1"]["output_ids"]
+    text = sched.tokenizer.decode(res["c"]["output_ids"], skip_special_tokens=True)
+    assert re.fullmatch("(Danube|Rhine|Seine), [a-z ]{4,20}", text), text
+    for rid in ("c", "s0", "s1"):
+        out = res[rid]["output_ids"]
+        dense = dense_attention(hf, prompt + out[:-1])
+        assert len(res[rid]["entries"]) == 2 * len(out)
+        for e in res[rid]["entries"]:
+            _check_raw(e, dense, 6)
 
 
 def test_max_steps_and_invalid_layer(sched, prompt):

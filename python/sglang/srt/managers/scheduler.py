@@ -82,8 +82,8 @@ class Scheduler:
         self.groups_cached: set[str] = set()
         # structured outputs: the grammar backend, and requests whose grammar is compiling
         self.grammars: GrammarBackend | None = None
-        self._grammar_unavailable = ""
-        if args.grammar_backend != "none":
+        self._grammar_unavailable = "" if tokenizer is not None else "this scheduler runs without a tokenizer"
+        if args.grammar_backend != "none" and tokenizer is not None:
             try:
                 self.grammars = create_grammar_backend(args.grammar_backend, tokenizer, self.cfg.vocab_size,
                                                        not args.constrained_json_disable_any_whitespace)
