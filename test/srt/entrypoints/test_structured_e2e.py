@@ -3,6 +3,7 @@ official openai client and raw /generate in upstream SGLang's shapes."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -254,3 +255,35 @@ def test_tool_conversation_round_trip_and_errors(server):
             r = h.post("/v1/chat/completions", json={"model": "smol", "messages": ASK, "max_tokens": 4, **body})
             assert r.status_code == 400, (body, r.text)
             assert r.json()["error"]["param"] == param, r.json()
+
+
+def test_score_matches_prompt_logprobs(server):
+    with server.client() as h:
+        tok = lambda t: h.post("/tokenize", json={"prompt": t, "add_special_tokens": False}).json()["tokens"]  # noqa: E731
+        labels = [tok(" Paris")[0], tok(" London")[0], tok(" Rome")[0]]
+        query, items = "The capital of France is", [" the city of", " known as"]
+        r = h.post("/v1/score", json={"query": query, "items": items, "label_token_ids": labels, "model": "smol"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "scoring" and len(body["scores"]) == 2 and body["usage"]["completion_tokens"] == 0
+        for item, row in zip(items, body["scores"]):
+            ids = tok(query) + tok(item)  # the query encodes as /generate would encode it
+            for label, got in zip(labels, row):
+                ref = h.post("/generate", json={"input_ids": ids + [label], "return_logprob": True,
+                                                "logprob_start_len": len(ids) - 1, "sampling_params": {
+                                                    "max_new_tokens": 0}}).json()["meta_info"]
+                want = math.exp(ref["input_token_logprobs"][1][0])  # label given query + item
+                assert got == pytest.approx(want, rel=1e-3, abs=1e-7)
+        soft = h.post("/v1/score", json={"query": query, "items": items, "label_token_ids": labels,
+                                         "apply_softmax": True}).json()["scores"]
+        for raw, norm in zip(body["scores"], soft):
+            assert sum(norm) == pytest.approx(1.0) and norm == pytest.approx([x / sum(raw) for x in raw], rel=1e-4)
+        first = h.post("/v1/score", json={"query": " is the capital.", "items": ["Paris"], "item_first": True,
+                                          "label_token_ids": labels}).json()["scores"]
+        assert len(first) == 1 and len(first[0]) == 3
+        for body, param in (({"items": [], "label_token_ids": labels}, "items"),
+                            ({"items": ["x"], "label_token_ids": []}, "label_token_ids"),
+                            ({"items": ["x"], "label_token_ids": [10 ** 7]}, "label_token_ids"),
+                            ({"query": "q", "items": [[1, 2]], "label_token_ids": labels}, "items")):
+            r = h.post("/v1/score", json=body)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

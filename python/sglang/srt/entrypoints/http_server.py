@@ -36,12 +36,13 @@ import sglang
 from sglang.srt.entrypoints.capture_api import CaptureGuard, capabilities
 from sglang.srt.entrypoints.http_limits import BodyLimitMiddleware
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, error_response, from_pydantic
-from sglang.srt.entrypoints.openai import serving_tokenize
+from sglang.srt.entrypoints.openai import serving_score, serving_tokenize
 from sglang.srt.entrypoints.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     GenerateRequest,
+    ScoringRequest,
     TokenizeRequest,
 )
 from sglang.srt.entrypoints.openai.serving_chat import ChatServing
@@ -78,6 +79,7 @@ _BODY_MODELS: dict[str, type[BaseModel]] = {
     "AbortRequest": AbortRequest,
     "TokenizeRequest": TokenizeRequest,
     "DetokenizeRequest": DetokenizeRequest,
+    "ScoringRequest": ScoringRequest,
 }
 
 
@@ -327,6 +329,11 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/detokenize", openapi_extra=_json_body("DetokenizeRequest"))
     async def detokenize(request: Request) -> Response:
         return await serving_tokenize.detokenize(state.require(), request)
+
+    @app.post("/v1/score", openapi_extra=_json_body("ScoringRequest"))
+    async def score(request: Request) -> Response:
+        ctx = state.require()
+        return await guarded(lambda: serving_score.score(ctx, request))
 
     @app.get("/version")
     async def version() -> Response:

@@ -53,6 +53,8 @@ class GenerateReqInput:
     top_logprobs_num: int = 0
     # prompt logprobs from this position on (-1: the last prompt token only), as upstream
     logprob_start_len: int = -1
+    # logprobs of these token ids at every output position (upstream's token_ids_logprob)
+    token_ids_logprob: list[int] | None = None
     capture: CaptureParams | None = None
     # Client-visible names of internal fields in error messages (e.g. input_ids -> messages,
     # sampling_params.max_new_tokens -> max_tokens on the OpenAI endpoints).
@@ -78,6 +80,7 @@ class TokenizedGenerateReqInput:
     # them first, the others then find the prompt in the radix cache
     group: str | None = None
     logprob_start_len: int = -1
+    token_ids_logprob: list[int] | None = None
 
 
 @dataclass
@@ -112,6 +115,8 @@ class ReqOutput:
     # on, the first None (nothing before it was scored), and their top alternatives
     input_token_logprobs: list[tuple[float | None, int]] | None = None
     input_top_logprobs: list[list[tuple[float, int]] | None] | None = None
+    # per new token: (logprob, token_id) of each id of token_ids_logprob
+    token_ids_logprobs: list[list[tuple[float, int]]] | None = None
     # Capture payload for the steps in this message: packed numpy arrays, or (streaming)
     # RowRefs into the step's shared blocks (see capture/wire.py)
     capture: Any = None

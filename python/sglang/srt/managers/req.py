@@ -35,6 +35,8 @@ class Req:
     sent_len: int = 0  # output tokens already sent to the front end
     pending_logprobs: list[tuple[float, int]] = field(default_factory=list)
     pending_top_logprobs: list[list[tuple[float, int]]] = field(default_factory=list)
+    token_ids_logprob: list[int] | None = None
+    pending_ids_logprobs: list[list[tuple[float, int]]] = field(default_factory=list)
     # prompt logprobs: the first prompt position scored (None: not asked, or already sent),
     # and the scores so far (a chunked prefill adds them chunk by chunk)
     prompt_lp_from: int | None = None

@@ -104,6 +104,7 @@ class Scheduler:
             self._seed_counter += 1
         req = Req(r.rid, list(r.input_ids), params, r.stream, torch.Generator(device="cpu"), seed, r.return_logprob,
                   r.top_logprobs_num, r.capture, group=r.group)
+        req.token_ids_logprob = r.token_ids_logprob
         if r.return_logprob:  # -1 (or past the end): only the last prompt token, as upstream
             start = r.logprob_start_len
             req.prompt_lp_from = start if 0 <= start < len(r.input_ids) else len(r.input_ids) - 1
@@ -685,6 +686,10 @@ class Scheduler:
             top = (top_v.tolist(), top_i.tolist())
         for j, req in enumerate(reqs):
             req.pending_logprobs.append((chosen[j], toks[j]))
+            if req.token_ids_logprob:
+                ids = req.token_ids_logprob
+                vals = logprobs[j, torch.tensor(ids, device=logprobs.device)].tolist()
+                req.pending_ids_logprobs.append(list(zip(vals, ids)))
             if req.top_logprobs_num > 0 and top is not None:
                 n = req.top_logprobs_num
                 req.pending_top_logprobs.append(list(zip(top[0][j][:n], top[1][j][:n])))
@@ -761,6 +766,8 @@ class Scheduler:
             out.token_logprobs, req.pending_logprobs = req.pending_logprobs, []
             if req.top_logprobs_num:
                 out.top_logprobs, req.pending_top_logprobs = req.pending_top_logprobs, []
+            if req.token_ids_logprob:
+                out.token_ids_logprobs, req.pending_ids_logprobs = req.pending_ids_logprobs, []
             start = req.prompt_lp_from
             if start is not None and req.kv_len >= req.prompt_len:  # prefilled: its prompt logprobs, once
                 out.input_token_logprobs = [(None, req.origin_input_ids[start]), *req.input_logprobs]

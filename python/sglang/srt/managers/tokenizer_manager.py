@@ -182,8 +182,12 @@ class TokenizerManager:
         if obj.capture is not None:
             st.prompt_ids = ids
         self.states[rid] = st
+        if obj.token_ids_logprob is not None and any(
+                not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size
+                for t in obj.token_ids_logprob):
+            raise ValueError(f"token_ids_logprob: token ids must be in [0, {self.vocab_size})")
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
-                                        obj.capture, obj.group, obj.logprob_start_len)
+                                        obj.capture, obj.group, obj.logprob_start_len, obj.token_ids_logprob)
         assert self._send is not None
         await self._send.send_pyobj(req)
         try:
@@ -197,6 +201,7 @@ class TokenizerManager:
     async def _results(self, st: _ReqState) -> AsyncIterator[dict[str, Any]]:
         all_lp: list[list[Any]] = []
         all_top: list[Any] = []
+        all_ids: list[Any] = []
         prompt_lp: dict[str, Any] = {}  # input_token_logprobs / input_top_logprobs (sent once)
         capture: list[dict[str, Any]] = []
         first = True
@@ -216,6 +221,7 @@ class TokenizerManager:
             else:
                 all_lp += item["meta_info"].get("output_token_logprobs", [])
                 all_top += item["meta_info"].get("output_top_logprobs", [])
+                all_ids += item["meta_info"].get("output_token_ids_logprobs", [])
                 prompt_lp.update({k: v for k, v in item["meta_info"].items() if k.startswith("input_")})
                 capture += item["meta_info"].get("attention_tokens", [])
             if final:
@@ -226,6 +232,8 @@ class TokenizerManager:
                     if st.obj.return_logprob:
                         item["meta_info"]["output_token_logprobs"] = all_lp
                         item["meta_info"]["output_top_logprobs"] = all_top
+                        if st.obj.token_ids_logprob:
+                            item["meta_info"]["output_token_ids_logprobs"] = all_ids
                         item["meta_info"].update(prompt_lp)
                     if st.obj.capture is not None:
                         item["meta_info"]["attention_tokens"] = capture
@@ -283,6 +291,8 @@ class TokenizerManager:
             meta["output_token_logprobs"] = self._labelled(out.token_logprobs)
             if out.top_logprobs is not None:
                 meta["output_top_logprobs"] = [self._labelled(row) for row in out.top_logprobs]
+            if out.token_ids_logprobs is not None:
+                meta["output_token_ids_logprobs"] = [self._labelled(row) for row in out.token_ids_logprobs]
         if st.obj.return_logprob and out.input_token_logprobs is not None:
             meta["input_token_logprobs"] = self._labelled(out.input_token_logprobs)
             if out.input_top_logprobs is not None:

@@ -238,7 +238,20 @@ class GenerateRequest(CaptureFields, UpstreamOffFields):
     return_logprob: StrictBool = False
     top_logprobs_num: StrictInt = 0
     logprob_start_len: StrictInt = -1
+    token_ids_logprob: list[StrictInt] | None = None
     return_text_in_logprobs: StrictBool = True
+
+
+class ScoringRequest(_Strict):
+    """POST /v1/score (upstream SGLang): how likely each label token is to come next after
+    query + item (or item + query), for each item."""
+
+    model: StrictStr = "default"
+    query: Union[StrictStr, list[StrictInt], None] = None
+    items: Union[list[StrictStr], list[list[StrictInt]]]
+    label_token_ids: list[StrictInt]
+    apply_softmax: StrictBool = False
+    item_first: StrictBool = False
 
 
 class TokenizeRequest(_Strict):

@@ -36,7 +36,7 @@ def _logprob_texts(meta: dict[str, Any], keep: bool) -> dict[str, Any]:
     for key in ("output_token_logprobs", "input_token_logprobs"):
         if key in meta:
             meta[key] = [[lp, t, None] for lp, t, _ in meta[key]]
-    for key in ("output_top_logprobs", "input_top_logprobs"):
+    for key in ("output_top_logprobs", "input_top_logprobs", "output_token_ids_logprobs"):
         if key in meta:
             meta[key] = [None if row is None else [[lp, t, None] for lp, t, _ in row] for row in meta[key]]
     return meta
@@ -87,6 +87,7 @@ class GenerateServing:
         objs = [GenerateReqInput(text=t, input_ids=ids, sampling_params=dataclasses.replace(sp), stream=req.stream,
                                  rid=sample_rid(rid, i if batch else None, j, n), return_logprob=req.return_logprob,
                                  top_logprobs_num=req.top_logprobs_num, logprob_start_len=req.logprob_start_len,
+                                 token_ids_logprob=req.token_ids_logprob,
                                  capture=capture, capture_slot=slots[j],
                                  group=sample_rid(rid, i if batch else None, 0, 1) if n > 1 else None)
                 for i, (t, ids) in enumerate(items) for j, sp in enumerate(samples)]
@@ -122,7 +123,7 @@ class GenerateServing:
 
         def chunk(i: int, out: dict[str, Any]) -> bytes:
             meta = _logprob_texts(dict(out.get("meta_info", {})), text_in_logprobs)
-            for key in ("output_token_logprobs", "output_top_logprobs"):
+            for key in ("output_token_logprobs", "output_top_logprobs", "output_token_ids_logprobs"):
                 if key in meta:
                     acc = so_far[i].setdefault(key, [])
                     acc += meta[key]
