@@ -36,6 +36,7 @@ class ServerArgs:
     tool_call_parser: str | None = None
     # structured outputs
     grammar_backend: str = "xgrammar"
+    enable_custom_logit_processor: bool = False
     constrained_json_disable_any_whitespace: bool = False
     # memory and scheduling
     mem_fraction_static: float | None = None
@@ -154,6 +155,9 @@ class ServerArgs:
                        help="compiles json_schema / regex / ebnf / structural_tag constraints (none: refuse them)")
         g.add_argument("--constrained-json-disable-any-whitespace", action="store_true",
                        help="JSON-schema outputs without free whitespace (compact JSON)")
+        g.add_argument("--enable-custom-logit-processor", action="store_true",
+                       help="run requests' custom_logit_processor (client code, deserialized with dill: enable "
+                            "only for trusted clients)")
         g = p.add_argument_group("memory and scheduling")
         g.add_argument("--mem-fraction-static", type=float, default=None,
                        help="fraction of device memory for weights + KV cache (GPU; on CPU of free RAM)")

@@ -44,3 +44,46 @@ def test_validation_names_the_field():
     with pytest.raises(ValueError, match="sampling_params.logit_bias"):
         SamplingParams.from_dict({"logit_bias": {"999999": 1}}).verify(vocab_size=1000)
     assert SamplingParams.from_dict({"logit_bias": {"7": -100}}).logit_bias == {7: -100}
+
+
+def _processor_string(token_key: str) -> str:
+    """A CustomLogitProcessor subclass defined at runtime (dill serializes it by value, as a
+    client's class in __main__ would be), forcing the token its custom_params name."""
+    from sglang.srt.sampling.custom_logit_processor import CustomLogitProcessor
+
+    ns: dict = {"CustomLogitProcessor": CustomLogitProcessor, "torch": __import__("torch")}
+    exec(  # noqa: S102 - the test builds the kind of class a client sends
+        "class Force(CustomLogitProcessor):\n"
+        "    def __call__(self, logits, custom_param_list=None):\n"
+        "        for i, p in enumerate(custom_param_list):\n"
+        f"            logits[i, :] = -1e9\n            logits[i, p['{token_key}']] = 0.0\n"
+        "        return logits\n", ns)
+    ns["Force"].__module__ = "__main__"
+    return ns["Force"].to_str()
+
+
+def test_custom_logit_processor_and_custom_params(tiny_models, smollm_tokenizer):
+    sched = make_scheduler(tiny_models["llama"], smollm_tokenizer, max_total_tokens=2048)
+    ids = smollm_tokenizer.encode("hello there")
+    from sglang.srt.managers.io_struct import TokenizedGenerateReqInput
+
+    proc = _processor_string("tok")
+    res = {}
+    for rid, params, p in (("a", greedy(4, custom_params={"tok": 77}), proc),
+                           ("b", greedy(4, custom_params={"tok": 99}), proc),
+                           ("plain", greedy(4), None),
+                           ("bad", greedy(4, custom_params={"other": 1}), proc),
+                           ("garbage", greedy(4), '{"callable": "zz"}')):
+        sched.add_request(TokenizedGenerateReqInput(rid, ids, params, True, custom_logit_processor=p))
+        res[rid] = {"ids": [], "error": None, "status": None}
+    while sched.has_work() or sched.finished_outputs:
+        for o in (sched.step() if sched.has_work() else sched.step_idle()):
+            res[o.rid]["ids"] += o.new_token_ids
+            if o.error:
+                res[o.rid]["error"], res[o.rid]["status"] = o.error, o.error_status
+    assert res["a"]["ids"] == [77] * 4 and res["b"]["ids"] == [99] * 4
+    assert len(res["plain"]["ids"]) == 4 and res["plain"]["error"] is None
+    # a processor that raises (KeyError) fails its own request with 400, naming the field
+    assert res["bad"]["status"] == 400 and res["bad"]["error"].startswith("custom_logit_processor: it raised KeyError")
+    assert res["garbage"]["status"] == 400 and res["garbage"]["error"].startswith("custom_logit_processor: cannot load")
+    assert_pool_free(sched)

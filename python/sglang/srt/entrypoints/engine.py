@@ -64,10 +64,12 @@ class Engine:
     def generate(self, prompt: str | list[str] | None = None, sampling_params: dict | list[dict] | None = None,
                  input_ids: list[int] | list[list[int]] | None = None, stream: bool = False,
                  return_logprob: bool = False, top_logprobs_num: int = 0, logprob_start_len: int = -1,
-                 token_ids_logprob: list[int] | None = None, capture: CaptureParams | None = None) -> Any:
+                 token_ids_logprob: list[int] | None = None, custom_logit_processor: str | None = None,
+                 capture: CaptureParams | None = None) -> Any:
         reqs, batch = self._requests(prompt, input_ids, sampling_params, return_logprob=return_logprob,
                                      top_logprobs_num=top_logprobs_num, logprob_start_len=logprob_start_len,
-                                     token_ids_logprob=token_ids_logprob, capture=capture)
+                                     token_ids_logprob=token_ids_logprob,
+                                     custom_logit_processor=custom_logit_processor, capture=capture)
         if stream:
             if batch:
                 raise ValueError("stream=True takes one prompt at a time")

@@ -55,6 +55,8 @@ class GenerateReqInput:
     logprob_start_len: int = -1
     # logprobs of these token ids at every output position (upstream's token_ids_logprob)
     token_ids_logprob: list[int] | None = None
+    # upstream's CustomLogitProcessor.to_str() (needs --enable-custom-logit-processor)
+    custom_logit_processor: str | None = None
     capture: CaptureParams | None = None
     # Client-visible names of internal fields in error messages (e.g. input_ids -> messages,
     # sampling_params.max_new_tokens -> max_tokens on the OpenAI endpoints).
@@ -81,6 +83,7 @@ class TokenizedGenerateReqInput:
     group: str | None = None
     logprob_start_len: int = -1
     token_ids_logprob: list[int] | None = None
+    custom_logit_processor: str | None = None
 
 
 @dataclass

@@ -36,6 +36,8 @@ class Req:
     pending_logprobs: list[tuple[float, int]] = field(default_factory=list)
     pending_top_logprobs: list[list[tuple[float, int]]] = field(default_factory=list)
     token_ids_logprob: list[int] | None = None
+    # (the client's string, the loaded processor) of custom_logit_processor
+    logit_processor: tuple[str, Any] | None = None
     pending_ids_logprobs: list[list[tuple[float, int]]] = field(default_factory=list)
     # prompt logprobs: the first prompt position scored (None: not asked, or already sent),
     # and the scores so far (a chunked prefill adds them chunk by chunk)

@@ -28,6 +28,7 @@ from sglang.srt.managers.req import Req
 from sglang.srt.mem_cache.radix_cache import RadixCache
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 from sglang.srt.model_executor.model_runner import ModelRunner
+from sglang.srt.sampling.custom_logit_processor import load_processor
 from sglang.srt.sampling.sampler import SamplingInfo, sample
 from sglang.srt.server_args import ServerArgs
 
@@ -109,6 +110,11 @@ class Scheduler:
             start = r.logprob_start_len
             req.prompt_lp_from = start if 0 <= start < len(r.input_ids) else len(r.input_ids) - 1
         error = self._validate(req)
+        if not error and r.custom_logit_processor is not None:
+            try:
+                req.logit_processor = (r.custom_logit_processor, load_processor(r.custom_logit_processor))
+            except ValueError as e:
+                error = str(e)
         if error:
             req.finished_reason = {"type": "abort", "message": error}
             self.finished_outputs.append(self._make_output(req, error=error))
@@ -647,12 +653,12 @@ class Scheduler:
         if not reqs or logits is None:
             return
         infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids, self._banned(r),
-                              r.grammar) for r in reqs]
+                              r.grammar, r.logit_processor, r) for r in reqs]
         next_ids, penalized = sample(logits, infos, self.grammars)
-        failed = [r for r, t in zip(reqs, next_ids) if t is None]
+        failed = [(r, info) for r, info, t in zip(reqs, infos, next_ids) if t is None]
         if failed:  # sampling raised for these rows alone (logged by the sampler)
-            for r in failed:
-                self._fail(r, INTERNAL_ERROR)
+            for r, info in failed:  # the client's processor failing is the client's error
+                self._fail(r, info.error, status=400) if info.error else self._fail(r, INTERNAL_ERROR)
             keep = [i for i, t in enumerate(next_ids) if t is not None]
             reqs, next_ids, penalized = [reqs[i] for i in keep], [next_ids[i] for i in keep], penalized[keep]
             if not reqs:

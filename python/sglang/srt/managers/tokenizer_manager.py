@@ -186,8 +186,15 @@ class TokenizerManager:
                 not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size
                 for t in obj.token_ids_logprob):
             raise ValueError(f"token_ids_logprob: token ids must be in [0, {self.vocab_size})")
+        if obj.custom_logit_processor is not None:
+            if not self.server_args.enable_custom_logit_processor:
+                raise ValueError("custom_logit_processor: this server does not run custom logit processors (start it "
+                                 "with --enable-custom-logit-processor to allow them)")
+            if not isinstance(obj.custom_logit_processor, str) or len(obj.custom_logit_processor) > (1 << 20):
+                raise ValueError("custom_logit_processor: must be the string of CustomLogitProcessor.to_str()")
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
-                                        obj.capture, obj.group, obj.logprob_start_len, obj.token_ids_logprob)
+                                        obj.capture, obj.group, obj.logprob_start_len, obj.token_ids_logprob,
+                                        obj.custom_logit_processor)
         assert self._send is not None
         await self._send.send_pyobj(req)
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,6 +34,11 @@ class SamplingInfo:
     banned: tuple[int, ...] = ()
     # structured outputs: the request's position in its grammar (None: unconstrained)
     grammar: Grammar | None = None
+    # custom_logit_processor: (the client's string, the processor), and what it receives as
+    # "__req__" (the scheduler's request state)
+    processor: tuple[str, Any] | None = None
+    req: Any = None
+    error: str | None = None  # set when this row failed through the client's processor
 
     @property
     def position(self) -> int:
@@ -68,6 +74,37 @@ def _apply_bias(logits: torch.Tensor, info: SamplingInfo) -> None:
         logits[ban] = -torch.inf
         if kept is not None and not bool(torch.isfinite(logits).any()):
             logits[ban] = kept
+
+
+def _apply_processors(logits: torch.Tensor, infos: list[SamplingInfo]) -> None:
+    """Each custom logit processor once, on the rows of the requests that sent it (as
+    upstream: logits [rows, V] and one param dict per row). When the batched call fails,
+    each row runs alone, so a processor that raises on one request's params (or returns
+    the wrong shape) fails that request only (``error``)."""
+    groups: dict[str, list[int]] = {}
+    for row, info in enumerate(infos):
+        if info.processor is not None:
+            groups.setdefault(info.processor[0], []).append(row)
+    for rows in groups.values():
+        try:
+            _run_processor(logits, infos, rows)
+        except Exception:  # noqa: BLE001 - find the rows at fault
+            for r in rows:
+                try:
+                    _run_processor(logits, infos, [r])
+                except Exception as e:  # noqa: BLE001 - the client's code: its error, its request
+                    logger.warning("custom logit processor failed: %s", e)
+                    infos[r].error = f"custom_logit_processor: it raised {type(e).__name__}: {e}"
+
+
+def _run_processor(logits: torch.Tensor, infos: list[SamplingInfo], rows: list[int]) -> None:
+    proc = infos[rows[0]].processor[1]  # type: ignore[index]
+    params = [{**(infos[r].params.custom_params or {}), "__req__": infos[r].req} for r in rows]
+    out = proc(logits[rows].clone(), params)
+    if not isinstance(out, torch.Tensor) or out.shape != (len(rows), logits.shape[1]):
+        raise ValueError(f"returned {type(out).__name__} {list(getattr(out, 'shape', []))}, expected a tensor of "
+                         f"shape {[len(rows), logits.shape[1]]}")
+    logits[rows] = out.to(logits.dtype)
 
 
 def _apply_grammars(logits: torch.Tensor, infos: list[SamplingInfo], rows: list[int], backend: GrammarBackend) -> None:
@@ -125,11 +162,12 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo],
                      or i.params.frequency_penalty != 0.0 or i.params.presence_penalty != 0.0]
     needs_bias = [row for row, i in enumerate(infos) if i.params.logit_bias or i.banned]
     constrained = [row for row, i in enumerate(infos) if i.grammar is not None]
-    if needs_penalty or needs_bias or constrained:
+    if needs_penalty or needs_bias or constrained or any(i.processor for i in infos):
         logits = logits.clone()
         for row in needs_penalty:
             _apply_penalties(logits[row], infos[row])
             logits[row] = _finite(logits[row])
+        _apply_processors(logits, infos)
         if constrained:
             if grammars is None:
                 raise ValueError("a constrained request reached the sampler without a grammar backend")
@@ -139,6 +177,9 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo],
     greedy = torch.argmax(logits, dim=-1).tolist()
     out: list[int | None] = []
     for row, info in enumerate(infos):
+        if info.error is not None:
+            out.append(None)
+            continue
         if info.params.is_greedy:
             out.append(greedy[row])
             continue

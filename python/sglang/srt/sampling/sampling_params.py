@@ -50,6 +50,8 @@ class SamplingParams:
     structural_tag: str | None = None
     # regular expressions that end the output like stop strings (matched on the output text)
     stop_regex: list[str] = field(default_factory=list)
+    # handed to the request's custom_logit_processor (upstream's name)
+    custom_params: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":
@@ -64,7 +66,7 @@ class SamplingParams:
                 d[k] = [d[k]]
         if isinstance(d.get("json_schema"), dict):  # the Engine may pass the schema itself
             d["json_schema"] = json.dumps(d["json_schema"])
-        for k in ("stop", "stop_token_ids", "logit_bias", "stop_regex", *GRAMMAR_FIELDS):
+        for k in ("stop", "stop_token_ids", "logit_bias", "stop_regex", "custom_params", *GRAMMAR_FIELDS):
             if d.get(k) is None:
                 d.pop(k, None)
         if d.get("min_new_tokens") is None:
@@ -157,6 +159,15 @@ class SamplingParams:
                 re.compile(pattern)
             except re.error as e:
                 raise bad("stop_regex", f"{pattern!r} is not a valid regular expression: {e}") from None
+        if self.custom_params is not None:
+            if not isinstance(self.custom_params, dict):
+                raise bad("custom_params", "must be a JSON object")
+            try:
+                size = len(json.dumps(self.custom_params))
+            except (TypeError, ValueError):
+                raise bad("custom_params", "must be JSON (strings, numbers, lists, objects)") from None
+            if size > MAX_GRAMMAR_CHARS:
+                raise bad("custom_params", f"at most {MAX_GRAMMAR_CHARS} characters of JSON")
         if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= MAX_PARALLEL_SAMPLES:
             raise bad("n", f"must be an integer in [1, {MAX_PARALLEL_SAMPLES}]")
 

@@ -91,6 +91,9 @@ class SamplingFields(_Strict):
     structural_tag: StrictStr | None = None
     stop_regex: Union[StrictStr, list[StrictStr], None] = None
     response_format: "ResponseFormat | None" = None
+    # upstream's custom logit processors (a server flag enables them)
+    custom_logit_processor: StrictStr | None = None
+    custom_params: dict[str, Any] | None = None
     stream: StrictBool = False
     stream_options: "StreamOptions | None" = None
     user: StrictStr | None = None
@@ -239,6 +242,7 @@ class GenerateRequest(CaptureFields, UpstreamOffFields):
     top_logprobs_num: StrictInt = 0
     logprob_start_len: StrictInt = -1
     token_ids_logprob: list[StrictInt] | None = None
+    custom_logit_processor: StrictStr | None = None
     return_text_in_logprobs: StrictBool = True
 
 
@@ -291,7 +295,7 @@ def sampling_dict(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]
         d["min_new_tokens"] = req.min_tokens
     if req.logit_bias is not None:
         d["logit_bias"] = req.logit_bias
-    for name in ("regex", "ebnf", "json_schema", "structural_tag", "stop_regex"):
+    for name in ("regex", "ebnf", "json_schema", "structural_tag", "stop_regex", "custom_params"):
         v = getattr(req, name)
         if v is not None:
             d[name] = v
@@ -312,6 +316,6 @@ def sampling_dict(req: SamplingFields, max_tokens: int | None) -> dict[str, Any]
 OPENAI_PARAM_NAMES = {f"sampling_params.{k}": k for k in (
     "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty",
     "stop", "stop_token_ids", "seed", "ignore_eos", "skip_special_tokens", "no_stop_trim", "n", "logit_bias",
-    "regex", "ebnf", "json_schema", "structural_tag", "stop_regex")}
+    "regex", "ebnf", "json_schema", "structural_tag", "stop_regex", "custom_params")}
 OPENAI_PARAM_NAMES["sampling_params.max_new_tokens"] = "max_tokens"
 OPENAI_PARAM_NAMES["sampling_params.min_new_tokens"] = "min_tokens"

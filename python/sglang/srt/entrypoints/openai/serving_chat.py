@@ -177,6 +177,7 @@ class ChatServing:
         objs = [GenerateReqInput(
             input_ids=input_ids, sampling_params=sp, stream=req.stream, rid=sample_rid(rid, None, j, len(samples)),
             return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slots[j],
+            custom_logit_processor=req.custom_logit_processor,
             param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
             group=rid if len(samples) > 1 else None) for j, sp in enumerate(samples)]
         choices = [self._choice_state(j, req, kwargs, capture is not None, tools) for j in range(len(objs))]

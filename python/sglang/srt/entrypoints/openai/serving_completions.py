@@ -128,6 +128,7 @@ class CompletionServing:
                                  rid=sample_rid(rid, i if many else None, j, n),
                                  return_logprob=req.logprobs is not None, top_logprobs_num=req.logprobs or 0,
                                  logprob_start_len=0 if req.echo else -1,
+                                 custom_logit_processor=req.custom_logit_processor,
                                  capture=capture, capture_slot=slots[j],
                                  param_names={**OPENAI_PARAM_NAMES, "text": "prompt", "input_ids": "prompt"},
                                  group=sample_rid(rid, i if many else None, 0, 1) if n > 1 else None)

@@ -88,6 +88,7 @@ class GenerateServing:
                                  rid=sample_rid(rid, i if batch else None, j, n), return_logprob=req.return_logprob,
                                  top_logprobs_num=req.top_logprobs_num, logprob_start_len=req.logprob_start_len,
                                  token_ids_logprob=req.token_ids_logprob,
+                                 custom_logit_processor=req.custom_logit_processor,
                                  capture=capture, capture_slot=slots[j],
                                  group=sample_rid(rid, i if batch else None, 0, 1) if n > 1 else None)
                 for i, (t, ids) in enumerate(items) for j, sp in enumerate(samples)]
