@@ -131,6 +131,8 @@ def main() -> dict[str, Any]:
         "sketch_auto": [CaptureParams(mode="sketch", top_k=5, layers=auto)] * n,
         "fingerprint_auto": [CaptureParams(mode="fingerprint", layers=auto)] * n,
         "mixed_half_raw_top32_auto": [raw32 if i % 2 else None for i in range(n)],
+        # the logit lens on the auto layers, riding on the cheapest capture (fingerprint of the last layer)
+        "logit_lens_auto": [CaptureParams(mode="fingerprint", layers=[L - 1], logit_lens_layers=auto)] * n,
     }
     # Warm-up on the full prompts: the first run also faults in the KV pool's pages, which
     # would otherwise bias whichever mode runs first.

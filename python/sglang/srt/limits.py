@@ -3,6 +3,7 @@ capabilities endpoint all read them from here (no torch; the HTTP process import
 from __future__ import annotations
 
 MAX_TOP_K_ATTENTION = 64  # top_k_attention and --attention-tokens-top-k: 1..64
+MAX_LOGIT_LENS_TOP_K = 20  # logit_lens_top_k: 1..20
 MAX_TOP_LOGPROBS = 20  # top_logprobs (chat), logprobs (completions), top_logprobs_num (/generate)
 MAX_NEW_TOKENS = 1 << 20  # max_new_tokens / max_tokens (a null asks for the rest of the context)
 MAX_PARALLEL_SAMPLES = 64  # n: samples of one prompt in one request

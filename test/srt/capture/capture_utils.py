@@ -38,7 +38,7 @@ def run_capture(sched: Scheduler, reqs: list[tuple[Any, ...]],
     while pending or sched.has_work() or sched.finished_outputs:
         while pending and pending[0][0] <= step:
             _, rid, ids, cap, *extra = pending.pop(0)  # extra: (SamplingParams, group) to override
-            res[rid] = {"output_ids": [], "entries": [], "payloads": 0, "error": None}
+            res[rid] = {"output_ids": [], "entries": [], "payloads": 0, "error": None, "lens": []}
             prompt_len[rid] = len(ids)
             sp = extra[0] if extra else SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True)
             group = extra[1] if len(extra) > 1 else None
@@ -47,6 +47,7 @@ def run_capture(sched: Scheduler, reqs: list[tuple[Any, ...]],
             r = res[o.rid]
             r["output_ids"] += o.new_token_ids
             r["error"] = r["error"] or o.error
+            r["lens"] += o.logit_lens or []
             if o.capture:
                 r["entries"] += build_entries(o.capture, prompt_len[o.rid])
                 r["payloads"] += 1

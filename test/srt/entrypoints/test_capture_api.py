@@ -90,6 +90,9 @@ def test_mode_resolution() -> None:
     ({"attention_capture_head_ids": []}, "attention_capture_head_ids"),
     ({"attention_mask_prefix": -1}, "attention_mask_prefix"),
     ({"attention_capture_layers": "0,99"}, "attention_capture_layers"),
+    ({"return_logit_lens": True, "logit_lens_layers": [30]}, "logit_lens_layers"),
+    ({"return_logit_lens": True, "logit_lens_top_k": 21}, "logit_lens_top_k"),
+    ({"logit_lens_layers": "auto"}, "logit_lens_layers"),
 ])
 def test_invalid_fields_name_the_field(kw: dict, param: str) -> None:
     with pytest.raises(APIError) as e:
@@ -152,7 +155,7 @@ def test_capabilities_body() -> None:
     assert c["supported"] and c["modes"] == ["raw", "sketch", "fingerprint"]
     assert c["max_top_k"] == 64 and c["max_layers"] == 30 and c["layers_default"] == [29]
     assert c["features"] == {"include_prompt_attention": True, "head_filtering": True, "moe_routing": True,
-                             "think_segmentation": True, "logit_lens": False, "sidecar": True}
+                             "think_segmentation": True, "logit_lens": True, "sidecar": True}
     assert c["guardrails"] == {"max_concurrent_capture": 3, "requires_api_key": True, "system_prompt_masked": True,
                                "disabled_in_production": False}
     assert c["limits"]["max_steps"] == 4096
@@ -182,3 +185,16 @@ def test_adaptive_sampling_field_and_server_default() -> None:
     srv = args(return_attention_tokens=True, attention_adaptive_sampling=True)
     assert build_capture_params(fields(**on), srv, INFO).adaptive_sampling is True
     assert build_capture_params(fields(**on, attention_adaptive_sampling=False), srv, INFO).adaptive_sampling is False
+
+
+def test_logit_lens_fields() -> None:
+    p = build_capture_params(fields(return_logit_lens=True), args(return_attention_tokens=True), INFO)
+    assert p is not None and p.logit_lens_layers == [7, 15, 22, 29] and p.logit_lens_top_k == 5
+    p = build_capture_params(fields(return_logit_lens=True, logit_lens_layers="last", logit_lens_top_k=3),
+                             args(return_attention_tokens=True), INFO)
+    assert p.logit_lens_layers == [29] and p.logit_lens_top_k == 3
+    assert build_capture_params(fields(return_attention_tokens=True), args(return_attention_tokens=True),
+                                INFO).logit_lens_layers == []
+    with pytest.raises(APIError) as e:  # the lens is capture: the server must allow it
+        build_capture_params(fields(return_logit_lens=True), args(), INFO)
+    assert e.value.param == "return_attention_tokens"

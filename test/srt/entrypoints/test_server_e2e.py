@@ -164,6 +164,32 @@ def test_capture_through_openai_client(server: RunningServer) -> None:
     assert 0 < total <= 1 + 1e-5 and abs(sum(e["attention_scores"]) - 1) < 1e-4
 
 
+def test_logit_lens_through_openai_client(server: RunningServer) -> None:
+    body = dict(model="smol", messages=MSG, max_tokens=3, temperature=0)
+    lens = {"return_logit_lens": True, "logit_lens_layers": [10, 29], "logit_lens_top_k": 3,
+            "attention_fingerprint_mode": True, "ignore_eos": True}
+    r = oai(server, **{"X-Attention-API-Key": ATTN_KEY}).chat.completions.create(**body, extra_body=lens)
+    entries = r.choices[0].model_extra["logit_lens"]
+    assert [(e["decode_step"], e["layer_id"]) for e in entries] == [(d, l) for d in range(3) for l in (10, 29)]
+    out_ids = [t["id"] for t in r.choices[0].model_extra["attention_output_tokens"]]
+    for e in entries:
+        assert len(e["top_tokens"]) == 3 and e["token"]["id"] == out_ids[e["decode_step"]]
+        assert all(isinstance(t["text"], str) and 0 <= t["prob"] <= 1 for t in e["top_tokens"])
+        if e["layer_id"] == 29:  # greedy: the produced token is the last layer's top token
+            assert e["token"]["rank"] == 0 and e["top_tokens"][0]["id"] == e["token"]["id"]
+    # streamed: each chunk carries the lens entries of its own tokens
+    streamed = []
+    for ev in oai(server, **{"X-Attention-API-Key": ATTN_KEY}).chat.completions.create(
+            **body, stream=True, extra_body=lens):
+        if ev.choices:
+            streamed += (ev.choices[0].model_extra or {}).get("logit_lens") or []
+    assert [(e["decode_step"], e["layer_id"], e["token"]["id"]) for e in streamed] == \
+        [(e["decode_step"], e["layer_id"], e["token"]["id"]) for e in entries]
+    with server.client() as c:  # without the attention key: refused like any capture
+        r = c.post("/v1/chat/completions", json={**body, **lens})
+        assert r.status_code == 401
+
+
 def test_32_concurrent_streams_then_kv_free(server: RunningServer) -> None:
     def one(i: int) -> tuple[list[str], int]:
         with server.client() as c:

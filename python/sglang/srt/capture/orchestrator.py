@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sglang.srt.capture.logit_lens import LensBatch, LensRow
 from sglang.srt.capture.payload import CaptureBlock, Record, blocks_to_host, own_rows, take_payload
 from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.managers.io_struct import CaptureParams
@@ -55,6 +56,7 @@ class ReqCaptureState:
     # is prefilled again (retracted, or retried after a failed step) does not repeat them
     prompt_pos_next: int = 0
     records: list[Record] = field(default_factory=list)  # not yet sent
+    lens: list[dict[str, Any]] = field(default_factory=list)  # logit lens entries not yet sent
     fp_sum: torch.Tensor | None = None  # running sum of step fingerprints, on the device
     fp_count: int = 0
     cluster_run: tuple[int, int] = (-1, 0)  # (cluster id, consecutive steps in it), adaptive sampling
@@ -469,6 +471,7 @@ class CaptureHook:
         # copy their rows out, because their request sends them at a later step
         self.step_blocks: list[CaptureBlock] = []
         self.step_waiting: list[Record] = []
+        self.lens: LensBatch | None = None  # this step's logit lens rows, read out after sampling
         self.adaptive_steps = sched.args.attention_adaptive_steps
         self.hints = None
         if sched.args.attention_hints_url:
@@ -510,6 +513,7 @@ class CaptureHook:
         req.capture_state = ReqCaptureState(p, layers, req.prompt_len)
 
     def prepare(self, reqs: list["Req"], fb: "ForwardBatch") -> CaptureBatch | None:
+        self.lens = None  # a forward whose rows were never sampled leaves none behind
         rows: list[_Row] = []
         if fb.is_decode:
             for i, r in enumerate(reqs):
@@ -531,6 +535,10 @@ class CaptureHook:
                 start += take
         if not rows:
             return None
+        lens_rows = [LensRow(r.req, r.token_index, r.decode_step) for r in rows
+                     if r.decode_step is not None and r.req.capture is not None and r.req.capture.logit_lens_layers]
+        if lens_rows:
+            fb.lens = self.lens = LensBatch(lens_rows, fb.input_ids.device)
         plan = None
         if fb.is_decode:
             key = (fb.batch_size, tuple((id(r.req), r.req.req_pool_idx, r.token_index) for r in rows))
@@ -573,7 +581,7 @@ class CaptureHook:
         for r in reqs:
             st = r.capture_state
             if st is not None:
-                cp.append((r, (len(st.records), st.captured_steps, st.prompt_rows_done, st.prompt_pos_next,
+                cp.append((r, (len(st.records), len(st.lens), st.captured_steps, st.prompt_rows_done, st.prompt_pos_next,
                                st.fp_sum, st.fp_count, st.cluster_run, r.sampling_switch, r.params)))
         return cp
 
@@ -583,19 +591,28 @@ class CaptureHook:
         already handed to the sidecar stream cannot be recalled.)"""
         self.current = None
         self.plan = None
+        self.lens = None
         self.step_blocks = []
         self.step_waiting = []
-        for r, (n_rec, steps, rows, pos_next, fp_sum, fp_count, run, switch, params) in cp:
+        for r, (n_rec, n_lens, steps, rows, pos_next, fp_sum, fp_count, run, switch, params) in cp:
             st = r.capture_state
             del st.records[n_rec:]
+            del st.lens[n_lens:]
             st.captured_steps, st.prompt_rows_done, st.prompt_pos_next = steps, rows, pos_next
             st.fp_sum, st.fp_count, st.cluster_run = fp_sum, fp_count, run
             r.sampling_switch, r.params = switch, params
 
-    def after_step(self, reqs: list["Req"]) -> None:
+    def after_step(self, reqs: list["Req"], tokens: list[int]) -> None:
         """After sampling: this step's blocks reach the host in one copy per dtype; records
         sent later (non-streaming requests) copy their rows out, so no block outlives its step
-        there. Streaming requests pack views of the blocks' rows in this step's output."""
+        there. Streaming requests pack views of the blocks' rows in this step's output. The
+        logit lens reads out now that the produced ``tokens`` are known."""
+        if self.lens is not None:
+            lens, self.lens = self.lens, None
+            produced = {id(r): t for r, t in zip(reqs, tokens)}
+            lens.rows = [row for row in lens.rows if id(row.req) in produced]  # not failed in sampling
+            if lens.rows:
+                lens.readout(self.sched.runner.model, produced)
         if self.step_blocks:
             blocks_to_host(self.step_blocks)
             self.step_blocks = []
@@ -637,6 +654,13 @@ class CaptureHook:
         st = req.capture_state
         if self.sidecar is not None and st is not None and st.fp_count:
             self.sidecar.request_summary(req.rid, st.fp_sum / st.fp_count, st.fp_count)
+
+    def take_lens(self, req: "Req") -> list[dict[str, Any]] | None:
+        st = req.capture_state
+        if st is None or not st.lens:
+            return None
+        out, st.lens = st.lens, []
+        return out
 
     def take_payload(self, req: "Req") -> dict[str, Any] | RowRefs | None:
         st = req.capture_state

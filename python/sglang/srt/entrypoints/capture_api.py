@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
-from sglang.srt.limits import MAX_TOP_K_ATTENTION
+from sglang.srt.limits import MAX_LOGIT_LENS_TOP_K, MAX_TOP_K_ATTENTION
 from sglang.srt.managers.io_struct import CaptureParams, auto_layers
 from sglang.srt.server_args import ServerArgs
 
@@ -66,7 +66,10 @@ def capture_mode(args: ServerArgs, req: CaptureFields | None = None) -> str:
 
 
 def wants_capture(req: CaptureFields, args: ServerArgs) -> bool:
-    """Explicit request (return_attention_tokens: true), or the server's default mode."""
+    """Explicit request (return_attention_tokens or return_logit_lens: true), or the
+    server's default mode."""
+    if req.return_logit_lens:
+        return True
     if req.return_attention_tokens is not None:
         return req.return_attention_tokens
     return args.attention_capture_default != "off"
@@ -100,6 +103,15 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
     if req.attention_mask_prefix is not None and req.attention_mask_prefix < 0:
         raise APIError(400, f"attention_mask_prefix: must be >= 0, got {req.attention_mask_prefix}",
                        "attention_mask_prefix")
+    lens_layers: list[int] = []
+    if req.logit_lens_top_k is not None and not 1 <= req.logit_lens_top_k <= MAX_LOGIT_LENS_TOP_K:
+        raise APIError(400, f"logit_lens_top_k: must be between 1 and {MAX_LOGIT_LENS_TOP_K}", "logit_lens_top_k")
+    if req.return_logit_lens:
+        lens_layers = resolve_layers(req.logit_lens_layers if req.logit_lens_layers is not None else "auto",
+                                     num_layers, "logit_lens_layers")
+    elif req.logit_lens_layers is not None or req.logit_lens_top_k is not None:
+        raise APIError(400, "logit_lens_layers: set return_logit_lens: true to get the logit lens",
+                       "logit_lens_layers" if req.logit_lens_layers is not None else "logit_lens_top_k")
     if not wants_capture(req, args):
         if req.attention_adaptive_sampling:
             raise APIError(400, "attention_adaptive_sampling: needs fingerprint capture; set return_attention_tokens "
@@ -126,6 +138,8 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         max_steps=max_steps,
         chunk_size=args.attention_chunk_size,
         adaptive_sampling=adaptive,
+        logit_lens_layers=lens_layers,
+        logit_lens_top_k=req.logit_lens_top_k or 5,
     )
 
 
@@ -159,7 +173,7 @@ def explicit_capture(req: CaptureFields) -> bool:
     """The request itself asks for capture (what the API-key guardrail looks at).
 
     Adaptive sampling runs on captured fingerprints, so asking for it is asking for capture."""
-    return bool(req.return_attention_tokens or req.attention_adaptive_sampling)
+    return bool(req.return_attention_tokens or req.attention_adaptive_sampling or req.return_logit_lens)
 
 
 class CaptureSlot:
@@ -263,7 +277,7 @@ def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_pars
             "head_filtering": True,
             "moe_routing": bool(model_info.get("is_moe", False)),
             "think_segmentation": reasoning_parser is not None,
-            "logit_lens": False,
+            "logit_lens": allowed,
             "sidecar": args.attention_sidecar_url is not None,
         },
         "guardrails": {
@@ -322,6 +336,8 @@ class CapturePlacer:
                 if ds is not None and ds in self.phase_by_step:
                     entries[i] = {**e, "think_phase": self.phase_by_step[ds]}
         fields: dict[str, Any] = {"attention_tokens": entries, "attention_output_tokens": tokens}
+        if "logit_lens" in meta:
+            fields["logit_lens"] = meta["logit_lens"]
         sw = meta.get("attention_adaptive_sampling")
         if sw is not None and self.switch is None:
             # the scheduler switched temperature/top_p to a manifold hint: say so on the

@@ -37,6 +37,9 @@ class CaptureParams:
     chunk_size: int = 2048
     # switch temperature/top_p to the manifold hint once the fingerprint settles in a cluster
     adaptive_sampling: bool = False
+    # logit lens at these layers of every captured decode step (empty: off), top-k tokens
+    logit_lens_layers: list[int] = field(default_factory=list)
+    logit_lens_top_k: int = 5
 
 
 @dataclass
@@ -123,6 +126,8 @@ class ReqOutput:
     # Capture payload for the steps in this message: packed numpy arrays, or (streaming)
     # RowRefs into the step's shared blocks (see capture/wire.py)
     capture: Any = None
+    # Logit lens entries of the steps in this message (see capture.logit_lens)
+    logit_lens: list[dict[str, Any]] | None = None
     # Adaptive sampling switch {"step", "before", "after", "cluster_id", "zone"}, once it happened.
     sampling_switch: dict[str, Any] | None = None
     error: str | None = None

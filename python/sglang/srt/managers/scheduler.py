@@ -669,7 +669,7 @@ class Scheduler:
             logprobs = torch.log_softmax(penalized[want_lp], dim=-1)
             self._record_logprobs([reqs[i] for i in want_lp], logprobs, [toks[i] for i in want_lp])
         if self.capture_hook is not None:
-            self.capture_hook.after_step(reqs)
+            self.capture_hook.after_step(reqs, toks)
         for req, tok in zip(reqs, toks):
             if req.grammar is not None and not req.grammar.accept_token(tok):
                 # the mask allowed only tokens the grammar accepts: this is a bug, not the client's
@@ -782,5 +782,6 @@ class Scheduler:
                 req.prompt_lp_from, req.input_logprobs, req.input_top_logprobs = None, [], []
         if self.capture_hook is not None:
             out.capture = self.capture_hook.take_payload(req)
+            out.logit_lens = self.capture_hook.take_lens(req)
         out.sampling_switch = req.sampling_switch
         return out

@@ -211,6 +211,7 @@ class TokenizerManager:
         all_ids: list[Any] = []
         prompt_lp: dict[str, Any] = {}  # input_token_logprobs / input_top_logprobs (sent once)
         capture: list[dict[str, Any]] = []
+        lens: list[dict[str, Any]] = []
         first = True
         while True:
             out: ReqOutput = await st.queue.get()
@@ -231,6 +232,7 @@ class TokenizerManager:
                 all_ids += item["meta_info"].get("output_token_ids_logprobs", [])
                 prompt_lp.update({k: v for k, v in item["meta_info"].items() if k.startswith("input_")})
                 capture += item["meta_info"].get("attention_tokens", [])
+                lens += item["meta_info"].get("logit_lens", [])
             if final:
                 st.finished = True
                 if not st.obj.stream:
@@ -244,6 +246,8 @@ class TokenizerManager:
                         item["meta_info"].update(prompt_lp)
                     if st.obj.capture is not None:
                         item["meta_info"]["attention_tokens"] = capture
+                        if st.obj.capture.logit_lens_layers:
+                            item["meta_info"]["logit_lens"] = lens
                     yield item
                 return
 
@@ -279,6 +283,15 @@ class TokenizerManager:
         st.text += delta
         return delta
 
+    def _lens_entry(self, e: dict[str, Any]) -> dict[str, Any]:
+        """A logit lens entry with token texts: top_tokens [{id, text, prob}] and token
+        {id, text, prob, rank}."""
+        ids = list(e["top_token_ids"]) + [e["token_id"]]
+        texts = self._token_texts(ids)
+        return {"decode_step": e["decode_step"], "layer_id": e["layer_id"],
+                "top_tokens": [{"id": i, "text": t, "prob": p} for i, t, p in zip(ids, texts, e["top_probs"])],
+                "token": {"id": e["token_id"], "text": texts[-1], "prob": e["token_prob"], "rank": e["token_rank"]}}
+
     def _labelled(self, pairs: list[Any]) -> list[list[Any]]:
         """(logprob, token_id) pairs -> upstream's [logprob, token_id, token_text] triples."""
         return [[lp, t, s] for (lp, t), s in zip(pairs, self._token_texts([t for _, t in pairs]))]
@@ -307,6 +320,8 @@ class TokenizerManager:
                                               for row in out.input_top_logprobs]
         if out.sampling_switch is not None:
             meta["attention_adaptive_sampling"] = out.sampling_switch
+        if out.logit_lens is not None:
+            meta["logit_lens"] = [self._lens_entry(e) for e in out.logit_lens]
         if st.obj.capture is not None:
             from sglang.srt.capture.entries import build_entries  # numpy only; no model code
 

@@ -252,6 +252,8 @@ class CudaGraphRunner:
     def can_run(self, fb: ForwardBatch) -> bool:
         if not (fb.is_decode and 0 < fb.batch_size <= self.max_bs):
             return False
+        if fb.lens is not None:  # the logit lens keeps rows from Python between layers: eager
+            return False
         return fb.capture is None or self.with_capture
 
     def _forward(self, fb: ForwardBatch, kind: str | None) -> torch.Tensor:

@@ -3,13 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 if TYPE_CHECKING:
     from sglang.srt.layers.attention.base import AttentionBackend, CaptureSink
     from sglang.srt.mem_cache.memory_pool import KVPool, ReqToTokenPool
+
+
+class LensSink(Protocol):
+    """What the model calls on ``ForwardBatch.lens`` (logit lens, see
+    ``capture.logit_lens``): after each layer in ``layers``, the layer's output and its
+    residual (the residual stream is their sum)."""
+
+    layers: frozenset[int]
+
+    def keep(self, layer_id: int, hidden: torch.Tensor, residual: torch.Tensor | None) -> None: ...
 
 
 class ForwardMode(Enum):
@@ -41,6 +51,8 @@ class ForwardBatch:
     logits_indices: torch.Tensor | None = None
     # Attention capture for this batch, None when no request captures (see CaptureSink).
     capture: "CaptureSink | None" = None
+    # Logit lens rows of this batch, None when no request asks for it (see LensSink).
+    lens: "LensSink | None" = None
 
     @property
     def is_decode(self) -> bool:

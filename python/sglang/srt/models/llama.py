@@ -106,8 +106,11 @@ class DecoderModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, fb: ForwardBatch) -> torch.Tensor:
         h, residual = self.embed_tokens(input_ids), None
-        for layer in self.layers:
+        lens = fb.lens
+        for i, layer in enumerate(self.layers):
             h, residual = layer(positions, h, residual, fb)
+            if lens is not None and i in lens.layers:
+                lens.keep(i, h, residual)
         h, _ = self.norm(h, residual)
         return h
 
@@ -135,6 +138,12 @@ class LlamaForCausalLM(nn.Module):
         if fb.logits_indices is not None:
             h = h[fb.logits_indices]
         return self.lm_head(h).float()
+
+    @torch.inference_mode()
+    def lens_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logit lens: float32 logits of residual-stream rows [n, hidden] through the final
+        norm and the unembedding, as the last layer's output becomes the logits."""
+        return self.lm_head(self.model.norm(x)).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy checkpoint tensors (HF names) into the merged parameters; every parameter

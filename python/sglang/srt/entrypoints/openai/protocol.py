@@ -63,6 +63,10 @@ class CaptureFields(_Strict):
     attention_mask_system_prompt: StrictBool | None = None
     include_prompt_attention: StrictBool | None = None
     attention_adaptive_sampling: StrictBool | None = None
+    # logit lens (captured decode steps): layers "last" | "auto" | ids, top tokens per layer
+    return_logit_lens: StrictBool | None = None
+    logit_lens_layers: Union[StrictStr, list[StrictInt], None] = None
+    logit_lens_top_k: StrictInt | None = None
 
 
 class SamplingFields(_Strict):
