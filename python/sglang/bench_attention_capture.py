@@ -132,6 +132,9 @@ def main() -> dict[str, Any]:
         "fingerprint_auto": [CaptureParams(mode="fingerprint", layers=auto)] * n,
         "mixed_half_raw_top32_auto": [raw32 if i % 2 else None for i in range(n)],
         # the logit lens on the auto layers, riding on the cheapest capture (fingerprint of the last layer)
+        # per-head raw top-32 on the auto layers (every head, against the head mean above)
+        "per_head_raw_top32_auto": [CaptureParams(mode="raw", top_k=32, layers=auto,
+                                                  heads_each=list(range(sched.cfg.num_heads)))] * n,
         "logit_lens_auto": [CaptureParams(mode="fingerprint", layers=[L - 1], logit_lens_layers=auto)] * n,
     }
     # Warm-up on the full prompts: the first run also faults in the KV pool's pages, which

@@ -210,6 +210,32 @@ def test_constrained_and_parallel_samples_capture_exactly(sched, hf, prompt):
             _check_raw(e, dense, 6)
 
 
+def test_per_head_entries_match_each_head(sched, hf, prompt, smollm_tokenizer):
+    """attention_capture_heads: one raw entry per (step, layer, head), each exact against
+    that head's own dense attention; beside a head-mean request, with a stride and a mask."""
+    heads = [0, 4, 8]
+    each = CaptureParams(mode="raw", top_k=5, layers=[2, L - 1], heads_each=heads, stride=2, mask_prefix=6)
+    mean = CaptureParams(mode="raw", top_k=5, layers=[L - 1], head_ids=[4], mask_prefix=6)
+    other = smollm_tokenizer.encode("A short poem about rain.")
+    res = run_capture(sched, [(0, "e", prompt, each), (0, "m", prompt, mean), (0, "o", other, None)], N_NEW)
+    out = res["e"]["output_ids"]
+    assert res["m"]["output_ids"] == out
+    dense = dense_attention(hf, prompt + out[:-1])
+    got = sorted((e["decode_step"], e["layer_id"], e["head_id"]) for e in res["e"]["entries"])
+    assert got == sorted((d, l, h) for d in range(0, N_NEW, 2) for l in (2, L - 1) for h in heads)
+    for e in res["e"]["entries"]:
+        _check_raw(e, dense, 5, heads=[e["head_id"]], mask=6)
+    for e in res["m"]["entries"]:  # the head-mean request's entries carry no head_id
+        assert "head_id" not in e
+        _check_raw(e, dense, 5, heads=[4], mask=6)
+    # the same head through both paths: the same numbers
+    by_step = {e["decode_step"]: e for e in res["m"]["entries"]}
+    for e in res["e"]["entries"]:
+        if e["head_id"] == 4 and e["layer_id"] == L - 1:
+            np.testing.assert_allclose(e["topk_logits"], by_step[e["decode_step"]]["topk_logits"][:len(e["topk_logits"])],
+                                       atol=1e-4)
+
+
 def test_max_steps_and_invalid_layer(sched, prompt):
     cap = CaptureParams(mode="fingerprint", layers=[L - 1], max_steps=3)
     res = run_capture(sched, [(0, "m", prompt, cap)], N_NEW)["m"]

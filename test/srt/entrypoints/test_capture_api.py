@@ -93,6 +93,10 @@ def test_mode_resolution() -> None:
     ({"return_logit_lens": True, "logit_lens_layers": [30]}, "logit_lens_layers"),
     ({"return_logit_lens": True, "logit_lens_top_k": 21}, "logit_lens_top_k"),
     ({"logit_lens_layers": "auto"}, "logit_lens_layers"),
+    ({"attention_capture_heads": [9]}, "attention_capture_heads"),
+    ({"attention_capture_heads": []}, "attention_capture_heads"),
+    ({"attention_capture_heads": "each", "attention_capture_head_ids": [1]}, "attention_capture_heads"),
+    ({"attention_capture_heads": "each", "attention_fingerprint_mode": True}, "attention_capture_heads"),
 ])
 def test_invalid_fields_name_the_field(kw: dict, param: str) -> None:
     with pytest.raises(APIError) as e:
@@ -198,3 +202,11 @@ def test_logit_lens_fields() -> None:
     with pytest.raises(APIError) as e:  # the lens is capture: the server must allow it
         build_capture_params(fields(return_logit_lens=True), args(), INFO)
     assert e.value.param == "return_attention_tokens"
+
+
+def test_per_head_field() -> None:
+    a = args(return_attention_tokens=True)
+    p = build_capture_params(fields(return_attention_tokens=True, attention_capture_heads="each"), a, INFO)
+    assert p.heads_each == list(range(9)) and p.head_ids is None
+    p = build_capture_params(fields(return_attention_tokens=True, attention_capture_heads=[5, 1, 5]), a, INFO)
+    assert p.heads_each == [1, 5]

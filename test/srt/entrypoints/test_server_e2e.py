@@ -190,6 +190,17 @@ def test_logit_lens_through_openai_client(server: RunningServer) -> None:
         assert r.status_code == 401
 
 
+def test_per_head_capture_over_http(server: RunningServer) -> None:
+    with server.client(**{"X-Attention-API-Key": ATTN_KEY}) as c:
+        r = c.post("/generate", json={"text": "Hello there", "return_attention_tokens": True,
+                                      "attention_capture_heads": [0, 3], "attention_capture_layers": [5],
+                                      "top_k_attention": 3, "sampling_params": {"max_new_tokens": 2}})
+        assert r.status_code == 200, r.text
+        entries = r.json()["meta_info"]["attention_tokens"]
+        assert sorted((e["decode_step"], e["head_id"]) for e in entries) == [(0, 0), (0, 3), (1, 0), (1, 3)]
+        assert all(e["layer_id"] == 5 and len(e["token_positions"]) == min(3, e["query_position"] + 1) for e in entries)
+
+
 def test_32_concurrent_streams_then_kv_free(server: RunningServer) -> None:
     def one(i: int) -> tuple[list[str], int]:
         with server.client() as c:

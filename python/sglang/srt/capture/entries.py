@@ -37,6 +37,8 @@ def _raw(payload: dict[str, Any], s: int, li: int, layer: int, base: dict[str, A
     logit = payload["topk_logit"][s, li, :k][valid]
     total = float(prob.sum())
     e = dict(base)
+    if "head_id" in payload and payload["head_id"][s] >= 0:
+        e["head_id"] = int(payload["head_id"][s])
     e.update({
         "layer_id": layer,
         "token_positions": pos.tolist(),

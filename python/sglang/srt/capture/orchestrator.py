@@ -105,6 +105,7 @@ class HeadGroup:
     layers: set[int]
     full: bool  # no row has a window: the attention kernel's lse is capture's first pass
     modes: set[str]
+    each_head: int | None  # per-head capture group: its one head (entries carry head_id)
     # device vectors (set by _Plan.build after the one host-to-device copy)
     heads: torch.Tensor | None = None  # None = all heads
     token_index: torch.Tensor = _EMPTY
@@ -150,7 +151,9 @@ class _Plan:
     def build(rows: list[_Row], fb: "ForwardBatch") -> "_Plan":
         dev = fb.input_ids.device
         # Group rows by head subset: one kernel call per group per layer.
-        by_heads: dict[tuple[int, ...] | None, list[int]] = {}
+        # key: the averaged head subset (None = all), or ("each", h) for per-head capture, whose
+        # rows also join one group per head
+        by_heads: dict[tuple[Any, ...] | None, list[int]] = {}
         params: list[CaptureParams] = []  # each row's request's
         pool_rows: list[int] = []  # each row's request's req_to_token row
         for i, r in enumerate(rows):
@@ -159,12 +162,18 @@ class _Plan:
             assert p is not None and pool_row is not None
             params.append(p)
             pool_rows.append(pool_row)
+            if p.heads_each:
+                for h in p.heads_each:
+                    by_heads.setdefault(("each", h), []).append(i)
+                continue
             ids = p.head_ids
             by_heads.setdefault(tuple(ids) if ids else None, []).append(i)
         groups: list[HeadGroup] = []
         host: list[list[int]] = []  # every group's index vectors, moved to the device in one copy
         names = ("heads", "token_index", "row_req", "reqs", "req_of_row", "window", "mask")
-        for heads, idx in by_heads.items():
+        for group_key, idx in by_heads.items():
+            each = group_key[1] if group_key is not None and group_key[0] == "each" else None
+            heads = (each,) if each is not None else group_key
             rs = [rows[i] for i in idx]
             req_index = {p: j for j, p in enumerate(dict.fromkeys(pool_rows[i] for i in idx))}
             vecs: dict[str, list[int]] = {
@@ -190,6 +199,7 @@ class _Plan:
                 layers={l for r in rs for l in r.req.capture_state.layers},
                 full=all(params[i].window == 0 for i in idx),
                 modes={params[i].mode for i in idx},
+                each_head=each,
             ))
         # A decode batch whose all-heads group is fingerprint-only with no window takes its
         # statistics from the attention kernel itself (sgl_kernel.attention_cpu, or
@@ -372,6 +382,7 @@ class CaptureBatch:
         for gi, g in enumerate(self.groups):
             for layers, places in g.by_layers.items():
                 blk = self._block(gi, list(layers), places)
+                blk.head = g.each_head
                 blocks.append(blk)
                 for b, j in enumerate(places):
                     row = self.rows[g.rows[j]]
@@ -381,7 +392,8 @@ class CaptureBatch:
                     row.req.capture_state.records.append(rec)
                     if not row.req.stream:
                         waiting.append(rec)
-                    self._after_record(row, blk, b)
+                    if g.each_head is None or p.heads_each is None or g.each_head == p.heads_each[0]:
+                        self._after_record(row, blk, b)  # once per row, not once per head
         return blocks, waiting
 
     def _layers_of(self, gi: int, name: str, layers: list[int]) -> torch.Tensor:

@@ -25,6 +25,7 @@ class CaptureBlock:
     moe_layers: list[int] = field(default_factory=list)
     snapshot: Any = None  # the hints snapshot that arrays["cluster_idx"] indexes
     host: HostBlock | None = None
+    head: int | None = None  # per-head capture: the rows' one query head
 
 
 def blocks_to_host(blocks: list[CaptureBlock]) -> None:
@@ -52,7 +53,7 @@ def blocks_to_host(blocks: list[CaptureBlock]) -> None:
         arrays = out[id(blk)]
         if "topk_pos" in arrays:  # positions fit int32: half the bytes on the wire
             arrays["topk_pos"] = arrays["topk_pos"].astype(np.int32)
-        hb = HostBlock(blk.layers, arrays, blk.moe_layers)
+        hb = HostBlock(blk.layers, arrays, blk.moe_layers, head=blk.head)
         idx = arrays.pop("cluster_idx", None)
         if idx is not None and blk.snapshot is not None:
             snap = blk.snapshot

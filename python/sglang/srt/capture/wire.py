@@ -40,6 +40,7 @@ class HostBlock:
     # per row, from the sidecar's centroids (manifold hints): cluster id (-1 = noise) and zone
     cluster_ids: list[int] | None = None
     cluster_zones: list[str | None] | None = None
+    head: int | None = None  # per-head capture: the one query head of every row (else the head mean)
 
     def row(self, key: str, row: int, top_k: int) -> np.ndarray | None:
         """Row ``row`` of array ``key`` (its own top-k), a view; None if the block has no such array."""
@@ -52,7 +53,7 @@ class HostBlock:
         """A one-row block with copies of this row's fields for ``mode``."""
         keys = MODE_FIELDS[mode] + (MOE_FIELDS if self.moe_layers else ())
         arrays = {k: v[None].copy() for k in keys if (v := self.row(k, row, top_k)) is not None}
-        one = HostBlock(self.layers, arrays, self.moe_layers)
+        one = HostBlock(self.layers, arrays, self.moe_layers, head=self.head)
         if self.cluster_ids is not None:
             zones = self.cluster_zones
             assert zones is not None  # the hints set cluster_ids and cluster_zones together (payload.blocks_to_host)
@@ -101,6 +102,8 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
         out["topk_logit"] = stacked("topk_logit", np.float32)
         out["lse_ref"] = stacked("lse_ref", np.float32)
         out["masked_mass"] = stacked("masked_mass", np.float32)
+    if any(hb.head is not None for hb, _, _, _, _ in rows):
+        out["head_id"] = np.array([-1 if hb.head is None else hb.head for hb, _, _, _, _ in rows], np.int64)
     if mode == "sketch":
         out["hist"] = stacked("hist", np.float32)
         out["entropy"] = stacked("entropy", np.float32)

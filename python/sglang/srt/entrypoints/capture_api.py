@@ -100,6 +100,15 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
             raise APIError(400, f"attention_capture_head_ids: head id {bad[0]} out of range; the model has "
                            f"{num_heads} query heads (0..{num_heads - 1})", "attention_capture_head_ids")
         heads = sorted(set(heads))
+    each = req.attention_capture_heads
+    if each is not None:
+        if heads is not None:
+            raise APIError(400, "attention_capture_heads: give either attention_capture_heads (one entry per head) or "
+                           "attention_capture_head_ids (their mean), not both", "attention_capture_heads")
+        each = list(range(num_heads)) if each == "each" else sorted(set(each))
+        if not each or any(not 0 <= h < num_heads for h in each):
+            raise APIError(400, f"attention_capture_heads: \"each\" or a non-empty list of head ids in "
+                           f"0..{num_heads - 1}", "attention_capture_heads")
     if req.attention_mask_prefix is not None and req.attention_mask_prefix < 0:
         raise APIError(400, f"attention_mask_prefix: must be >= 0, got {req.attention_mask_prefix}",
                        "attention_mask_prefix")
@@ -124,6 +133,9 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
                else "attention capture is disabled on this server (start it with --return-attention-tokens)")
         raise APIError(400, f"return_attention_tokens: {why}", "return_attention_tokens")
     mode = capture_mode(args, req)
+    if each is not None and mode != "raw":
+        raise APIError(400, f"attention_capture_heads: per-head capture returns raw top-k entries; this request "
+                       f"captures in {mode} mode", "attention_capture_heads")
     max_steps = args.attention_fingerprint_max_steps if mode == "fingerprint" else args.attention_tokens_max
     adaptive = resolve_adaptive(req, args, mode)
     return CaptureParams(
@@ -131,6 +143,7 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         top_k=req.top_k_attention if req.top_k_attention is not None else args.attention_tokens_top_k,
         layers=layers,
         head_ids=heads,
+        heads_each=each,
         mask_prefix=req.attention_mask_prefix or 0,
         include_prompt_attention=bool(req.include_prompt_attention),
         stride=args.attention_tokens_stride,

@@ -29,6 +29,8 @@ class CaptureParams:
     top_k: int = 5
     layers: list[int] = field(default_factory=list)  # resolved layer ids
     head_ids: list[int] | None = None  # None = all query heads (of rank 0)
+    # per-head capture (raw mode): one entry per head of this list instead of the head mean
+    heads_each: list[int] | None = None
     mask_prefix: int = 0  # positions < mask_prefix are private
     include_prompt_attention: bool = False
     stride: int = 1  # capture every stride-th decode step
