@@ -7,6 +7,7 @@ The last test sends SIGTERM and checks that no child process survives.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -199,6 +200,41 @@ def test_per_head_capture_over_http(server: RunningServer) -> None:
         entries = r.json()["meta_info"]["attention_tokens"]
         assert sorted((e["decode_step"], e["head_id"]) for e in entries) == [(0, 0), (0, 3), (1, 0), (1, 3)]
         assert all(e["layer_id"] == 5 and len(e["token_positions"]) == min(3, e["query_position"] + 1) for e in entries)
+
+
+def test_dense_attention_replay(server: RunningServer) -> None:
+    import base64
+    import io
+
+    import numpy as np
+
+    with server.client(**{"X-Attention-API-Key": ATTN_KEY}) as c:
+        ids = c.post("/tokenize", json={"prompt": "The quick brown fox jumps over the lazy dog"}).json()["tokens"]
+        r = c.post("/v1/attention/replay", json={"input_ids": ids, "layers": [29], "heads": "each"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        a = np.frombuffer(base64.b64decode(body["data"]), "<f2").reshape(body["shape"]).astype(np.float64)
+        assert body["shape"] == [1, 9, len(ids), len(ids)] and body["heads"] == list(range(9))
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=5e-3)  # every row is a distribution
+        assert np.all(np.triu(a[0, 0], 1) == 0)  # causal
+        # the capture's exact top-3 of the last position (decode step 0) is the replay's last row
+        g = c.post("/generate", json={"input_ids": ids, "return_attention_tokens": True, "top_k_attention": 3,
+                                      "attention_capture_layers": [29], "sampling_params": {"max_new_tokens": 1}})
+        e = g.json()["meta_info"]["attention_tokens"][0]
+        row = a[0, :, -1].mean(0)
+        assert e["token_positions"] == np.argsort(-row, kind="stable")[:3].tolist()
+        np.testing.assert_allclose([math.exp(x - e["logsumexp_candidates"]) for x in e["topk_logits"]],
+                                   row[e["token_positions"]], atol=2e-3)
+        r = c.post("/v1/attention/replay", json={"input_ids": ids, "layers": "auto", "heads": "mean",
+                                                 "format": "npy", "attention_mask_prefix": 2})
+        m = np.load(io.BytesIO(r.content))
+        assert m.shape == (4, 1, len(ids), len(ids)) and not m[:, :, :2].any() and not m[:, :, :, :2].any()
+        for body, param in (({"input_ids": list(range(3000))}, "input_ids"), ({"input_ids": ids, "heads": [9]}, "heads"),
+                            ({"text": "x" * 20000, "layers": "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"}, "text")):
+            r = c.post("/v1/attention/replay", json=body)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    with server.client() as c:  # without the attention key
+        assert c.post("/v1/attention/replay", json={"input_ids": ids}).status_code == 401
 
 
 def test_32_concurrent_streams_then_kv_free(server: RunningServer) -> None:

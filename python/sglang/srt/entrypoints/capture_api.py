@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
-from sglang.srt.limits import MAX_LOGIT_LENS_TOP_K, MAX_TOP_K_ATTENTION
+from sglang.srt.limits import MAX_LOGIT_LENS_TOP_K, MAX_REPLAY_ELEMENTS, MAX_REPLAY_TOKENS, MAX_TOP_K_ATTENTION
 from sglang.srt.managers.io_struct import CaptureParams, auto_layers
 from sglang.srt.server_args import ServerArgs
 
@@ -308,6 +308,8 @@ def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_pars
             "chunk_size": args.attention_chunk_size,
             "tp_size": args.tp_size,
             "heads_visible": "tp rank 0 only" if args.tp_size > 1 else "all",
+            "replay_max_tokens": MAX_REPLAY_TOKENS,
+            "replay_max_values": MAX_REPLAY_ELEMENTS,
         },
     }
 

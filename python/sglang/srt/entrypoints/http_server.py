@@ -36,6 +36,8 @@ import sglang
 from sglang.srt.entrypoints.capture_api import CaptureGuard, capabilities
 from sglang.srt.entrypoints.http_limits import BodyLimitMiddleware
 from sglang.srt.entrypoints.openai.errors import APIError, FastJSONResponse, error_response, from_pydantic
+from sglang.srt.entrypoints import attention_replay as replay_api
+from sglang.srt.entrypoints.attention_replay import AttentionReplayRequest
 from sglang.srt.entrypoints.openai import serving_score, serving_tokenize
 from sglang.srt.entrypoints.openai.protocol import (
     ChatCompletionRequest,
@@ -80,6 +82,7 @@ _BODY_MODELS: dict[str, type[BaseModel]] = {
     "TokenizeRequest": TokenizeRequest,
     "DetokenizeRequest": DetokenizeRequest,
     "ScoringRequest": ScoringRequest,
+    "AttentionReplayRequest": AttentionReplayRequest,
 }
 
 
@@ -329,6 +332,11 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/detokenize", openapi_extra=_json_body("DetokenizeRequest"))
     async def detokenize(request: Request) -> Response:
         return await serving_tokenize.detokenize(state.require(), request)
+
+    @app.post("/v1/attention/replay", openapi_extra=_json_body("AttentionReplayRequest"))
+    async def attention_replay(request: Request) -> Response:
+        ctx = state.require()
+        return await guarded(lambda: replay_api.replay(ctx, request))
 
     @app.post("/v1/score", openapi_extra=_json_body("ScoringRequest"))
     async def score(request: Request) -> Response:

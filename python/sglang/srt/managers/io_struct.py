@@ -92,6 +92,26 @@ class TokenizedGenerateReqInput:
 
 
 @dataclass
+class ReplayReq:
+    """Dense replay: the full attention of ``layers`` over a sequence (see Scheduler.replay)."""
+
+    rid: str
+    input_ids: list[int]
+    layers: list[int]
+    head_ids: list[int] | None  # None = every query head (of rank 0)
+    mean: bool  # one matrix per layer: the mean over those heads
+    mask_prefix: int = 0  # rows and columns of positions < mask_prefix are zero (private)
+
+
+@dataclass
+class ReplayOut:
+    rid: str
+    probs: Any = None  # numpy float16 [layers, heads (1 with mean), T, T]
+    error: str | None = None
+    error_status: int = 400
+
+
+@dataclass
 class AbortReq:
     rid: str
 

@@ -23,7 +23,7 @@ import torch
 
 from sglang.srt.constrained.base_grammar_backend import GrammarBackend, grammar_key
 from sglang.srt.constrained.xgrammar_backend import create_grammar_backend
-from sglang.srt.managers.io_struct import ReqOutput, SchedulerLoad, TokenizedGenerateReqInput
+from sglang.srt.managers.io_struct import ReplayOut, ReplayReq, ReqOutput, SchedulerLoad, TokenizedGenerateReqInput
 from sglang.srt.managers.req import Req
 from sglang.srt.mem_cache.radix_cache import RadixCache
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
@@ -195,6 +195,50 @@ class Scheduler:
         if max(req.origin_input_ids) >= self.cfg.vocab_size or min(req.origin_input_ids) < 0:
             return f"input_ids must be in [0, {self.cfg.vocab_size})"
         return None
+
+    def replay(self, r: ReplayReq) -> ReplayOut:
+        """Dense replay, between steps: one prefill of ``r.input_ids`` on KV slots of its own
+        (no radix cache, nothing of it kept), keeping the queries of the asked layers, then
+        their full attention with the keys the forward wrote (sgl_kernel.dense_attention).
+        Running requests are not touched; KV that cannot be found now is a 503."""
+        from sgl_kernel.dense_attention import dense_attention_probs
+
+        t = len(r.input_ids)
+        if not 0 < t < self.cfg.context_length or max(r.input_ids) >= self.cfg.vocab_size or min(r.input_ids) < 0:
+            return ReplayOut(r.rid, error=f"input_ids: 1..{self.cfg.context_length - 1} token ids in "
+                                          f"[0, {self.cfg.vocab_size})")
+        row = self.req_to_token.alloc()
+        slots = self._alloc(t) if row is not None else None
+        if row is None or slots is None:
+            if row is not None:
+                self.req_to_token.free(row)
+            return ReplayOut(r.rid, error="the KV cache is busy; retry later", error_status=503)
+        keep = _QueryKeeper(set(r.layers))
+        try:
+            self.req_to_token.req_to_token[row, :t] = slots.to(torch.int32)
+            dev = self.device
+            fb = ForwardBatch(
+                mode=ForwardMode.EXTEND, batch_size=1, input_ids=torch.tensor(r.input_ids, device=dev),
+                positions=torch.arange(t, device=dev), req_pool_indices=torch.tensor([row], device=dev),
+                seq_lens=torch.tensor([t], device=dev), out_cache_loc=slots.to(dev), req_to_token_pool=self.req_to_token,
+                kv_pool=self.runner.kv_pool, attn_backend=self.runner.attn_backend,
+                extend_seq_lens=torch.tensor([t], device=dev), extend_prefix_lens=torch.tensor([0], device=dev),
+                extend_start_loc=torch.tensor([0], device=dev), seq_lens_cpu=[t], extend_seq_lens_cpu=[t],
+                extend_prefix_lens_cpu=[0], logits_indices=torch.tensor([t - 1], device=dev), capture=keep)
+            self.runner.forward(fb)
+            out = []
+            for layer in r.layers:
+                q, scale, cap = keep.q[layer]
+                k = self.runner.kv_pool.get_kv(layer)[0][slots.to(dev).long()]
+                p = dense_attention_probs(q, k, scale=scale, logit_softcap=cap, head_ids=r.head_ids, mean=r.mean)
+                if r.mask_prefix:
+                    p[:, : r.mask_prefix] = 0
+                    p[:, :, : r.mask_prefix] = 0
+                out.append(p)
+            return ReplayOut(r.rid, probs=torch.stack(out).cpu().numpy())
+        finally:
+            self.allocator.free(slots)
+            self.req_to_token.free(row)
 
     def reject(self, rid: str, prompt_len: int, message: str, status: int = 400) -> None:
         """Answer a request that never entered the queues with an error."""
@@ -785,3 +829,22 @@ class Scheduler:
             out.logit_lens = self.capture_hook.take_lens(req)
         out.sampling_switch = req.sampling_switch
         return out
+
+
+class _QueryKeeper:
+    """A CaptureSink that keeps the queries of some layers of one forward (dense replay)."""
+
+    def __init__(self, layers: set[int]) -> None:
+        self.layers = layers
+        self.q: dict[int, tuple[torch.Tensor, float, float]] = {}
+        self.fused_stats: dict[int, torch.Tensor] = {}
+
+    def on_layer(self, layer: Any, q: torch.Tensor, lse: torch.Tensor | None, fb: ForwardBatch) -> None:
+        if layer.layer_id in self.layers:
+            self.q[layer.layer_id] = (q.detach().clone(), layer.scaling, layer.logit_softcap)
+
+    def fused_mask_prefix(self, layer_id: int) -> torch.Tensor | None:
+        return None
+
+    def stats_buffer(self, layer_id: int, batch_size: int, num_heads: int) -> torch.Tensor:
+        raise RuntimeError("dense replay never fuses statistics")

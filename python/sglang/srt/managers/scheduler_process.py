@@ -27,6 +27,7 @@ from sglang.srt.managers.io_struct import (
     BatchTokenOut,
     FlushCacheReq,
     GetLoadReq,
+    ReplayReq,
     ReqOutput,
     TokenizedGenerateReqInput,
 )
@@ -72,6 +73,10 @@ def _apply(sched: Any, msg: Any, send: "FrontEnd | None") -> None:
         sched.add_request(msg)
     elif isinstance(msg, AbortReq):
         sched.abort(msg.rid)
+    elif isinstance(msg, ReplayReq):
+        out = sched.replay(msg)  # every rank: the forward is collective under tensor parallelism
+        if send is not None:
+            send.send(out)
     elif isinstance(msg, FlushCacheReq):
         ok = sched.flush_cache()  # every rank flushes: the radix trees must stay identical
         if send is not None:

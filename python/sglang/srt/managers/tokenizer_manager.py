@@ -25,6 +25,8 @@ from sglang.srt.managers.io_struct import (
     GenerateReqInput,
     GetLoadReq,
     ReqOutput,
+    ReplayOut,
+    ReplayReq,
     RequestFailed,
     SchedulerLoad,
     TokenizedGenerateReqInput,
@@ -79,6 +81,7 @@ class TokenizerManager:
         self._recv_task: asyncio.Task | None = None
         self._load_waiters: list[asyncio.Future] = []
         self._flush_waiters: list[asyncio.Future] = []
+        self._replay_waiters: dict[str, asyncio.Future] = {}
         self.scheduler_procs: list[Any] = []
         self.is_ready = True
 
@@ -105,6 +108,10 @@ class TokenizerManager:
                     st = self.states.get(out.rid)
                     if st is not None:
                         st.queue.put_nowait(out)
+            elif isinstance(msg, ReplayOut):
+                fut = self._replay_waiters.pop(msg.rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
             elif isinstance(msg, SchedulerLoad):
                 waiters, self._load_waiters = self._load_waiters, []
                 for w in waiters:
@@ -370,6 +377,18 @@ class TokenizerManager:
                                           len(st.output_ids), error=message, error_status=status))
             n += 1
         return n
+
+    async def replay(self, req: ReplayReq, timeout: float = 600) -> ReplayOut:
+        """Dense replay (see Scheduler.replay): the scheduler runs it between steps."""
+        self._ensure_loop()
+        fut = asyncio.get_running_loop().create_future()
+        self._replay_waiters[req.rid] = fut
+        assert self._send is not None  # _ensure_loop connected it
+        try:
+            await self._send.send_pyobj(req)
+            return await asyncio.wait_for(fut, timeout=timeout)
+        finally:
+            self._replay_waiters.pop(req.rid, None)
 
     async def flush_cache(self) -> bool:
         self._ensure_loop()
