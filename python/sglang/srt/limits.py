@@ -4,6 +4,7 @@ from __future__ import annotations
 
 MAX_TOP_K_ATTENTION = 64  # top_k_attention and --attention-tokens-top-k: 1..64
 MAX_LOGIT_LENS_TOP_K = 20  # logit_lens_top_k: 1..20
+MAX_SINK_TOKENS = 64  # attention_sink_tokens / --attention-sink-tokens: 0..64
 MAX_REPLAY_TOKENS = 2048  # dense attention replay: tokens of the sequence
 MAX_REPLAY_ELEMENTS = 1 << 26  # and layers x heads x tokens^2 values (128 MiB of float16)
 MAX_TOP_LOGPROBS = 20  # top_logprobs (chat), logprobs (completions), top_logprobs_num (/generate)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sglang.srt.limits import MAX_TOP_K_ATTENTION
+from sglang.srt.limits import MAX_SINK_TOKENS, MAX_TOP_K_ATTENTION
 
 REASONING_PARSERS = ("qwen3", "qwen3-thinking", "deepseek-r1", "deepseek-v3", "kimi", "glm45", "step3", "minimax")
 ATTENTION_BACKENDS = ("torch_native", "triton")
@@ -56,6 +56,7 @@ class ServerArgs:
     attention_tokens_max: int = 4096
     attention_tokens_stride: int = 1
     attention_tokens_window: int = 0
+    attention_sink_tokens: int = 1
     attention_capture_layers: str = "last"
     attention_sketch_mode: bool = False
     attention_fingerprint_mode: bool = False
@@ -115,6 +116,8 @@ class ServerArgs:
         need(self.attention_tokens_max >= 0, "--attention-tokens-max must be >= 0 (0 = unlimited)")
         need(self.attention_tokens_stride >= 1, "--attention-tokens-stride must be >= 1")
         need(self.attention_tokens_window >= 0, "--attention-tokens-window must be >= 0 (0 = all keys)")
+        need(0 <= self.attention_sink_tokens <= MAX_SINK_TOKENS,
+             f"--attention-sink-tokens must be in 0..{MAX_SINK_TOKENS}")
         need(self.attention_fingerprint_max_steps >= 0, "--attention-fingerprint-max-steps must be >= 0")
         need(self.attention_chunk_size >= 16, "--attention-chunk-size must be at least 16")
         need(self.attention_max_concurrent_capture >= 0, "--attention-max-concurrent-capture must be >= 0")
@@ -185,6 +188,9 @@ class ServerArgs:
                        type=int, default=1, help="capture every Nth decode step")
         g.add_argument("--attention-tokens-window", type=int, default=0,
                        help="only the last N keys are considered (0 = all keys)")
+        g.add_argument("--attention-sink-tokens", type=int, default=1,
+                       help="the attention sink: the first N positions; their mass is reported as sink_mass "
+                            "(0 = none)")
         g.add_argument("--attention-capture-layers", default="last",
                        help="last | auto (about L/4, L/2, 3L/4, L-1) | comma list of layer ids")
         g.add_argument("--attention-sketch-mode", action="store_true", help="default capture mode: sketch")

@@ -49,7 +49,7 @@ def _probs(dense, layer, t, heads=None, window=0):
     return a.mean(0), a
 
 
-def _check_raw(e, dense, k, heads=None, window=0, mask=0):
+def _check_raw(e, dense, k, heads=None, window=0, mask=0, sink=1):
     t = e["query_position"]
     p, _ = _probs(dense, e["layer_id"], t, heads, window)
     elig = p.copy()
@@ -71,6 +71,8 @@ def _check_raw(e, dense, k, heads=None, window=0, mask=0):
     np.testing.assert_allclose(e["attention_scores"], p[got] / p[got].sum(), atol=1e-4)
     if mask:
         np.testing.assert_allclose(e["masked_mass"], p[:mask].sum(), atol=1e-4)
+    # the attention sink (default: position 0), unless it is private
+    assert e["sink_mass"] == pytest.approx(float(p[mask:sink].sum()) if sink > mask else 0.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("layers,stride", [([L - 1], 1), (AUTO, 2), ([0, 7, 13], 3)])
@@ -234,6 +236,27 @@ def test_per_head_entries_match_each_head(sched, hf, prompt, smollm_tokenizer):
         if e["head_id"] == 4 and e["layer_id"] == L - 1:
             np.testing.assert_allclose(e["topk_logits"], by_step[e["decode_step"]]["topk_logits"][:len(e["topk_logits"])],
                                        atol=1e-4)
+
+
+def test_sink_mass_in_raw_and_sketch(sched, hf, prompt):
+    """sink_mass over the first N positions, exact against dense attention; the default
+    sink is position 0, whose share of SmolLM2's attention is large."""
+    raw = CaptureParams(mode="raw", top_k=4, layers=[3, L - 1], sink_tokens=4)
+    sk = CaptureParams(mode="sketch", top_k=4, layers=[L - 1])
+    off = CaptureParams(mode="raw", top_k=4, layers=[L - 1], sink_tokens=0)
+    res = run_capture(sched, [(0, "r", prompt, raw), (0, "s", prompt, sk), (0, "o", prompt, off)], N_NEW)
+    dense = dense_attention(hf, prompt + res["r"]["output_ids"][:-1])
+    for e in res["r"]["entries"]:
+        _check_raw(e, dense, 4, sink=4)
+    for e in res["o"]["entries"]:
+        assert e["sink_mass"] == 0.0
+    big = 0
+    for e in res["s"]["entries"]:
+        p, _ = _probs(dense, L - 1, e["query_position"])
+        got = e["layer_sketches"][str(L - 1)]["sink_mass"]
+        assert got == pytest.approx(float(p[0]), abs=1e-4)
+        big += got > 0.2
+    assert big, "SmolLM2's last layer puts much of its attention on position 0"
 
 
 def test_max_steps_and_invalid_layer(sched, prompt):

@@ -48,6 +48,8 @@ def _raw(payload: dict[str, Any], s: int, li: int, layer: int, base: dict[str, A
     })
     if payload["mask_prefix"]:
         e["masked_mass"] = _r(payload["masked_mass"][s, li])
+    if "sink_mass" in payload:
+        e["sink_mass"] = _r(payload["sink_mass"][s, li])
     moe = _moe(payload, s, [layer])
     if moe:
         e["moe_routing"] = moe
@@ -83,6 +85,8 @@ def build_entries(payload: dict[str, Any] | RowRefs, prompt_len: int) -> list[di
                 }
                 if payload["mask_prefix"]:
                     sk["masked_mass"] = _r(payload["masked_mass"][s, li])
+                if "sink_mass" in payload:
+                    sk["sink_mass"] = _r(payload["sink_mass"][s, li])
                 sketches[str(l)] = sk
             e = {"mode": "sketch", **base, "layer_sketches": sketches}
             moe = _moe(payload, s, layers)

@@ -114,6 +114,7 @@ class HeadGroup:
     req_of_row: torch.Tensor = _EMPTY  # each row's index among them
     window: torch.Tensor = _EMPTY
     mask: torch.Tensor = _EMPTY
+    sink: torch.Tensor = _EMPTY  # attention-sink positions per row (sink_mass)
     places: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict)  # per layer list, when several
 
 
@@ -170,7 +171,7 @@ class _Plan:
             by_heads.setdefault(tuple(ids) if ids else None, []).append(i)
         groups: list[HeadGroup] = []
         host: list[list[int]] = []  # every group's index vectors, moved to the device in one copy
-        names = ("heads", "token_index", "row_req", "reqs", "req_of_row", "window", "mask")
+        names = ("heads", "token_index", "row_req", "reqs", "req_of_row", "window", "mask", "sink")
         for group_key, idx in by_heads.items():
             each = group_key[1] if group_key is not None and group_key[0] == "each" else None
             heads = (each,) if each is not None else group_key
@@ -184,6 +185,7 @@ class _Plan:
                 "req_of_row": [req_index[pool_rows[i]] for i in idx],
                 "window": [params[i].window for i in idx],
                 "mask": [params[i].mask_prefix for i in idx],
+                "sink": [params[i].sink_tokens for i in idx],
             }
             host += vecs.values()
             by_layers: dict[tuple[int, ...], list[int]] = {}
@@ -264,6 +266,7 @@ class CaptureBatch:
         self.pending: dict[int, list[_LayerRows]] = {}  # group -> captured layers' rows, in layer order
         self.fb: "ForwardBatch | None" = None
         self.moe: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.sinks: dict[tuple[int, int], torch.Tensor] = {}  # (group, layer) -> sink_mass [rows]
 
     def on_layer(self, layer: "RadixAttention", q: torch.Tensor, lse: torch.Tensor | None,
                  fb: "ForwardBatch") -> None:
@@ -334,10 +337,11 @@ class CaptureBatch:
             table = fb.req_to_token_pool.req_to_token
             if len(items) == 1 or len({(it.scale, it.softcap) for it in items}) > 1:
                 for it in items:
-                    self.results[(gi, it.layer)] = attention_capture(
+                    res = self.results[(gi, it.layer)] = attention_capture(
                         it.q, fb.kv_pool.get_kv(it.layer)[0], table, g.row_req, g.row_pos, scale=it.scale,
                         window=g.window, mask_prefix=g.mask, logit_softcap=it.softcap, head_lse=it.lse,
                         host_rows=g.host_rows, **kw)
+                    self._sink(gi, it, res.head_lse, table)
                 continue
             # All layers in one call: K of every layer is one pool tensor, so row r of
             # layer l reads slots offset by l * slots_per_layer through its own table row.
@@ -355,7 +359,23 @@ class CaptureBatch:
                 logit_softcap=items[0].softcap, head_lse=torch.cat(lses) if len(lses) == n_layers else None,
                 host_rows=(g.host_rows[0] * n_layers, g.host_rows[1] * n_layers), **kw)
             self.combined[gi] = (res, [it.layer for it in items])
+            n = g.row_pos.numel()
+            for j, it in enumerate(items):
+                self._sink(gi, it, res.head_lse[j * n:(j + 1) * n], table)
         self.pending.clear()
+
+    def _sink(self, gi: int, it: _LayerRows, head_lse: torch.Tensor, table: torch.Tensor) -> None:
+        """sink_mass of the group's rows at one layer (raw and sketch rows report it)."""
+        g = self.groups[gi]
+        if not (g.modes - {"fingerprint"}):
+            return
+        from sgl_kernel.sinks import sink_mass
+
+        fb = self.fb
+        assert fb is not None  # set with the pending rows
+        self.sinks[(gi, it.layer)] = sink_mass(
+            it.q, fb.kv_pool.get_kv(it.layer)[0], table, g.row_req, g.row_pos, scale=it.scale, head_lse=head_lse,
+            n_sink=g.sink, head_ids=g.heads, window=g.window, mask_prefix=g.mask, logit_softcap=it.softcap)
 
     def after_forward(self, model: torch.nn.Module) -> None:
         """Run the capture kernel on the kept rows, and read MoE routing of the captured
@@ -430,6 +450,8 @@ class CaptureBatch:
         if modes - {"fingerprint"}:
             for name in ("topk_pos", "topk_prob", "topk_logit", "lse_ref", "masked_mass"):
                 arrays[name] = stacked(name)
+            if all((gi, l) in self.sinks for l in layers):
+                arrays["sink_mass"] = rows_of(torch.stack([self.sinks[(gi, l)] for l in layers], 1))
         if "sketch" in modes:
             arrays["hist"], arrays["entropy"] = stacked("hist"), stacked("entropy")
         blk = CaptureBlock(layers, arrays)

@@ -23,8 +23,8 @@ import numpy as np
 # Which block arrays a row of each mode reads (moe_ids / moe_w go with every mode).
 TOPK_FIELDS = ("topk_pos", "topk_prob", "topk_logit")
 MODE_FIELDS: dict[str, tuple[str, ...]] = {
-    "raw": (*TOPK_FIELDS, "lse_ref", "masked_mass"),
-    "sketch": (*TOPK_FIELDS, "lse_ref", "masked_mass", "hist", "entropy"),
+    "raw": (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass"),
+    "sketch": (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass", "hist", "entropy"),
     "fingerprint": ("fingerprint",),
 }
 MOE_FIELDS = ("moe_ids", "moe_w")
@@ -102,6 +102,8 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
         out["topk_logit"] = stacked("topk_logit", np.float32)
         out["lse_ref"] = stacked("lse_ref", np.float32)
         out["masked_mass"] = stacked("masked_mass", np.float32)
+        if all("sink_mass" in hb.arrays for hb, _, _, _, _ in rows):
+            out["sink_mass"] = stacked("sink_mass", np.float32)
     if any(hb.head is not None for hb, _, _, _, _ in rows):
         out["head_id"] = np.array([-1 if hb.head is None else hb.head for hb, _, _, _, _ in rows], np.int64)
     if mode == "sketch":

@@ -14,7 +14,13 @@ from typing import Any, Mapping
 
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
-from sglang.srt.limits import MAX_LOGIT_LENS_TOP_K, MAX_REPLAY_ELEMENTS, MAX_REPLAY_TOKENS, MAX_TOP_K_ATTENTION
+from sglang.srt.limits import (
+    MAX_LOGIT_LENS_TOP_K,
+    MAX_REPLAY_ELEMENTS,
+    MAX_REPLAY_TOKENS,
+    MAX_SINK_TOKENS,
+    MAX_TOP_K_ATTENTION,
+)
 from sglang.srt.managers.io_struct import CaptureParams, auto_layers
 from sglang.srt.server_args import ServerArgs
 
@@ -109,6 +115,10 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         if not each or any(not 0 <= h < num_heads for h in each):
             raise APIError(400, f"attention_capture_heads: \"each\" or a non-empty list of head ids in "
                            f"0..{num_heads - 1}", "attention_capture_heads")
+    sink = req.attention_sink_tokens if req.attention_sink_tokens is not None else args.attention_sink_tokens
+    if not 0 <= sink <= MAX_SINK_TOKENS:
+        raise APIError(400, f"attention_sink_tokens: must be in 0..{MAX_SINK_TOKENS}, got {sink}",
+                       "attention_sink_tokens")
     if req.attention_mask_prefix is not None and req.attention_mask_prefix < 0:
         raise APIError(400, f"attention_mask_prefix: must be >= 0, got {req.attention_mask_prefix}",
                        "attention_mask_prefix")
@@ -144,6 +154,7 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         layers=layers,
         head_ids=heads,
         heads_each=each,
+        sink_tokens=sink,
         mask_prefix=req.attention_mask_prefix or 0,
         include_prompt_attention=bool(req.include_prompt_attention),
         stride=args.attention_tokens_stride,

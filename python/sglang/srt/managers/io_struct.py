@@ -31,6 +31,8 @@ class CaptureParams:
     head_ids: list[int] | None = None  # None = all query heads (of rank 0)
     # per-head capture (raw mode): one entry per head of this list instead of the head mean
     heads_each: list[int] | None = None
+    # the attention sink: positions < sink_tokens (their mass is reported as sink_mass)
+    sink_tokens: int = 1
     mask_prefix: int = 0  # positions < mask_prefix are private
     include_prompt_attention: bool = False
     stride: int = 1  # capture every stride-th decode step
