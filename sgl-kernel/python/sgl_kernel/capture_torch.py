@@ -110,29 +110,39 @@ def _gather_keys(k_buffer: torch.Tensor, slots: torch.Tensor, uniq: torch.Tensor
 
 def _chunks(rows: Rows, idx: torch.Tensor, layout: tuple,
             c_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key tile of a row block."""
+    """(positions [c], scores [n, H, c], in-window mask [n, c]) for each key tile of a row block.
+
+    Whatever c_size, K is gathered (with its slots) in pieces of at most _tile(rows) keys and
+    freed before the tile is yielded, so besides the scores the block holds one piece of K:
+    nothing here grows with the context or with c_size (the one-pass tile of _ONE_PASS_KEYS)."""
     lo = rows.row_lo[idx]
     t = rows.row_pos[idx]
-    first = int(lo.min()) // _tile(rows) * _tile(rows)
+    piece = _tile(rows)
+    first = int(lo.min()) // piece * piece
     end = int(t.max()) + 1
     uniq, qg, sel = _grouped_queries(rows, idx, layout)
     n, n_u, g, d = qg.shape
     reqs = rows.row_req[idx]
     one_req = bool((reqs == reqs[0]).all())
-    # Only this block's span of the table rows (a full row is the whole context length).
-    tables = rows.req_to_token[:, first:end].index_select(0, reqs[:1] if one_req else reqs)
+    reqs = reqs[:1] if one_req else reqs
     if one_req:  # all rows share the keys: one GEMM per KV head with the rows stacked
         q_stacked = qg.permute(1, 0, 2, 3).reshape(n_u, n * g, d)
+
+    def scores(p0: int, p1: int) -> torch.Tensor:  # [n, U, G, p1 - p0]
+        # Only this piece of the table rows: a slice over the block's whole span would be a
+        # copy of 4 bytes per key of context (4 MiB at 1M keys).
+        slots = rows.req_to_token[:, p0:p1].index_select(0, reqs).long()  # past t: masked below
+        k = _gather_keys(rows.k_buffer, slots, uniq).float()  # [1 or n, U, c, D]
+        if one_req:
+            return torch.matmul(q_stacked, k[0].transpose(1, 2)).view(n_u, n, g, -1).transpose(0, 1)
+        return torch.matmul(qg, k.transpose(2, 3))
+
     for c0 in range(first, end, c_size):
         c1 = min(c0 + c_size, end)
         pos = torch.arange(c0, c1, device=qg.device)
-        slots = tables[:, c0 - first : c1 - first].long()  # positions past a row's t are masked below
-        k = _gather_keys(rows.k_buffer, slots, uniq).float()  # [1 or n, U, c, D]
-        if one_req:
-            s = torch.matmul(q_stacked, k[0].transpose(1, 2)).view(n_u, n, g, -1).transpose(0, 1)
-        else:
-            s = torch.matmul(qg, k.transpose(2, 3))  # [n, U, G, c]
-        s = s.flatten(1, 2)
+        parts = [scores(p0, min(p0 + piece, c1)) for p0 in range(c0, c1, piece)]
+        s = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=3)).flatten(1, 2)
+        del parts
         if sel is not None:
             s = s[:, sel]
         s = softcap_(s * rows.scale, rows.softcap)

@@ -146,3 +146,37 @@ def test_default_model_json_outputs_validate(smollm_tokenizer):
             jsonschema.validate(json.loads(_text(tok, r["output_ids"])), SCHEMA)
             done += 1
     assert done >= 6, {k: v["finish"] for k, v in res.items()}
+
+
+def test_reasoning_thinks_freely_then_follows_the_grammar(tiny, smollm_tokenizer):
+    """grammar_after: the thinking (forced here by a custom logit processor to
+    'hmm, maybe</think>') is unconstrained; the answer after the marker follows the regex."""
+    from sglang.srt.managers.io_struct import TokenizedGenerateReqInput
+    from sglang.srt.sampling.custom_logit_processor import CustomLogitProcessor
+
+    think = smollm_tokenizer.encode("hmm, maybe</think>", add_special_tokens=False)
+    ns: dict = {"CustomLogitProcessor": CustomLogitProcessor, "THINK": think}
+    exec(  # noqa: S102 - a client-style processor class, serialized by value
+        "class Think(CustomLogitProcessor):\n"
+        "    def __call__(self, logits, custom_param_list=None):\n"
+        "        for i, p in enumerate(custom_param_list):\n"
+        "            n = len(p['__req__'].output_ids)\n"
+        "            if n < len(THINK):\n"
+        "                logits[i, :] = -1e9\n"
+        "                logits[i, THINK[n]] = 0.0\n"
+        "        return logits\n", ns)
+    ns["Think"].__module__ = "__main__"
+    proc = ns["Think"].to_str()
+    ids = smollm_tokenizer.encode("Is it?")
+    for rid, after in (("r", "</think>"), ("plain", None)):
+        tiny.add_request(TokenizedGenerateReqInput(rid, ids, _sample(40, 1, regex="(yes|no)!"), True,
+                                                   custom_logit_processor=proc, grammar_after=after))
+    res: dict[str, list[int]] = {"r": [], "plain": []}
+    while tiny.has_work():
+        for o in tiny.step():
+            assert o.error is None, o.error
+            res[o.rid] += o.new_token_ids
+    text = _text(smollm_tokenizer, res["r"])
+    assert text.startswith("hmm, maybe</think>") and re.fullmatch(r"hmm, maybe</think>(yes|no)!", text), text
+    plain = _text(smollm_tokenizer, res["plain"])
+    assert re.fullmatch(r"(yes|no)!", plain), plain  # without it the grammar wins from the first token

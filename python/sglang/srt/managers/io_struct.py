@@ -64,6 +64,9 @@ class GenerateReqInput:
     token_ids_logprob: list[int] | None = None
     # upstream's CustomLogitProcessor.to_str() (needs --enable-custom-logit-processor)
     custom_logit_processor: str | None = None
+    # a reasoning model's thinking is free: the grammar applies once the output has this
+    # end-of-thinking marker (text); None = from the first token
+    grammar_after: str | None = None
     capture: CaptureParams | None = None
     # Client-visible names of internal fields in error messages (e.g. input_ids -> messages,
     # sampling_params.max_new_tokens -> max_tokens on the OpenAI endpoints).
@@ -91,6 +94,7 @@ class TokenizedGenerateReqInput:
     logprob_start_len: int = -1
     token_ids_logprob: list[int] | None = None
     custom_logit_processor: str | None = None
+    grammar_after: str | None = None
 
 
 @dataclass

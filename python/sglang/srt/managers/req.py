@@ -55,6 +55,8 @@ class Req:
     # structured outputs: the compile in progress, then the request's grammar matcher
     grammar_future: Future | None = None
     grammar: Grammar | None = None
+    # thinking first: the grammar starts once the output holds this marker (text)
+    grammar_wait: str | None = None
 
     @property
     def fill_ids(self) -> list[int]:

@@ -106,6 +106,7 @@ class Scheduler:
         req = Req(r.rid, list(r.input_ids), params, r.stream, torch.Generator(device="cpu"), seed, r.return_logprob,
                   r.top_logprobs_num, r.capture, group=r.group)
         req.token_ids_logprob = r.token_ids_logprob
+        req.grammar_wait = r.grammar_after or None
         if r.return_logprob:  # -1 (or past the end): only the last prompt token, as upstream
             start = r.logprob_start_len
             req.prompt_lp_from = start if 0 <= start < len(r.input_ids) else len(r.input_ids) - 1
@@ -697,7 +698,7 @@ class Scheduler:
         if not reqs or logits is None:
             return
         infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids, self._banned(r),
-                              r.grammar, r.logit_processor, r) for r in reqs]
+                              r.grammar if r.grammar_wait is None else None, r.logit_processor, r) for r in reqs]
         next_ids, penalized = sample(logits, infos, self.grammars)
         failed = [(r, info) for r, info, t in zip(reqs, infos, next_ids) if t is None]
         if failed:  # sampling raised for these rows alone (logged by the sampler)
@@ -715,13 +716,15 @@ class Scheduler:
         if self.capture_hook is not None:
             self.capture_hook.after_step(reqs, toks)
         for req, tok in zip(reqs, toks):
-            if req.grammar is not None and not req.grammar.accept_token(tok):
+            if req.grammar is not None and req.grammar_wait is None and not req.grammar.accept_token(tok):
                 # the mask allowed only tokens the grammar accepts: this is a bug, not the client's
                 logger.error("request %s: the grammar rejected sampled token %d", req.rid, tok)
                 self._fail(req, INTERNAL_ERROR)
                 continue
             req.output_ids.append(tok)
             self.generated_tokens_total += 1
+            if req.grammar_wait is not None and self._thinking_ended(req):
+                req.grammar_wait = None  # the grammar constrains the answer from the next token
             reason = self._check_finished(req, tok)
             if reason is not None:
                 self.running.remove(req)
@@ -744,6 +747,14 @@ class Scheduler:
                 n = req.top_logprobs_num
                 req.pending_top_logprobs.append(list(zip(top[0][j][:n], top[1][j][:n])))
 
+    def _thinking_ended(self, req: Req) -> bool:
+        """The output's text now holds the end-of-thinking marker (checked after every
+        token, so the first time it shows is when it was completed)."""
+        marker = req.grammar_wait
+        if not marker or self.tokenizer is None:
+            return True
+        return marker in self.tokenizer.decode(req.output_ids[-(len(marker) + 2):])
+
     def _banned(self, req: Req) -> tuple[int, ...]:
         """min_new_tokens: until the output has that many tokens, no stop token (EOS
         included, unless ignore_eos) can be sampled."""
@@ -754,7 +765,7 @@ class Scheduler:
 
     def _check_finished(self, req: Req, tok: int) -> dict[str, Any] | None:
         p = req.params
-        if req.grammar is not None and req.grammar.is_terminated():  # the grammar took its stop token
+        if req.grammar is not None and req.grammar_wait is None and req.grammar.is_terminated():
             return {"type": "stop", "matched": tok}
         if len(req.output_ids) < p.min_new_tokens:  # stop tokens and strings wait for the minimum
             return self._length_reached(req)

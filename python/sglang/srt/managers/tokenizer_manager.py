@@ -201,7 +201,7 @@ class TokenizerManager:
                 raise ValueError("custom_logit_processor: must be the string of CustomLogitProcessor.to_str()")
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
                                         obj.capture, obj.group, obj.logprob_start_len, obj.token_ids_logprob,
-                                        obj.custom_logit_processor)
+                                        obj.custom_logit_processor, obj.grammar_after)
         assert self._send is not None
         await self._send.send_pyobj(req)
         try:

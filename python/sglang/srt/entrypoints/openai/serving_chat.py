@@ -41,7 +41,7 @@ from sglang.srt.entrypoints.openai.serving_common import (
 )
 from sglang.srt.limits import MAX_TOP_LOGPROBS, OFF_LOOP_CHARS
 from sglang.srt.managers.io_struct import GenerateReqInput
-from sglang.srt.parser.reasoning_parser import ReasoningParser, TokenPhaseTracker
+from sglang.srt.parser.reasoning_parser import ReasoningParser, TokenPhaseTracker, get_format, thinking_enabled
 
 
 
@@ -172,12 +172,18 @@ class ChatServing:
         capture, slot = prepare_capture(ctx, req, request)
         if capture is not None:  # the one place the system-prompt mask joins the request's own
             capture.mask_prefix = max(capture.mask_prefix, mask_len)
+        # a reasoning model thinks freely; its answer follows the constraint (as upstream)
+        grammar_after = None
+        if ctx.reasoning_parser and params.constrained:
+            fmt = get_format(ctx.reasoning_parser)
+            if thinking_enabled(fmt, kwargs):
+                grammar_after = fmt.think_end
         samples = params.samples()  # n > 1: one engine request per sample, sharing the prompt's KV
         slots = share_slot(slot, len(samples))
         objs = [GenerateReqInput(
             input_ids=input_ids, sampling_params=sp, stream=req.stream, rid=sample_rid(rid, None, j, len(samples)),
             return_logprob=req.logprobs, top_logprobs_num=req.top_logprobs or 0, capture=capture, capture_slot=slots[j],
-            custom_logit_processor=req.custom_logit_processor,
+            custom_logit_processor=req.custom_logit_processor, grammar_after=grammar_after,
             param_names={**OPENAI_PARAM_NAMES, "sampling_params.max_new_tokens": max_name, "input_ids": "messages"},
             group=rid if len(samples) > 1 else None) for j, sp in enumerate(samples)]
         choices = [self._choice_state(j, req, kwargs, capture is not None, tools) for j in range(len(objs))]
