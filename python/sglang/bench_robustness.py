@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from sglang.bench_utils import start_server
+from sglang.bench_utils import against_server
 
 MSG = [{"role": "user", "content": "Write a long story about a river."}]
 BIG = "lorem ipsum dolor sit amet " * 38_836  # ~1 MiB of text
@@ -159,16 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running server (default: start one with the bundled model)")
     args = ap.parse_args(argv)
-    proc = None
-    url = args.url
-    if url is None:
-        url, proc = start_server()
-    try:
-        result = {"bad_inputs": bad_inputs(url), "stall": stall(url)}
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=60)
+    result = against_server(args.url, lambda url: {"bad_inputs": bad_inputs(url), "stall": stall(url)})
     print(json.dumps(result, indent=1))
 
 

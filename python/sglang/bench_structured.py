@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from sglang.bench_utils import start_server
+from sglang.bench_utils import against_server
 
 SCHEMA = {
     "type": "object",
@@ -165,17 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.batch < 1 or args.rounds < 1 or args.max_tokens < 1:
         ap.error("--batch, --rounds and --max-tokens must be at least 1")
-    proc = None
-    url = args.url
-    if url is None:
-        url, proc = start_server()
-    try:
-        result = {"throughput": throughput(url, args.batch, args.rounds, args.max_tokens),
-                  "new_schema": new_schema(url, args.batch, 4 * args.max_tokens)}
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=60)
+    result = against_server(args.url, lambda url: {
+        "throughput": throughput(url, args.batch, args.rounds, args.max_tokens),
+        "new_schema": new_schema(url, args.batch, 4 * args.max_tokens)})
     print(json.dumps(result, indent=1))
 
 

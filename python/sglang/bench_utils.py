@@ -75,6 +75,20 @@ def start_server(flags: list[str] | None = None, timeout: float = 600) -> tuple[
         time.sleep(0.5)
 
 
+def against_server(url: str | None, run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """``run(url)`` against the server at ``url``, or against one started here (and
+    stopped afterwards) when ``url`` is None."""
+    proc = None
+    if url is None:
+        url, proc = start_server()
+    try:
+        return run(url)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
 def run_cli(main: Callable[[], dict[str, Any]]) -> None:
     """Run a benchmark main; bad input gives one line on stderr and exit code 2."""
     try:
