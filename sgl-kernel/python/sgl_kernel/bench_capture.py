@@ -3,15 +3,25 @@
     python -m sgl_kernel.bench_capture --context-lens 1024,4096,...,1048576 --json
 
 One JSON line per context length: ``context_len``, ``workspace_bytes`` and ``ms`` (on CPU also
-``noise_bytes``, how far the RSS counters may be off on this machine).
-Each length runs in a fresh subprocess (so allocator state and peaks from one length
-never leak into the next). ``workspace_bytes`` is measured, not computed:
+``peak_alloc_bytes``, ``rss_workspace_bytes`` and ``noise_bytes``). Each length runs in a
+fresh subprocess. ``workspace_bytes`` is measured, not computed: the most bytes the call
+held at one time beyond what existed before it and beyond the bytes of its result.
 
-* CPU: the process's peak resident memory is reset (``/proc/self/clear_refs``) right
-  before the call, and workspace = peak RSS during the call - RSS before it - the bytes
-  of the result - growth of file-backed RSS (library code paged in). The K cache and
-  the other inputs exist before the reset; glibc is told to mmap every block above
-  64 KiB while measuring (see ``_mmap_threshold``) and to trim its heap just before.
+* CPU (``profiled_workspace``, deterministic: the same bytes on every run of a given torch build):
+  the call runs under ``torch.profiler`` with ``profile_memory=True``, which records every
+  allocation (+bytes) and free (-bytes) that goes through torch's CPU allocator. In time
+  order their running sum is what the op holds; its peak is ``peak_alloc_bytes`` and
+  ``workspace_bytes`` = that peak - the result's bytes. Each allocation and free is its own
+  ``[memory]`` event, so nothing is counted twice (an op's non-self memory would repeat
+  its children's) and a temporary freed inside an op still counts. Without the raw events
+  the ops' self memory (``self_cpu_memory_usage``) is summed the same way. Memory that
+  does not go through torch's allocator (a BLAS library's private buffers) is not seen.
+* CPU, as a cross-check (``rss_workspace_bytes``, ``rss_workspace``): the process's peak
+  resident memory is reset (``/proc/self/clear_refs``) right before the call, and workspace
+  = peak RSS during the call - RSS before it - result bytes - growth of file-backed RSS
+  (library code paged in). glibc is told to mmap every block above 64 KiB while measuring
+  (see ``_mmap_threshold``) and to trim its heap just before. The kernel's RSS counters
+  are approximate: ``noise_bytes`` says by how much.
 * CUDA: ``torch.cuda`` allocator statistics, peak allocated during the call - allocated
   before - result bytes.
 
@@ -123,9 +133,56 @@ def _time_ms(fn: Callable[[], object], device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _memory_events(prof) -> list[tuple[int, int]]:
+    """(start time, bytes) of every CPU allocation (+) and free (-) the profiler saw."""
+    try:
+        raw = prof.profiler.kineto_results.events()
+    except AttributeError:  # no raw events in this torch: the ops' self memory, summed per op
+        return [(e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage]
+    cpu = torch.autograd.DeviceType.CPU
+    return [(e.start_ns(), e.nbytes()) for e in raw if e.name() == "[memory]" and e.nbytes() and e.device_type() == cpu]
+
+
+def profiled_workspace(fn: Callable[[], object]) -> tuple[object, int, int]:
+    """Run fn once under torch's profiler; return (its result, workspace bytes, peak bytes).
+
+    peak = the largest running sum, in time order, of the CPU allocations (+) and frees (-)
+    made through torch's allocator during the call; workspace = peak - the result's bytes.
+    Deterministic: it counts what the op allocates, not what the process holds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        res = fn()
+    level = peak = 0
+    for _, nbytes in sorted(_memory_events(prof), key=lambda e: e[0]):
+        level += nbytes
+        peak = max(peak, level)
+    return res, max(0, peak - _result_bytes(res)), peak
+
+
+def rss_workspace(fn: Callable[[], object]) -> tuple[object, int]:
+    """Run fn once; (its result, peak RSS growth during the call beyond its result's bytes).
+    Approximate (see rss_noise_bytes); best with a small glibc mmap threshold set."""
+    gc.collect()
+    _malloc_trim()  # free heap memory goes back now, so no trim during the call hides growth
+    if not _reset_peak_rss():
+        raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs); no honest measurement possible")
+    before = _proc_kb("VmRSS") * 1024
+    file_before = _proc_kb("RssFile") * 1024
+    res = fn()
+    # Code pages of torch's libraries faulted in by the call are file-backed RSS, not
+    # workspace: take their growth out of the peak. The kernel's RSS counters are
+    # approximate (per-thread batching of a few hundred KiB), so expect that much noise.
+    peak = _proc_kb("VmHWM") * 1024 - max(0, _proc_kb("RssFile") * 1024 - file_before)
+    return res, max(0, peak - before - _result_bytes(res))
+
+
+PROFILER_METHOD = "torch.profiler CPU memory events (peak of the running sum of allocations - frees)"
+
+
 def measure_workspace(fn: Callable[[], object], device: str) -> tuple[object, int, str]:
     """Run fn once; return (its result, bytes it held at its peak beyond what existed before
-    and beyond its result, how that was measured)."""
+    and beyond its result, how that was measured). CPU: ``profiled_workspace``."""
     gc.collect()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -134,20 +191,35 @@ def measure_workspace(fn: Callable[[], object], device: str) -> tuple[object, in
         res = fn()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
-        method = "torch.cuda.max_memory_allocated"
-    else:
-        _malloc_trim()  # free heap memory goes back now, so no trim during the call hides growth
-        if not _reset_peak_rss():
-            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs); no honest measurement possible")
-        before = _proc_kb("VmRSS") * 1024
-        file_before = _proc_kb("RssFile") * 1024
-        res = fn()
-        # Code pages of torch's libraries faulted in by the call are file-backed RSS, not
-        # workspace: take their growth out of the peak. The kernel's RSS counters are
-        # approximate (per-thread batching of a few hundred KiB), so expect that much noise.
-        peak = _proc_kb("VmHWM") * 1024 - max(0, _proc_kb("RssFile") * 1024 - file_before)
-        method = "VmHWM after clear_refs"
-    return res, max(0, peak - before - _result_bytes(res)), method
+        return res, max(0, peak - before - _result_bytes(res)), "torch.cuda.max_memory_allocated"
+    res, workspace, _ = profiled_workspace(fn)
+    return res, workspace, PROFILER_METHOD
+
+
+def _capture_call(heads: int, kv_heads: int, head_dim: int, top_k: int, chunk_size: int, impl: str,
+                  device: str) -> Callable[..., CaptureResult]:
+    """Decode capture of one query at the last position of a request's whole context."""
+    scale = head_dim ** -0.5
+
+    def call(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor) -> CaptureResult:
+        return attention_capture(
+            q, k, table, torch.zeros(1, dtype=torch.int64, device=device),
+            torch.tensor([table.shape[1] - 1], device=device), scale=scale, top_k=top_k,
+            chunk_size=chunk_size, impl=impl,
+        )
+    return call
+
+
+def capture_workspace(n_keys: int, *, heads: int = 9, kv_heads: int = 9, head_dim: int = 64, top_k: int = 10,
+                      chunk_size: int = 2048, dtype: torch.dtype = torch.float32,
+                      impl: str = "auto") -> tuple[CaptureResult, int, int]:
+    """(result, workspace bytes, peak bytes) of one CPU decode capture over n_keys keys,
+    measured with ``profiled_workspace`` in this process (the same numbers as the bench's
+    ``workspace_bytes`` and ``peak_alloc_bytes``: they do not depend on what ran before)."""
+    call = _capture_call(heads, kv_heads, head_dim, top_k, chunk_size, impl, "cpu")
+    call(*_inputs(16, heads, kv_heads, head_dim, dtype, "cpu", 1))  # lazy init outside the measurement
+    q, k, table = _inputs(n_keys, heads, kv_heads, head_dim, dtype, "cpu", 0)
+    return profiled_workspace(lambda: call(q, k, table))
 
 
 def run_one(args: argparse.Namespace, n_keys: int) -> dict:
@@ -156,19 +228,22 @@ def run_one(args: argparse.Namespace, n_keys: int) -> dict:
     dtype = getattr(torch, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
-    scale = args.head_dim ** -0.5
-    call = lambda q, k, t: attention_capture(  # noqa: E731
-        q, k, t, torch.zeros(1, dtype=torch.int64, device=device),
-        torch.tensor([t.shape[1] - 1], device=device), scale=scale, top_k=args.top_k,
-        chunk_size=args.chunk_size, impl=args.impl,
-    )
+    call = _capture_call(args.heads, args.kv_heads, args.head_dim, args.top_k, args.chunk_size, args.impl, device)
     exact_malloc = device == "cpu" and _mmap_threshold(64 << 10)
     # Warm up on a tiny separate cache (kernel compilation, thread pools, lazy init), small
     # enough that the measured call cannot reuse its freed tiles and hide its own workspace.
     call(*_inputs(16, args.heads, args.kv_heads, args.head_dim, dtype, device, 1))
     q, k, table = _inputs(n_keys, args.heads, args.kv_heads, args.head_dim, dtype, device, 0)
-    res, workspace, method = measure_workspace(lambda: call(q, k, table), device)
-    method += ", mmap threshold 64 KiB" if exact_malloc else ""
+    extra = {}
+    if device == "cpu":
+        # RSS first, on a process that has not run the profiler yet; then the exact count.
+        _, rss = rss_workspace(lambda: call(q, k, table))
+        res, workspace, peak = profiled_workspace(lambda: call(q, k, table))
+        method = PROFILER_METHOD + "; rss_workspace_bytes: VmHWM after clear_refs"
+        method += ", mmap threshold 64 KiB" if exact_malloc else ""
+        extra = {"peak_alloc_bytes": int(peak), "rss_workspace_bytes": int(rss), "noise_bytes": rss_noise_bytes()}
+    else:
+        res, workspace, method = measure_workspace(lambda: call(q, k, table), device)
     if exact_malloc:
         _mmap_threshold(32 << 20)
     ms = _time_ms(lambda: call(q, k, table), device, args.repeats)
@@ -178,8 +253,7 @@ def run_one(args: argparse.Namespace, n_keys: int) -> dict:
         "heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim, "dtype": args.dtype,
         "top_k": args.top_k, "chunk_size": args.chunk_size, "queries": 1,
         "threads": torch.get_num_threads() if device == "cpu" else None,
-        "kv_cache_bytes": k.numel() * k.element_size(), "method": method,
-        "noise_bytes": rss_noise_bytes() if device == "cpu" else 0,
+        "kv_cache_bytes": k.numel() * k.element_size(), "method": method, **extra,
         "mass_captured": round(float(res.mass_captured[0]), 6),
     }
 

@@ -2,9 +2,10 @@
 
 Both passes stream over the keys keeping a running state per (row, head), so nothing
 here grows with the context. Keys go in tiles of at most ``_TILE_KEYS`` (and never more
-than ``chunk_size``): the gathered K tile, its float32 copy and the scores are the whole
-workspace, a couple of MiB at 9 heads x 64 dims. Rows are sorted by request and go in
-blocks that keep the score and K tiles bounded; a block of one request's rows (an extend
+than ``chunk_size``): the tile's slots, the gathered K tile, its float32 copy and the scores
+are the whole workspace, 0.6 MiB at 9 heads x 64 dims for a decode row at any context length
+(``sgl_kernel.bench_capture`` counts the allocations exactly). Rows are sorted by request
+and go in blocks that keep the score and K tiles bounded; a block of one request's rows (an extend
 batch has many) shares one K tile, a block of several requests' rows (a decode batch)
 gathers each row's keys, so the per-tile overhead is paid once per block, not per
 request. When every window fits in one tile of at most ``_ONE_PASS_KEYS`` positions
