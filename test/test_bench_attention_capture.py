@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 
-MODES = {"off", "raw_top5_last", "raw_top32_auto", "sketch_auto", "fingerprint_auto", "mixed_half_raw_top32_auto"}
+MODES = {"off", "raw_top5_last", "raw_top32_auto", "sketch_auto", "fingerprint_auto", "mixed_half_raw_top32_auto",
+         "per_head_raw_top32_auto", "logit_lens_auto"}
 
 
 def test_bench_attention_capture_prints_every_mode(tiny_models, tmp_path):
@@ -34,6 +35,7 @@ def test_bench_attention_capture_prints_every_mode(tiny_models, tmp_path):
     assert 0 < m["fingerprint_auto"]["bytes_per_step"] < m["raw_top32_auto"]["bytes_per_step"]
     assert m["raw_top5_last"]["bytes_per_step"] < m["raw_top32_auto"]["bytes_per_step"]
     assert m["sketch_auto"]["bytes_per_step"] > m["fingerprint_auto"]["bytes_per_step"]
+    assert m["per_head_raw_top32_auto"]["bytes_per_step"] > m["raw_top32_auto"]["bytes_per_step"]  # one entry per head
     # host cost of capture per step, and the scheduler's output message per step
     for name, r in m.items():
         assert r["capture_host_ms_per_step"] >= 0 and r["message_pickle_ms_per_step"] > 0, name
