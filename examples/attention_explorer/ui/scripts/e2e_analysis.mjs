@@ -91,7 +91,9 @@ try {
     await page.getByLabel("capture mode").selectOption("sketch");
     await runPrompt("Tell me about the history of Rome in a few sentences.");
     await page.getByRole("button", { name: "Save", exact: true }).click();
-    await page.getByTestId("banner").filter({ hasText: "Saved" }).waitFor();
+    // this save's own banner (run 1's "Saved …" may still show): the reload below must not
+    // race the IndexedDB write
+    await page.getByTestId("banner").filter({ hasText: "Saved “Tell me about the history" }).waitFor();
   });
 
   await step("saved sessions survive a reload; rename one", async () => {
