@@ -287,3 +287,17 @@ def test_score_matches_prompt_logprobs(server):
                             ({"query": "q", "items": [[1, 2]], "label_token_ids": labels}, "items")):
             r = h.post("/v1/score", json=body)
             assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_refused_fields_leave_nothing_behind(server):
+    """A request refused for token_ids_logprob or custom_logit_processor holds no state:
+    its rid is free for the next request, which runs."""
+    with server.client() as h:
+        for extra, param in (({"token_ids_logprob": [10 ** 7]}, "token_ids_logprob"),
+                             ({"custom_logit_processor": "{}"}, "custom_logit_processor")):
+            body = {"text": "hi", "rid": f"again-{param}", "sampling_params": {"max_new_tokens": 2}}
+            for _ in range(2):  # the same rid twice: refused for the field both times, not for the rid
+                r = h.post("/generate", json={**body, **extra})
+                assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+            r = h.post("/generate", json=body)
+            assert r.status_code == 200, r.text

@@ -173,6 +173,16 @@ class TokenizerManager:
         sp = obj.sampling_params
         params = sp if isinstance(sp, SamplingParams) else SamplingParams.from_dict(sp)
         params.verify(self.vocab_size)  # the vocabulary-dependent checks (stop_token_ids)
+        if obj.token_ids_logprob is not None and any(
+                not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size
+                for t in obj.token_ids_logprob):
+            raise ValueError(f"token_ids_logprob: token ids must be in [0, {self.vocab_size})")
+        if obj.custom_logit_processor is not None:
+            if not self.server_args.enable_custom_logit_processor:
+                raise ValueError("custom_logit_processor: this server does not run custom logit processors (start it "
+                                 "with --enable-custom-logit-processor to allow them)")
+            if not isinstance(obj.custom_logit_processor, str) or len(obj.custom_logit_processor) > (1 << 20):
+                raise ValueError("custom_logit_processor: must be the string of CustomLogitProcessor.to_str()")
         if sum(1 for s in self.states.values() if not s.finished) >= self.server_args.max_queued_requests + \
                 self.server_args.max_running_requests:
             raise OverloadedError("the server is overloaded: too many requests are waiting; retry later")
@@ -189,16 +199,6 @@ class TokenizerManager:
         if obj.capture is not None:
             st.prompt_ids = ids
         self.states[rid] = st
-        if obj.token_ids_logprob is not None and any(
-                not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size
-                for t in obj.token_ids_logprob):
-            raise ValueError(f"token_ids_logprob: token ids must be in [0, {self.vocab_size})")
-        if obj.custom_logit_processor is not None:
-            if not self.server_args.enable_custom_logit_processor:
-                raise ValueError("custom_logit_processor: this server does not run custom logit processors (start it "
-                                 "with --enable-custom-logit-processor to allow them)")
-            if not isinstance(obj.custom_logit_processor, str) or len(obj.custom_logit_processor) > (1 << 20):
-                raise ValueError("custom_logit_processor: must be the string of CustomLogitProcessor.to_str()")
         req = TokenizedGenerateReqInput(rid, ids, params, obj.stream, obj.return_logprob, obj.top_logprobs_num,
                                         obj.capture, obj.group, obj.logprob_start_len, obj.token_ids_logprob,
                                         obj.custom_logit_processor, obj.grammar_after)
