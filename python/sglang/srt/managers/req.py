@@ -64,6 +64,11 @@ class Req:
         return self.origin_input_ids + self.output_ids
 
     @property
+    def active_grammar(self) -> Grammar | None:
+        """The grammar that constrains the next token: none while a reasoning model thinks."""
+        return self.grammar if self.grammar_wait is None else None
+
+    @property
     def prompt_len(self) -> int:
         return len(self.origin_input_ids)
 

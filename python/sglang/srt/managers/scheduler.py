@@ -165,10 +165,12 @@ class Scheduler:
                 continue
             req.grammar_future = None
             err = fut.exception()
+            if isinstance(err, ValueError):  # the constraint does not compile: the client's error
+                self._fail(req, str(err), status=400)
+                continue
             if err is not None:
-                if not isinstance(err, ValueError):
-                    logger.error("grammar compilation failed for %s", req.rid, exc_info=err)
-                self._fail(req, str(err), status=400) if isinstance(err, ValueError) else self._fail(req, INTERNAL_ERROR)
+                logger.error("grammar compilation failed for %s", req.rid, exc_info=err)
+                self._fail(req, INTERNAL_ERROR)
                 continue
             assert self.grammars is not None
             req.grammar = self.grammars.matcher(fut.result())
@@ -218,10 +220,11 @@ class Scheduler:
         try:
             self.req_to_token.req_to_token[row, :t] = slots.to(torch.int32)
             dev = self.device
+            kv_slots = slots.to(dev).long()
             fb = ForwardBatch(
                 mode=ForwardMode.EXTEND, batch_size=1, input_ids=torch.tensor(r.input_ids, device=dev),
                 positions=torch.arange(t, device=dev), req_pool_indices=torch.tensor([row], device=dev),
-                seq_lens=torch.tensor([t], device=dev), out_cache_loc=slots.to(dev), req_to_token_pool=self.req_to_token,
+                seq_lens=torch.tensor([t], device=dev), out_cache_loc=kv_slots, req_to_token_pool=self.req_to_token,
                 kv_pool=self.runner.kv_pool, attn_backend=self.runner.attn_backend,
                 extend_seq_lens=torch.tensor([t], device=dev), extend_prefix_lens=torch.tensor([0], device=dev),
                 extend_start_loc=torch.tensor([0], device=dev), seq_lens_cpu=[t], extend_seq_lens_cpu=[t],
@@ -230,7 +233,7 @@ class Scheduler:
             out = []
             for layer in r.layers:
                 q, scale, cap = keep.q[layer]
-                k = self.runner.kv_pool.get_kv(layer)[0][slots.to(dev).long()]
+                k = self.runner.kv_pool.get_kv(layer)[0][kv_slots]
                 p = dense_attention_probs(q, k, scale=scale, logit_softcap=cap, head_ids=r.head_ids, mean=r.mean)
                 if r.mask_prefix:
                     p[:, : r.mask_prefix] = 0
@@ -250,9 +253,7 @@ class Scheduler:
         for req in self.grammar_queue:
             if req.rid == rid:
                 self.grammar_queue.remove(req)
-                self._leave_group(req)
-                req.finished_reason = {"type": "abort", "message": "aborted"}
-                self.finished_outputs.append(self._make_output(req))
+                self._finish(req, {"type": "abort", "message": "aborted"})
                 return
         for req in list(self.waiting):
             if req.rid == rid:
@@ -698,12 +699,15 @@ class Scheduler:
         if not reqs or logits is None:
             return
         infos = [SamplingInfo(r.params, r.generator, r.seed, r.origin_input_ids, r.output_ids, self._banned(r),
-                              r.grammar if r.grammar_wait is None else None, r.logit_processor, r) for r in reqs]
+                              r.active_grammar, r.logit_processor, r) for r in reqs]
         next_ids, penalized = sample(logits, infos, self.grammars)
         failed = [(r, info) for r, info, t in zip(reqs, infos, next_ids) if t is None]
         if failed:  # sampling raised for these rows alone (logged by the sampler)
             for r, info in failed:  # the client's processor failing is the client's error
-                self._fail(r, info.error, status=400) if info.error else self._fail(r, INTERNAL_ERROR)
+                if info.error:
+                    self._fail(r, info.error, status=400)
+                else:
+                    self._fail(r, INTERNAL_ERROR)
             keep = [i for i, t in enumerate(next_ids) if t is not None]
             reqs, next_ids, penalized = [reqs[i] for i in keep], [next_ids[i] for i in keep], penalized[keep]
             if not reqs:
@@ -716,7 +720,8 @@ class Scheduler:
         if self.capture_hook is not None:
             self.capture_hook.after_step(reqs, toks)
         for req, tok in zip(reqs, toks):
-            if req.grammar is not None and req.grammar_wait is None and not req.grammar.accept_token(tok):
+            grammar = req.active_grammar
+            if grammar is not None and not grammar.accept_token(tok):
                 # the mask allowed only tokens the grammar accepts: this is a bug, not the client's
                 logger.error("request %s: the grammar rejected sampled token %d", req.rid, tok)
                 self._fail(req, INTERNAL_ERROR)
@@ -765,7 +770,8 @@ class Scheduler:
 
     def _check_finished(self, req: Req, tok: int) -> dict[str, Any] | None:
         p = req.params
-        if req.grammar is not None and req.grammar_wait is None and req.grammar.is_terminated():
+        grammar = req.active_grammar
+        if grammar is not None and grammar.is_terminated():  # the grammar took its stop token
             return {"type": "stop", "matched": tok}
         if len(req.output_ids) < p.min_new_tokens:  # stop tokens and strings wait for the minimum
             return self._length_reached(req)

@@ -274,7 +274,7 @@ class TokenizerManager:
             if cut >= 0:
                 full = full[:cut]
             delta = full[len(st.text):]
-            st.text, st.held = full if len(full) < len(st.text) else st.text + delta, ""
+            st.text, st.held = full, ""  # (shorter than what was sent when a regex match began in it)
             return delta
         if stops and not final:
             # Hold back the longest tail that could still grow into a stop string.

@@ -23,7 +23,7 @@ from sglang.srt.entrypoints.openai.tool_calls import (
     ToolPlan,
     message_tool_calls,
     plan_tools,
-    template_messages,
+    template_call,
 )
 from sglang.srt.entrypoints.openai.serving_common import (
     SSE_DONE,
@@ -131,6 +131,8 @@ class ChatServing:
                 d["name"] = m.name
             if m.tool_call_id is not None:
                 d["tool_call_id"] = m.tool_call_id
+            if m.tool_calls:
+                d["tool_calls"] = [template_call(c) for c in m.tool_calls]
             if m.role == "developer":
                 d["role"] = "system"  # templates know "system"; OpenAI's newer name for it
             messages.append(d)
@@ -140,7 +142,6 @@ class ChatServing:
                            "continue_final_message")
         kwargs = dict(req.chat_template_kwargs or {})
         tools = plan_tools(req, ctx.server_args.tool_call_parser)
-        template_messages(req, messages)
         template_kwargs = {**kwargs, "tools": tools.template_tools()} if tools else kwargs
 
         def render() -> tuple[str, list[int]]:

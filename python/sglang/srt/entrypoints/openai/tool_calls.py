@@ -77,15 +77,9 @@ def plan_tools(req: ChatCompletionRequest, parser_name: str | None) -> ToolPlan 
     return ToolPlan(tools, None, parser_name)
 
 
-def template_messages(req: ChatCompletionRequest, messages: list[dict[str, Any]]) -> None:
-    """An assistant turn's tool_calls, for the template: arguments as objects (templates
+def template_call(c: ToolCall) -> dict[str, Any]:
+    """An assistant turn's tool call, for the template: arguments as an object (templates
     write them with ``tojson``)."""
-    for m, d in zip(req.messages, messages):
-        if m.tool_calls:
-            d["tool_calls"] = [_template_call(c) for c in m.tool_calls]
-
-
-def _template_call(c: ToolCall) -> dict[str, Any]:
     try:
         args: Any = json.loads(c.function.arguments)
     except ValueError:
