@@ -23,6 +23,36 @@ class DenseRow:
     entropy: float
     n_keys: int
     eligible: np.ndarray  # [t+1] bool: in window and not masked
+    ph: np.ndarray  # [H_sel, t+1] each head's probability (0 outside the window)
+    lo: int  # first position of the window
+    mask_prefix: int
+
+
+def dense_fingerprint_v2(ref: DenseRow, n_sink: int) -> np.ndarray:
+    """The version-2 (sink-aware) fingerprint of one dense row, straight from its definition:
+    histogram over the unmasked non-sink keys renormalized; per head the entropy of p_h over
+    the non-sink keys renormalized, averaged, over ln(number of non-sink keys)."""
+    t = ref.p.shape[0] - 1
+    rest = np.array([ref.lo <= j <= t and j >= n_sink for j in range(t + 1)])
+    hist = np.zeros(16)
+    for j in np.nonzero(rest & (np.arange(t + 1) >= ref.mask_prefix))[0]:
+        hist[dist_bin(t - int(j))] += ref.p[j]
+    hist = hist / hist.sum() if hist.sum() >= 1e-4 else np.zeros(16)
+    ents = []
+    for h in range(ref.ph.shape[0]):
+        m = ref.ph[h, rest].sum()
+        if m < 1e-4:
+            ents.append(0.0)
+            continue
+        qh = ref.ph[h, rest] / m
+        qh = qh[qh > 0]
+        ents.append(float(-(qh * np.log(qh)).sum()))
+    n_rest = int(rest.sum())
+    norm = 0.0 if n_rest <= 1 else min(1.0, float(np.mean(ents)) / math.log(n_rest))
+    fp = np.zeros(20)
+    fp[0], fp[1], fp[2], fp[3] = hist[0:3].sum(), hist[3:8].sum(), hist[8:16].sum(), norm
+    fp[4:] = hist
+    return fp
 
 
 def dist_bin(d: int) -> int:
@@ -62,7 +92,8 @@ def dense_capture(q, k_buffer, req_to_token, row_req, row_pos, *, scale, window=
             if not masked_pos[j]:
                 hist[dist_bin(t - j)] += p[j]
         out.append(DenseRow(p=p, head_lse=lse, head_logits=s, hist=hist, masked=float(p[masked_pos].sum()),
-                            entropy=ent, n_keys=t - lo + 1, eligible=in_w & ~masked_pos))
+                            entropy=ent, n_keys=t - lo + 1, eligible=in_w & ~masked_pos, ph=ph, lo=lo,
+                            mask_prefix=mp))
     return out
 
 

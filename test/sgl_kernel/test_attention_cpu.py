@@ -102,3 +102,28 @@ def test_fused_capture_stats_equal_the_capture_kernel() -> None:
         torch.testing.assert_close(got, getattr(ref, f), rtol=1e-4, atol=2e-5, msg=f)
     out2, lse2 = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125)
     assert torch.equal(out, out2) and torch.equal(lse, lse2)  # the statistics do not change attention
+
+
+@pytest.mark.skipif(not attention_cpu.available(), reason="C++ decode attention not built")
+def test_per_head_stats_layout_gives_exact_head_entropy():
+    """per_head=True: [B, Hq, 18] like attention_triton's stats; each head's entropy is its own
+    (what the version-2 fingerprint corrects per head) and the mean over heads equals the
+    head-averaged statistics."""
+    from sgl_kernel.capture import decode_capture
+
+    g = torch.Generator().manual_seed(3)
+    hq, hkv, d, lens = 9, 3, 64, [1, 5, 77, 600]
+    k = torch.randn(2500, hkv, d, generator=g) * 2
+    v = torch.randn(2500, hkv, d, generator=g)
+    table = (torch.randperm(2499, generator=g)[: 4 * 600] + 1).view(4, 600).int()
+    q = torch.randn(len(lens), hq, d, generator=g)
+    rows, seq, mask = torch.arange(4), torch.tensor(lens), torch.tensor([0, 2, 0, 100])
+    _, lse, stats = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125, mask_prefix=mask, per_head=True)
+    assert stats.shape == (4, hq, 18)
+    ref = decode_capture(q, k, table, rows, seq, scale=0.125, top_k=0, mask_prefix=mask, impl="torch")
+    torch.testing.assert_close(stats[..., 17], ref.head_entropy, rtol=1e-4, atol=2e-5)
+    _, _, hist, masked, entropy = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125, mask_prefix=mask)
+    mean = stats.mean(1)
+    torch.testing.assert_close(mean[:, :16], hist, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mean[:, 16], masked, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mean[:, 17], entropy, rtol=1e-5, atol=1e-6)

@@ -57,6 +57,8 @@ class ServerArgs:
     attention_tokens_stride: int = 1
     attention_tokens_window: int = 0
     attention_sink_tokens: int = 1
+    # 2: fingerprints and zones describe the non-sink attention; 1: the original definition
+    attention_fingerprint_version: int = 2
     attention_capture_layers: str = "last"
     attention_sketch_mode: bool = False
     attention_fingerprint_mode: bool = False
@@ -116,6 +118,7 @@ class ServerArgs:
         need(self.attention_tokens_max >= 0, "--attention-tokens-max must be >= 0 (0 = unlimited)")
         need(self.attention_tokens_stride >= 1, "--attention-tokens-stride must be >= 1")
         need(self.attention_tokens_window >= 0, "--attention-tokens-window must be >= 0 (0 = all keys)")
+        need(self.attention_fingerprint_version in (1, 2), "--attention-fingerprint-version must be 1 or 2")
         need(0 <= self.attention_sink_tokens <= MAX_SINK_TOKENS,
              f"--attention-sink-tokens must be in 0..{MAX_SINK_TOKENS}")
         need(self.attention_fingerprint_max_steps >= 0, "--attention-fingerprint-max-steps must be >= 0")
@@ -191,6 +194,9 @@ class ServerArgs:
         g.add_argument("--attention-sink-tokens", type=int, default=1,
                        help="the attention sink: the first N positions; their mass is reported as sink_mass "
                             "(0 = none)")
+        g.add_argument("--attention-fingerprint-version", type=int, choices=(1, 2), default=2,
+                       help="2: fingerprints (and their zones) describe where the non-sink attention goes; "
+                            "1: the original definition over every unmasked key")
         g.add_argument("--attention-capture-layers", default="last",
                        help="last | auto (about L/4, L/2, 3L/4, L-1) | comma list of layer ids")
         g.add_argument("--attention-sketch-mode", action="store_true", help="default capture mode: sketch")

@@ -61,14 +61,15 @@ def available() -> bool:
 
 def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, scale: float,
-                     mask_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                     mask_prefix: torch.Tensor | None = None, per_head: bool = False) -> tuple[torch.Tensor, ...]:
     """(out [B, Hq, D], lse [B, Hq]) of one query per request over keys 0..seq_len-1.
 
     q [B, Hq, D] float32, k/v_buffer [slots, Hkv, D] float32, req_to_token [R, max_ctx].
     With ``mask_prefix`` [B] the kernel also returns, from the same probabilities, the
     capture statistics of every row over all heads (docs/architecture.md#capture-definitions):
     (out, lse, hist [B, 16], masked_mass [B], entropy [B]); keys at positions < mask_prefix
-    count in masked_mass instead of the histogram."""
+    count in masked_mass instead of the histogram. ``per_head=True`` returns them per head in
+    the decode stats layout instead: (out, lse, stats [B, Hq, 18]) as attention_triton's."""
     mod = _load()
     if mod is None:
         raise RuntimeError("the C++ CPU decode attention could not be built")
@@ -77,4 +78,10 @@ def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Te
         return res[0], res[1]
     out, lse, hist, masked, entropy = res
     hq = q.shape[1]
+    if per_head:
+        # the kernel sums hist and masked mass over each KV group's G heads: every head of a
+        # group gets the group's mean, so a mean over heads is exact; entropy is per head
+        g = hq // hist.shape[1]
+        group = torch.cat([hist, masked[..., None]], -1).div_(g).repeat_interleave(g, dim=1)
+        return out, lse, torch.cat([group, entropy[..., None]], -1)
     return out, lse, hist.sum(1) / hq, masked.sum(1) / hq, entropy.sum(1) / hq

@@ -6,7 +6,7 @@ The two implementations (``capture_torch``, ``capture_triton``) each provide two
 
 * ``lse_pass(rows) -> head_lse [N, H_sel]``: each selected head's log-sum-exp over the
   row's window, streamed over key chunks with a running max.
-* ``stats_pass(rows, head_lse) -> (hist [N,16], masked [N], entropy [N], keys [N,k])``:
+* ``stats_pass(rows, head_lse) -> (hist [N,16], masked [N], entropy [N, H_sel], keys [N,k])``:
   with the lse known, each key's exact probability is local, so one more pass over the
   chunks yields the histogram, the entropy, the masked mass and the top-k.
 
@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 
 from sgl_kernel.zones import FINGERPRINT_DIM, LOCAL_BINS, LONG_BINS, MID_BINS, N_HIST_BINS
+
+if TYPE_CHECKING:
+    from sgl_kernel.sinks import SinkTerms
 
 NO_KEY = -1
 POS_MASK = 0xFFFFFFFF
 # A decode kernel's capture statistics per row (and head): hist[0:16], masked mass at 16,
 # entropy at 17 (attention_triton's stats, attention_cpu's, fingerprints_from_stats).
 STATS_DIM = N_HIST_BINS + 2
+# Version 2: a head whose non-sink mass is below this has no defined non-sink entropy (0),
+# and a row whose unmasked non-sink mass is below it gets an all-zero histogram.
+MIN_REST_MASS = 1e-4
 
 
 @dataclass
@@ -47,12 +53,18 @@ class CaptureResult:
     n_keys: torch.Tensor  # [N] int64 |W|
     row_pos: Optional[torch.Tensor] = None  # [N] int64 logical query position of each row
     row_index: Optional[torch.Tensor] = None  # [N] int64 row of q each result row came from
+    head_entropy: Optional[torch.Tensor] = None  # [N, H_sel] float32 entropy of each head's p_h (nats)
 
     @property
     def fingerprint(self) -> torch.Tensor:
-        """[N, 20] float32 (sgl_kernel.zones layout), computed from hist, entropy and n_keys
-        when read: raw and sketch capture never pay its ~20 small ops."""
+        """[N, 20] float32 version-1 fingerprint (sgl_kernel.zones layout), computed from
+        hist, entropy and n_keys when read: raw and sketch capture never pay its ~20 small ops."""
         return fingerprint(self.hist, self.entropy, self.n_keys)
+
+    def fingerprint_v2(self, sink: "SinkTerms") -> torch.Tensor:
+        """[N, 20] float32 version-2 (sink-aware) fingerprint, given the rows' sink terms."""
+        assert self.head_entropy is not None  # finalize sets it
+        return fingerprint_v2(self.hist, self.head_entropy, self.n_keys, sink)
 
     def to(self, device: Union[str, torch.device]) -> "CaptureResult":
         """Move every tensor (e.g. to "cpu" before serialising)."""
@@ -236,7 +248,7 @@ def unpack_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fingerprint(hist: torch.Tensor, entropy: torch.Tensor, n_keys: torch.Tensor) -> torch.Tensor:
-    """[N, 20] fingerprints from histograms, mean entropies and window sizes."""
+    """[N, 20] version-1 fingerprints from histograms, mean entropies and window sizes."""
     fp = torch.zeros(hist.shape[0], FINGERPRINT_DIM, dtype=torch.float32, device=hist.device)
     fp[:, 0] = hist[:, LOCAL_BINS].sum(1)
     fp[:, 1] = hist[:, MID_BINS].sum(1)
@@ -247,6 +259,31 @@ def fingerprint(hist: torch.Tensor, entropy: torch.Tensor, n_keys: torch.Tensor)
     fp[:, 3] = norm.clamp(0.0, 1.0)  # rounding can push a uniform row a hair above 1
     fp[:, 4:] = hist
     return fp
+
+
+def fingerprint_v2(hist: torch.Tensor, head_entropy: torch.Tensor, n_keys: torch.Tensor,
+                   sink: "SinkTerms") -> torch.Tensor:
+    """[N, 20] version-2 fingerprints: where the attention that does not go to the sink goes
+    (math: docs/architecture.md#fingerprint-version-2).
+
+    * histogram (and local/mid/long, its sums): the unmasked non-sink keys' head-averaged
+      mass per distance bin, renormalized to sum to 1 (all zero when that mass is below
+      MIN_REST_MASS);
+    * entropy: per head, the entropy of p_h over the window's non-sink keys renormalized,
+      H_rest = (H - E_sink) / (1 - P_sink) + log(1 - P_sink), averaged over heads and
+      divided by ln(number of non-sink keys); a head with 1 - P_sink < MIN_REST_MASS counts 0.
+
+    hist [N, 16] over the unmasked keys, head_entropy [N, H] over every key of the window,
+    n_keys [N] the window size, sink the rows' SinkTerms for the same heads."""
+    rest = (hist - sink.bins).clamp(min=0.0)
+    total = rest.sum(1, keepdim=True)
+    hist2 = torch.where(total >= MIN_REST_MASS, rest / total.clamp(min=MIN_REST_MASS), torch.zeros_like(rest))
+    r = 1.0 - sink.all_mass
+    ok = r >= MIN_REST_MASS
+    r_safe = r.clamp(min=MIN_REST_MASS)
+    h_rest = torch.where(ok, (head_entropy - sink.all_plogp).clamp(min=0.0) / r_safe + torch.log(r_safe),
+                         torch.zeros_like(r))
+    return fingerprint(hist2, h_rest.clamp(min=0.0).mean(1), n_keys - sink.count)
 
 
 def finalize(
@@ -273,6 +310,7 @@ def finalize(
     else:
         logit = torch.where(valid, torch.log(prob) + lse_ref[:, None], torch.full_like(prob, -math.inf))
     n_keys = rows.row_pos - rows.row_lo + 1
+    head_entropy, entropy = entropy, entropy.mean(dim=1)  # the passes give it per head
     return CaptureResult(
         topk_pos=pos,
         topk_prob=prob,
@@ -285,4 +323,5 @@ def finalize(
         masked_mass=masked,
         n_keys=n_keys,
         row_pos=rows.row_pos,
+        head_entropy=head_entropy,
     )

@@ -168,19 +168,19 @@ def _block_lse(tiles: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
 
 def _block_stats(rows: Rows, idx: torch.Tensor, lse: torch.Tensor,
                  tiles: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-    """hist [n,16], masked [n], entropy [n], top-k keys [n,k] of a block with known lse [n, H]."""
+    """hist [n,16], masked [n], entropy [n, H], top-k keys [n,k] of a block with known lse [n, H]."""
     dev, h, k, n = rows.q.device, rows.n_heads, rows.top_k, idx.numel()
     lse = lse[:, :, None]
     t = rows.row_pos[idx]
     mp = rows.mask_prefix[idx]
     hist = torch.zeros(n, N_HIST_BINS, dtype=torch.float32, device=dev)
     masked = torch.zeros(n, dtype=torch.float32, device=dev)
-    ent = torch.zeros(n, dtype=torch.float32, device=dev)
+    ent = torch.zeros(n, h, dtype=torch.float32, device=dev)
     keys = torch.full((n, k), NO_KEY, dtype=torch.int64, device=dev)
     for pos, s, inside in tiles:
         ph = torch.where(inside[:, None, :], torch.exp(s - lse), torch.zeros_like(s))
         # -sum p log p = sum p (lse - s); every term >= 0, so no cancellation.
-        ent += (ph * (lse - s)).sum(dim=(1, 2)) / h
+        ent += (ph * (lse - s)).sum(dim=2)
         p = ph.sum(dim=1) / h  # [n, c] head-averaged probability
         is_masked = pos[None, :] < mp[:, None]
         masked += torch.where(is_masked, p, torch.zeros_like(p)).sum(dim=1)
@@ -204,12 +204,13 @@ def lse_pass(rows: Rows) -> torch.Tensor:
 def _new_stats(rows: Rows) -> tuple[torch.Tensor, ...]:
     dev = rows.q.device
     return (torch.zeros(rows.n, N_HIST_BINS, dtype=torch.float32, device=dev),
-            torch.zeros(rows.n, dtype=torch.float32, device=dev), torch.zeros(rows.n, dtype=torch.float32, device=dev),
+            torch.zeros(rows.n, dtype=torch.float32, device=dev),
+            torch.zeros(rows.n, rows.n_heads, dtype=torch.float32, device=dev),
             torch.full((rows.n, rows.top_k), NO_KEY, dtype=torch.int64, device=dev))
 
 
 def stats_pass(rows: Rows, head_lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """hist [N,16], masked [N], entropy [N], top-k keys [N,k] from known per-head lse."""
+    """hist [N,16], masked [N], entropy [N, H_sel], top-k keys [N,k] from known per-head lse."""
     out = _new_stats(rows)
     layout = _head_layout(rows)
     tile = _one_pass_tile(rows) or _tile(rows)

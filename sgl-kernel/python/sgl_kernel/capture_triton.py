@@ -81,11 +81,11 @@ def _lse_kernel(
 @triton.jit
 def _stats_kernel(
     Q, K, ReqToToken, RowReq, RowPos, RowLo, MaskPre, HeadIds, KvIds, Lse,
-    OutHist, OutMisc, OutKeys,
+    OutHist, OutMisc, OutEnt, OutKeys,
     stride_qn, stride_qh, stride_ks, stride_kh, stride_rt,
     n_heads, n_chunks, top_k, D, scale, softcap,
     CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, NBINS: tl.constexpr,
-    HAS_CAP: tl.constexpr, DO_TOPK: tl.constexpr,
+    BLOCK_H: tl.constexpr, HAS_CAP: tl.constexpr, DO_TOPK: tl.constexpr,
 ):
     n = tl.program_id(0)
     c = tl.program_id(1)
@@ -100,7 +100,8 @@ def _stats_kernel(
     bin_ids = tl.arange(0, NBINS)
     hist = tl.zeros([NBINS], dtype=tl.float32)
     masked = 0.0
-    ent = 0.0
+    head_ids = tl.arange(0, BLOCK_H)
+    ent = tl.zeros([BLOCK_H], dtype=tl.float32)  # per selected head
     best = tl.full([BLOCK_N], -1, tl.int64)
     for j0 in range(start, end, BLOCK_N):
         offs = j0 + tl.arange(0, BLOCK_N)
@@ -114,7 +115,7 @@ def _stats_kernel(
             s = _scores(Q, K, n * stride_qn + h * stride_qh, slots, g, stride_kh, mask_n, offs_d, D,
                         scale, softcap, HAS_CAP)
             ph = tl.where(mask_n, tl.exp(s - lse), 0.0)
-            ent += tl.sum(ph * (lse - s), axis=0)  # -p log p, every term >= 0
+            ent += tl.where(head_ids == hi, tl.sum(ph * (lse - s), axis=0), 0.0)  # -p log p, every term >= 0
             p += ph
         p = p / n_heads
         d = t - offs
@@ -131,8 +132,8 @@ def _stats_kernel(
             best = tl.sort(tl.maximum(best, tl.sort(key, descending=False)), descending=True)
     nc = n * n_chunks + c
     tl.store(OutHist + nc * NBINS + bin_ids, hist)
-    tl.store(OutMisc + nc * 2, masked)
-    tl.store(OutMisc + nc * 2 + 1, ent / n_heads)
+    tl.store(OutMisc + nc, masked)
+    tl.store(OutEnt + nc * n_heads + head_ids, ent, mask=head_ids < n_heads)
     if DO_TOPK:
         slot = tl.arange(0, BLOCK_N)
         tl.store(OutKeys + nc * top_k + slot, best, mask=slot < top_k)
@@ -180,21 +181,22 @@ def stats_pass(rows: Rows, head_lse: torch.Tensor, block_n: Optional[int] = None
     k = rows.top_k
     if rows.n == 0:
         z = torch.zeros(0, dtype=torch.float32, device=dev)
-        return (torch.zeros(0, N_HIST_BINS, device=dev), z, z.clone(),
+        return (torch.zeros(0, N_HIST_BINS, device=dev), z, torch.zeros(0, rows.n_heads, device=dev),
                 torch.full((0, k), -1, dtype=torch.int64, device=dev))
     hist = torch.empty(rows.n, n_chunks, N_HIST_BINS, dtype=torch.float32, device=dev)
-    misc = torch.empty(rows.n, n_chunks, 2, dtype=torch.float32, device=dev)
+    misc = torch.empty(rows.n, n_chunks, dtype=torch.float32, device=dev)  # masked mass
+    ent = torch.empty(rows.n, n_chunks, rows.n_heads, dtype=torch.float32, device=dev)
     keys = torch.empty(rows.n, n_chunks, max(k, 1), dtype=torch.int64, device=dev)
     _stats_kernel[(rows.n, n_chunks)](
         rows.q, rows.k_buffer, rows.req_to_token, rows.row_req, rows.row_pos, rows.row_lo,
-        rows.mask_prefix, rows.head_ids, rows.kv_ids, head_lse.contiguous(), hist, misc, keys,
+        rows.mask_prefix, rows.head_ids, rows.kv_ids, head_lse.contiguous(), hist, misc, ent, keys,
         *_common(rows),
         rows.n_heads, n_chunks, k, rows.q.shape[2], rows.scale, rows.softcap if rows.softcap > 0 else 1.0,
         CHUNK=chunk, BLOCK_N=bn, BLOCK_D=next_pow2(rows.q.shape[2]), NBINS=N_HIST_BINS,
-        HAS_CAP=rows.softcap > 0, DO_TOPK=k > 0,
+        BLOCK_H=next_pow2(rows.n_heads), HAS_CAP=rows.softcap > 0, DO_TOPK=k > 0,
     )
     if k:
         top = torch.topk(keys.reshape(rows.n, -1), k, dim=1).values
     else:
         top = torch.empty(rows.n, 0, dtype=torch.int64, device=dev)
-    return hist.sum(dim=1), misc[..., 0].sum(dim=1), misc[..., 1].sum(dim=1), top
+    return hist.sum(dim=1), misc.sum(dim=1), ent.sum(dim=1), top

@@ -43,13 +43,18 @@ from typing import Iterable, Sequence
 import numpy as np
 
 FINGERPRINT_DIM = 20
+# Fingerprint versions (docs/architecture.md#fingerprint-version-2): 1 = the original
+# definition over every unmasked key; 2 = sink-aware, the default: the histogram, its
+# masses and the entropy describe the keys outside the attention sink, renormalized.
+FINGERPRINT_VERSIONS = (1, 2)
+DEFAULT_FINGERPRINT_VERSION = 2
 N_HIST_BINS = 16
 LOCAL_BINS = slice(0, 3)  # d < 8
 MID_BINS = slice(3, 8)  # 8 <= d < 256
 LONG_BINS = slice(8, 16)  # d >= 256
 
 ZONES: tuple[str, ...] = ("syntax_floor", "semantic_bridge", "long_range", "structure_ripple", "diffuse")
-THRESHOLDS: dict[str, float] = {
+THRESHOLDS: dict[str, float] = {  # version 1 (the spec's)
     "syntax_floor": 0.60,
     "semantic_bridge": 0.40,
     "long_range": 0.30,
@@ -58,6 +63,19 @@ THRESHOLDS: dict[str, float] = {
 }
 # Trait thresholds: traits are not exclusive, a fingerprint can carry several.
 FOCUSED_ENTROPY = 0.35
+# Version 2 (sink-aware) fingerprints read with their own thresholds, re-derived from the
+# default model's fingerprints (python -m sgl_kernel.derive_zones; docs/attention_api.md).
+THRESHOLDS_V2: dict[str, float] = dict(THRESHOLDS)
+FOCUSED_ENTROPY_V2 = FOCUSED_ENTROPY
+
+
+def thresholds(version: int = 1) -> tuple[dict[str, float], float]:
+    """(zone thresholds, focused-entropy threshold) for fingerprints of ``version``."""
+    if version == 1:
+        return THRESHOLDS, FOCUSED_ENTROPY
+    if version == 2:
+        return THRESHOLDS_V2, FOCUSED_ENTROPY_V2
+    raise ValueError(f"fingerprint version must be one of {list(FINGERPRINT_VERSIONS)}, got {version!r}")
 
 # Sampling hints per zone (temperature, top_p) and why:
 SAMPLING_HINTS: dict[str, dict[str, float]] = {
@@ -144,12 +162,14 @@ def signals(fp: Sequence[float]) -> dict[str, float]:
     }
 
 
-def classify(fp: Sequence[float]) -> ZoneResult:
-    """Zone of one fingerprint, with a confidence in [0, 1]."""
+def classify(fp: Sequence[float], version: int = 1) -> ZoneResult:
+    """Zone of one fingerprint of ``version`` (1 for data that does not say), with a
+    confidence in [0, 1]."""
+    th, _ = thresholds(version)
     sig = signals(fp)
-    scores = {z: sig[z] / THRESHOLDS[z] for z in ZONES}
+    scores = {z: sig[z] / th[z] for z in ZONES}
     rounded = {z: round(s, 6) for z, s in scores.items()}
-    t = THRESHOLDS["diffuse"]
+    t = th["diffuse"]
     if sig["diffuse"] >= t:
         conf = 0.5 + 0.5 * min(1.0, (sig["diffuse"] - t) / (1.0 - t))
         return ZoneResult("diffuse", round(conf, 6), rounded)
@@ -159,28 +179,29 @@ def classify(fp: Sequence[float]) -> ZoneResult:
     return ZoneResult(order[0], round(float(conf), 6), rounded)
 
 
-def traits(fp: Sequence[float]) -> list[str]:
+def traits(fp: Sequence[float], version: int = 1) -> list[str]:
     """Non-exclusive behavioural traits of a fingerprint (used by the sidecars)."""
+    th, focused = thresholds(version)
     sig = signals(fp)
     out: list[str] = []
-    if sig["syntax_floor"] >= THRESHOLDS["syntax_floor"]:
+    if sig["syntax_floor"] >= th["syntax_floor"]:
         out += ["syntax_floor", "local_attention"]
-    if sig["semantic_bridge"] >= THRESHOLDS["semantic_bridge"]:
+    if sig["semantic_bridge"] >= th["semantic_bridge"]:
         out += ["semantic_bridge", "retrieval_heavy"]
-    if sig["long_range"] >= THRESHOLDS["long_range"]:
+    if sig["long_range"] >= th["long_range"]:
         out += ["long_range", "context_aware"]
-    if sig["diffuse"] >= THRESHOLDS["diffuse"]:
+    if sig["diffuse"] >= th["diffuse"]:
         out.append("diffuse")
-    elif sig["diffuse"] <= FOCUSED_ENTROPY:
+    elif sig["diffuse"] <= focused:
         out.append("focused")
-    if sig["structure_ripple"] >= THRESHOLDS["structure_ripple"]:
+    if sig["structure_ripple"] >= th["structure_ripple"]:
         out.append("periodic")
     return out
 
 
-def sampling_hints(fp: Sequence[float]) -> dict[str, float | str]:
+def sampling_hints(fp: Sequence[float], version: int = 1) -> dict[str, float | str]:
     """Temperature / top_p (and a capture mode) suggested by the fingerprint's zone."""
-    zone = classify(fp).zone
+    zone = classify(fp, version).zone
     return {**SAMPLING_HINTS[zone], "capture_mode": CAPTURE_MODE_HINTS[zone], "zone": zone}
 
 

@@ -109,7 +109,7 @@ def test_heads_window_mask_and_prompt_attention(sched, hf, prompt):
 
 def test_sketch_and_fingerprint_match_dense(sched, hf, prompt):
     sk = CaptureParams(mode="sketch", top_k=5, layers=AUTO)
-    fp = CaptureParams(mode="fingerprint", layers=AUTO)
+    fp = CaptureParams(mode="fingerprint", layers=AUTO, fingerprint_version=1)
     res = run_capture(sched, [(0, "s", prompt, sk), (0, "f", prompt, fp)], N_NEW)
     assert res["s"]["output_ids"] == res["f"]["output_ids"]
     dense = dense_attention(hf, prompt + res["s"]["output_ids"][:-1])
@@ -161,8 +161,8 @@ def test_fingerprint_batch_from_the_attention_kernel_matches_dense(sched, hf, pr
     orig = capture_mod.fingerprints_from_stats
     monkeypatch.setattr(capture_mod, "fingerprints_from_stats",
                         lambda stats, n: calls.append(tuple(stats.shape)) or orig(stats, n))
-    fp = CaptureParams(mode="fingerprint", layers=AUTO)
-    fp_masked = CaptureParams(mode="fingerprint", layers=AUTO, mask_prefix=7)
+    fp = CaptureParams(mode="fingerprint", layers=AUTO, fingerprint_version=1)
+    fp_masked = CaptureParams(mode="fingerprint", layers=AUTO, mask_prefix=7, fingerprint_version=1)
     res = run_capture(sched, [(0, "f", prompt, fp), (0, "m", prompt, fp_masked)], N_NEW)
     dense = dense_attention(hf, prompt + res["f"]["output_ids"][:-1])
     for rid, mp in (("f", 0), ("m", 7)):
@@ -266,3 +266,45 @@ def test_max_steps_and_invalid_layer(sched, prompt):
     bad = run_capture(sched, [(0, "bad", prompt, CaptureParams(layers=[L]))], 2)["bad"]
     assert "attention_capture_layers" in bad["error"]
     assert sched.allocator.available() + sched.tree.evictable_size == sched.allocator.size
+
+
+def _dense_v2(dense, layer, t, n_sink, mask=0):
+    """Version-2 fingerprint of one dense row, from its definition (independent of sgl_kernel)."""
+    _, ph = _probs(dense, layer, t)
+    keys = np.arange(t + 1)
+    rest = keys >= n_sink
+    p = ph.mean(0)
+    h = hist16(np.where(rest & (keys >= mask), p, 0.0), t)
+    h = h / h.sum() if h.sum() >= 1e-4 else np.zeros(16)
+    ents = []
+    for x in ph:
+        r = x[rest].sum()
+        qx = x[rest] / r if r >= 1e-4 else np.zeros(0)
+        qx = qx[qx > 0]
+        ents.append(float(-(qx * np.log(qx)).sum()))
+    n_rest = int(rest.sum())
+    norm = 0.0 if n_rest <= 1 else min(1.0, float(np.mean(ents)) / math.log(n_rest))
+    return np.concatenate([[h[:3].sum(), h[3:8].sum(), h[8:].sum(), norm], h])
+
+
+@pytest.mark.parametrize("n_sink,mask", [(1, 0), (3, 0), (1, 20), (0, 0)])
+def test_fingerprint_v2_matches_dense(sched, hf, prompt, n_sink, mask):
+    """The default (version-2) fingerprint against transformers' eager attention, with its
+    sink_mass: on the fused decode-kernel path (every step after the first) and the exact
+    passes (step 0, from the prefill), next to a version-1 request in the same batch."""
+    v2 = CaptureParams(mode="fingerprint", layers=AUTO, sink_tokens=n_sink, mask_prefix=mask)
+    v1 = CaptureParams(mode="fingerprint", layers=AUTO, fingerprint_version=1)
+    res = run_capture(sched, [(0, "v2", prompt, v2), (0, "v1", prompt, v1)], N_NEW)
+    assert res["v2"]["output_ids"] == res["v1"]["output_ids"]
+    dense = dense_attention(hf, prompt + res["v2"]["output_ids"][:-1])
+    assert len(res["v2"]["entries"]) == N_NEW
+    for e, e1 in zip(res["v2"]["entries"], res["v1"]["entries"]):
+        t = e["query_position"]
+        assert e["fingerprint_version"] == 2 and e1["fingerprint_version"] == 1
+        want = np.mean([_dense_v2(dense, l, t, n_sink, mask) for l in AUTO], 0)
+        np.testing.assert_allclose(e["fingerprint"], want, atol=2e-4, err_msg=f"step {e['decode_step']}")
+        sink = np.mean([_probs(dense, l, t)[0][mask:n_sink].sum() if n_sink > mask else 0.0 for l in AUTO])
+        assert e["sink_mass"] == pytest.approx(sink, abs=1e-4)
+        assert e1["sink_mass"] == pytest.approx(float(np.mean([_probs(dense, l, t)[0][0] for l in AUTO])), abs=1e-4)
+        if n_sink == 0 and mask == 0:
+            np.testing.assert_allclose(e["fingerprint"], e1["fingerprint"], atol=2e-5)

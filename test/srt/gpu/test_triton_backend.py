@@ -89,8 +89,9 @@ def test_triton_fingerprint_batches_use_the_kernel_statistics(tiny_models, smoll
     import sgl_kernel.capture as capture_mod
 
     prompt = smollm_tokenizer.encode("count the stars and the moons of the far planets")
-    reqs = [(0, "fp", prompt, CaptureParams(mode="fingerprint", layers=[1, 3])),
-            (0, "masked", prompt, CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=5)),
+    reqs = [(0, "fp", prompt, CaptureParams(mode="fingerprint", layers=[1, 3], fingerprint_version=1)),
+            (0, "masked", prompt, CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=5,
+                                                 fingerprint_version=1)),
             (0, "plain", prompt[:6], None)]
     calls = []
     orig = capture_mod.fingerprints_from_stats
@@ -111,3 +112,35 @@ def test_triton_fingerprint_batches_use_the_kernel_statistics(tiny_models, smoll
         for e1, e2 in zip(got[rid]["entries"], want[rid]["entries"]):
             assert e1["decode_step"] == e2["decode_step"] and e1["manifold"] == e2["manifold"]
             np.testing.assert_allclose(e1["fingerprint"], e2["fingerprint"], atol=1e-5)
+
+
+def test_triton_sink_aware_fingerprints_from_the_kernel_statistics(tiny_models, smollm_tokenizer, monkeypatch):
+    # Version-2 fingerprints (the default) of a fused decode batch come from the Triton
+    # kernel's per-head statistics plus each layer's sink terms: equal to the two-pass
+    # capture of torch_native's gather + SDPA path, with versions 1 and 2 in one batch.
+    import sgl_kernel.capture_common as common
+
+    prompt = smollm_tokenizer.encode("count the stars and the moons of the far planets")
+    reqs = [(0, "v2", prompt, CaptureParams(mode="fingerprint", layers=[1, 3], sink_tokens=2)),
+            (0, "masked", prompt, CaptureParams(mode="fingerprint", layers=[0, 3], mask_prefix=5)),
+            (0, "v1", prompt, CaptureParams(mode="fingerprint", layers=[1, 3], fingerprint_version=1))]
+    fused = []
+    orig = common.fingerprint_v2
+    monkeypatch.setattr(common, "fingerprint_v2",
+                        lambda hist, ent, n, sink: fused.append(tuple(ent.shape)) or orig(hist, ent, n, sink))
+    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="triton",
+                              dtype="float32")
+    got = run_capture(sched, reqs, 4)
+    assert fused.count((3 * 3, sched.cfg.num_heads)) >= 3  # one per decode step: every layer and row
+    monkeypatch.setenv("SGLANG_CPU_DECODE_ATTENTION", "sdpa")
+    sched = capture_scheduler(tiny_models["llama"], max_total_tokens=1024, attention_backend="torch_native",
+                              dtype="float32")
+    want = run_capture(sched, reqs, 4)
+    for rid, version in (("v2", 2), ("masked", 2), ("v1", 1)):
+        assert got[rid]["output_ids"] == want[rid]["output_ids"]
+        assert len(got[rid]["entries"]) == len(want[rid]["entries"]) == 4
+        for e1, e2 in zip(got[rid]["entries"], want[rid]["entries"]):
+            assert e1["fingerprint_version"] == e2["fingerprint_version"] == version
+            assert e1["manifold"] == e2["manifold"]
+            np.testing.assert_allclose(e1["fingerprint"], e2["fingerprint"], atol=1e-5)
+            assert abs(e1["sink_mass"] - e2["sink_mass"]) < 1e-5

@@ -59,11 +59,12 @@ def _raw(payload: dict[str, Any], s: int, li: int, layer: int, base: dict[str, A
 def build_entries(payload: dict[str, Any] | RowRefs, prompt_len: int) -> list[dict[str, Any]]:
     payload = unpack(payload)
     mode, layers = payload["mode"], payload["layers"]
+    version = int(payload.get("fingerprint_version", 1))  # packed before versions existed: 1
     entries: list[dict[str, Any]] = []
     for s in range(len(payload["decode_step"])):
         step = int(payload["decode_step"][s])
         base: dict[str, Any] = {"decode_step": step if step >= 0 else None,
-                                "query_position": int(payload["query_pos"][s])}
+                                "query_position": int(payload["query_pos"][s]), "fingerprint_version": version}
         if step < 0:
             base["prompt"] = True
         if mode == "raw" or step < 0:  # prompt-attention entries are raw entries
@@ -97,9 +98,11 @@ def build_entries(payload: dict[str, Any] | RowRefs, prompt_len: int) -> list[di
             fp = payload["fingerprint"][s].astype(np.float64)
             if not np.all(np.isfinite(fp)):
                 fp = np.nan_to_num(fp)
-            z = zones.classify(fp)
+            z = zones.classify(fp, version)
             e = {"mode": "fingerprint", **base, "step": step, "fingerprint": [_r(x) for x in fp],
                  "manifold": z.zone, "manifold_confidence": z.confidence, "layers": layers}
+            if "sink_mass" in payload:  # the mean over the layers, like the fingerprint
+                e["sink_mass"] = _r(payload["sink_mass"][s].mean())
             if payload.get("cluster_id") is not None and payload["cluster_id"][s] is not None:
                 e["cluster_id"] = payload["cluster_id"][s]  # from the sidecar's centroids (-1 = noise)
                 e["cluster_zone"] = payload["cluster_zone"][s]

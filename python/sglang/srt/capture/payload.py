@@ -116,5 +116,5 @@ def take_payload(p: CaptureParams, recs: list[Record], stream: bool) -> dict[str
     _on_host(recs)
     rows = [r.ref() for r in recs]
     if stream:
-        return RowRefs(p.mode, p.top_k, p.mask_prefix, rows)
-    return pack_rows(p.mode, p.top_k, p.mask_prefix, rows)
+        return RowRefs(p.mode, p.top_k, p.mask_prefix, rows, p.fingerprint_version)
+    return pack_rows(p.mode, p.top_k, p.mask_prefix, rows, p.fingerprint_version)

@@ -25,7 +25,7 @@ TOPK_FIELDS = ("topk_pos", "topk_prob", "topk_logit")
 MODE_FIELDS: dict[str, tuple[str, ...]] = {
     "raw": (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass"),
     "sketch": (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass", "hist", "entropy"),
-    "fingerprint": ("fingerprint",),
+    "fingerprint": ("fingerprint", "sink_mass"),
 }
 MOE_FIELDS = ("moe_ids", "moe_w")
 
@@ -70,9 +70,10 @@ class RowRefs(NamedTuple):
     top_k: int
     mask_prefix: int
     rows: list[Row]
+    fingerprint_version: int = 2
 
 
-def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[str, Any]:
+def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row], fingerprint_version: int = 2) -> dict[str, Any]:
     """A request's rows as [steps, ...] arrays (the dict ``entries.build_entries`` reads)."""
     if len(rows) == 1:  # one step: views, not np.stack's copies
         hb0, r0, _, _, k0 = rows[0]
@@ -93,6 +94,7 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
         "top_k": top_k,
         "layers": list(first.layers),
         "mask_prefix": mask_prefix,
+        "fingerprint_version": fingerprint_version,
         "decode_step": np.array([ds for _, _, ds, _, _ in rows], np.int64),
         "query_pos": np.array([qp for _, _, _, qp, _ in rows], np.int64),
     }
@@ -102,8 +104,8 @@ def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row]) -> dict[
         out["topk_logit"] = stacked("topk_logit", np.float32)
         out["lse_ref"] = stacked("lse_ref", np.float32)
         out["masked_mass"] = stacked("masked_mass", np.float32)
-        if all("sink_mass" in hb.arrays for hb, _, _, _, _ in rows):
-            out["sink_mass"] = stacked("sink_mass", np.float32)
+    if all("sink_mass" in hb.arrays for hb, _, _, _, _ in rows):  # [steps, layers]
+        out["sink_mass"] = stacked("sink_mass", np.float32)
     if any(hb.head is not None for hb, _, _, _, _ in rows):
         out["head_id"] = np.array([-1 if hb.head is None else hb.head for hb, _, _, _, _ in rows], np.int64)
     if mode == "sketch":

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from sgl_kernel.zones import FINGERPRINT_VERSIONS
 from sglang.srt.entrypoints.openai.errors import APIError
 from sglang.srt.entrypoints.openai.protocol import CaptureFields
 from sglang.srt.limits import (
@@ -119,6 +120,11 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
     if not 0 <= sink <= MAX_SINK_TOKENS:
         raise APIError(400, f"attention_sink_tokens: must be in 0..{MAX_SINK_TOKENS}, got {sink}",
                        "attention_sink_tokens")
+    version = (req.attention_fingerprint_version if req.attention_fingerprint_version is not None
+               else args.attention_fingerprint_version)
+    if version not in FINGERPRINT_VERSIONS:
+        raise APIError(400, f"attention_fingerprint_version: must be one of {list(FINGERPRINT_VERSIONS)}, got {version}",
+                       "attention_fingerprint_version")
     if req.attention_mask_prefix is not None and req.attention_mask_prefix < 0:
         raise APIError(400, f"attention_mask_prefix: must be >= 0, got {req.attention_mask_prefix}",
                        "attention_mask_prefix")
@@ -155,6 +161,7 @@ def build_capture_params(req: CaptureFields, args: ServerArgs, model_info: Mappi
         head_ids=heads,
         heads_each=each,
         sink_tokens=sink,
+        fingerprint_version=version,
         mask_prefix=req.attention_mask_prefix or 0,
         include_prompt_attention=bool(req.include_prompt_attention),
         stride=args.attention_tokens_stride,

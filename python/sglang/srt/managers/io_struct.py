@@ -33,6 +33,8 @@ class CaptureParams:
     heads_each: list[int] | None = None
     # the attention sink: positions < sink_tokens (their mass is reported as sink_mass)
     sink_tokens: int = 1
+    # fingerprint definition: 2 = sink-aware (the non-sink keys, renormalized), 1 = the original
+    fingerprint_version: int = 2
     mask_prefix: int = 0  # positions < mask_prefix are private
     include_prompt_attention: bool = False
     stride: int = 1  # capture every stride-th decode step

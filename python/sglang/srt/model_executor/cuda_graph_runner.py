@@ -85,8 +85,11 @@ class GraphCaptureIO:
 
     * ``mask_prefix`` [n]: read by every layer's decode kernel;
     * ``stats`` [layers, n, Hq, STATS_DIM]: each layer's fingerprint statistics;
-    * ``fp`` [layers, n, 20]: every layer's and row's fingerprint from those statistics
-      (rows without a window: n_keys = seq_len), computed at the end of the graph (``finish``);
+    * ``n_sink`` [n]: each row's attention sink (read by every layer's sink terms);
+    * ``fp`` and ``fp2`` [layers, n, 20], ``sink`` [layers, n]: every layer's and row's
+      fingerprint in versions 1 and 2 and its sink_mass, from those statistics and the
+      sink terms each layer adds (rows without a window: n_keys = seq_len), computed at the
+      end of the graph (``finish``);
     * ``q`` [layers, n, Hq, D] and ``lse`` [layers, n, Hq]: each layer's post-RoPE queries
       and per-head lse, for the capture kernels that run after the replay (written only
       while ``keep_queries``: the "full" graphs).
@@ -100,10 +103,14 @@ class GraphCaptureIO:
         from sgl_kernel.zones import FINGERPRINT_DIM
 
         self.mask_prefix = torch.zeros(max_bs, dtype=torch.long, device=device)
+        self.n_sink = torch.zeros(max_bs, dtype=torch.long, device=device)
         self.stats = torch.zeros(num_layers, max_bs, num_heads, STATS_DIM, dtype=torch.float32, device=device)
         self.q = torch.zeros(num_layers, max_bs, num_heads, head_dim, dtype=dtype, device=device)
         self.lse = torch.zeros(num_layers, max_bs, num_heads, dtype=torch.float32, device=device)
         self.fp = torch.zeros(num_layers, max_bs, FINGERPRINT_DIM, dtype=torch.float32, device=device)
+        self.fp2 = torch.zeros_like(self.fp)
+        self.sink = torch.zeros(num_layers, max_bs, dtype=torch.float32, device=device)
+        self.terms: dict[int, Any] = {}  # layer -> SinkTerms of the forward being recorded
         self.layers: dict[int, "RadixAttention"] = {}  # seen while recording: scale and softcap per layer
         self.keep_queries = True
         self.fused_stats: dict[int, torch.Tensor] = {}  # the backend's hand-over (unused: stats are static)
@@ -117,8 +124,18 @@ class GraphCaptureIO:
 
     def on_layer(self, layer: "RadixAttention", q: torch.Tensor, lse: torch.Tensor | None,
                  fb: ForwardBatch) -> None:
+        from sgl_kernel.sinks import sink_terms
+
+        from sglang.srt.limits import MAX_SINK_TOKENS
+
         lid, bs = layer.layer_id, q.shape[0]
         self.layers[lid] = layer
+        assert lse is not None  # the decode backend returns it whenever capture is on
+        # every row's sink terms, bounded by the largest sink a request may ask for (no sync)
+        self.terms[lid] = sink_terms(
+            q, fb.kv_pool.get_kv(lid)[0], fb.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens - 1,
+            scale=layer.scaling, head_lse=lse, n_sink=self.n_sink[:bs], mask_prefix=self.mask_prefix[:bs],
+            logit_softcap=layer.logit_softcap, max_sink=MAX_SINK_TOKENS)
         if not self.keep_queries:
             return
         self.q[lid, :bs].copy_(q)
@@ -129,23 +146,31 @@ class GraphCaptureIO:
         """End of the recorded forward: fingerprints of every layer and row at once, so a
         replay leaves only a selection to the host (the formula of every capture path)."""
         from sgl_kernel.capture import fingerprints_from_stats
+        from sgl_kernel.capture_common import fingerprint_v2
 
-        self.fp[:, :bs].copy_(fingerprints_from_stats(self.stats[:, :bs].mean(2), seq_lens))
+        stats = self.stats[:, :bs]
+        mean = stats.mean(2)
+        self.fp[:, :bs].copy_(fingerprints_from_stats(mean, seq_lens))
+        for lid, t in self.terms.items():
+            self.fp2[lid, :bs].copy_(fingerprint_v2(mean[lid, :, :16], stats[lid, :, :, 17], seq_lens, t))
+            self.sink[lid, :bs].copy_(t.sink_mass)
+        self.terms = {}
 
     # -- replay --
     def load(self, capture: "CaptureBatch", bs: int, pbs: int) -> None:
         """Before a replay: the batch's mask prefixes (padding rows mask nothing)."""
-        mask = capture.fused_mask
-        if mask is not None:
-            self.mask_prefix[:bs].copy_(mask)
-        else:
-            self.mask_prefix[:bs].zero_()
-        self.mask_prefix[bs:pbs].zero_()
+        for buf, vals in ((self.mask_prefix, capture.fused_mask), (self.n_sink, capture.fused_sink)):
+            if vals is not None:
+                buf[:bs].copy_(vals)
+            else:
+                buf[:bs].zero_()
+            buf[bs:pbs].zero_()
 
     def publish(self, capture: "CaptureBatch", fb: ForwardBatch, bs: int, queries: bool) -> None:
         """After a replay: views of this batch's rows. The fingerprints first, so the
         fingerprint rows skip the kept queries of layers the graph already covered."""
-        capture.graph_fp = self.fp[:, :bs]
+        capture.graph_fp = (self.fp[:, :bs], self.fp2[:, :bs])
+        capture.graph_sink = self.sink[:, :bs]
         if not queries:
             return
         for lid in capture.layers:

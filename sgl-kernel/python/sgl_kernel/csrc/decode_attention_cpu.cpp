@@ -42,7 +42,6 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
             scores[g * L + j] = s * scale;
           }
         }
-        float task_entropy = 0.f;  // sum over this task's heads of -sum_j p log p
         for (int64_t g = 0; g < G; ++g) {
           float* sg = scores.data() + g * L;
           float m = -std::numeric_limits<float>::infinity();
@@ -59,13 +58,13 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
           const float head_lse = m + std::log(sum);
           if (lse != nullptr) lse[b * Hq + h * G + g] = head_lse;
           // -sum p log p = lse - sum p s = log(sum) - sum p (s - m): no log per key
-          task_entropy += std::log(sum) - es * inv;
+          if (entropy != nullptr) entropy[b * Hq + h * G + g] = std::max(std::log(sum) - es * inv, 0.f);
         }
         if (hist != nullptr) {
           // Capture statistics of this task's G heads, summed over the heads (the caller
-          // adds the KV groups and divides by Hq): distance histogram of unmasked keys,
-          // masked mass, and entropy -sum p log p. Bin of distance d: 0 for d < 2, else
-          // floor(log2 d) capped at 15 (sgl_kernel.zones).
+          // adds the KV groups and divides by Hq): distance histogram of unmasked keys and
+          // masked mass (the entropy -sum p log p is written per query head above). Bin of
+          // distance d: 0 for d < 2, else floor(log2 d) capped at 15 (sgl_kernel.zones).
           float* hb = hist + (b * Hkv + h) * 16;
           float mass = 0.f;
           const int64_t t = L - 1, mp = mask_prefix[b];
@@ -81,7 +80,6 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
             }
           }
           masked[b * Hkv + h] = mass;
-          entropy[b * Hkv + h] = std::max(task_entropy, 0.f);
         }
         float* oh = out + (b * Hq + h * G) * D;
         std::fill(oh, oh + G * D, 0.f);
@@ -128,7 +126,8 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
   auto out = torch::empty_like(qc);
   auto lse = torch::empty({B, Hq}, q.options());
   const int64_t pool_stride = Hkv * D;
-  // With mask_prefix [B]: also the per-(row, KV group) capture partial sums.
+  // With mask_prefix [B]: also the per-(row, KV group) capture partial sums (hist [B, Hkv, 16],
+  // masked [B, Hkv]) and each query head's entropy [B, Hq].
   torch::Tensor mp, hist, masked, entropy;
   const int64_t* mp_ptr = nullptr;
   float *hist_ptr = nullptr, *masked_ptr = nullptr, *ent_ptr = nullptr;
@@ -137,7 +136,7 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
     TORCH_CHECK(mp.numel() == B, "mask_prefix must have B entries");
     hist = torch::zeros({B, Hkv, 16}, q.options());
     masked = torch::empty({B, Hkv}, q.options());
-    entropy = torch::empty({B, Hkv}, q.options());
+    entropy = torch::empty({B, Hq}, q.options());
     mp_ptr = mp.data_ptr<int64_t>();
     hist_ptr = hist.data_ptr<float>();
     masked_ptr = masked.data_ptr<float>();

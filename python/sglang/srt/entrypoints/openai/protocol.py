@@ -61,6 +61,7 @@ class CaptureFields(_Strict):
     attention_capture_head_ids: list[StrictInt] | None = None
     attention_capture_heads: Union[Literal["each"], list[StrictInt], None] = None
     attention_sink_tokens: StrictInt | None = None
+    attention_fingerprint_version: StrictInt | None = None
     attention_mask_prefix: StrictInt | None = None
     attention_mask_system_prompt: StrictBool | None = None
     include_prompt_attention: StrictBool | None = None

@@ -97,9 +97,8 @@ class TorchNativeAttnBackend(AttentionBackend):
             if mp is None or layer.logit_softcap:
                 return decode_attention(*args)
             # fingerprint capture from the kernel's own probabilities: no second read of K
-            o, lse, hist, masked, entropy = decode_attention(*args, mask_prefix=mp)
-            # already averaged over heads: one "head" of the [B, H, 18] stats layout
-            fb.capture.fused_stats[layer.layer_id] = torch.cat([hist, masked[:, None], entropy[:, None]], 1)[:, None]
+            o, lse, stats = decode_attention(*args, mask_prefix=mp, per_head=True)
+            fb.capture.fused_stats[layer.layer_id] = stats  # [B, Hq, 18]
             return o, lse
         k_rows, v_rows = k_buf.view(-1, k_buf.shape[-1]), v_buf.view(-1, v_buf.shape[-1])
         out = None if self._buckets[0].rows is None else torch.empty_like(q)
