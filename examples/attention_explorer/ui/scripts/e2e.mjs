@@ -57,7 +57,9 @@ try {
       await page.waitForTimeout(30);
     }
     const status = await page.locator('[data-hud="status"]').innerText();
-    assert(status === "done", `run status is ${status}: ${await page.locator(".msg-assistant .error").allInnerTexts()}`);
+    // a reply that hits max_tokens is "truncated" (finish_reason "length"), any other end "done"
+    const finish = await page.evaluate(() => window.__attentionExplorer.session().latestRun().metrics.finishReason);
+    assert(status === (finish === "length" ? "truncated" : "done"), `run status is ${status} (finish_reason ${finish}): ${await page.locator(".msg-assistant .error").allInnerTexts()}`);
     const final = await page.locator(".msg-assistant .tokens.output .tok").count();
     console.log(`# token counts seen while streaming: ${counts.join(",")}`);
     assert(final >= 3, `only ${final} output tokens`);
@@ -104,6 +106,14 @@ try {
     assert(bars === 16, `histogram has ${bars} bars`);
     const zone = await page.locator(".lens .signal").getAttribute("data-zone");
     assert(["syntax_floor", "semantic_bridge", "long_range", "structure_ripple", "diffuse"].includes(zone), `zone ${zone}`);
+    // the server's sink_mass, shown as its own row, equal to the run's entries (mean over the captured layers)
+    const sinkText = await page.getByTestId("signal-sink-mass").locator("td.num").innerText();
+    const wantSink = await page.evaluate((pos) => {
+      const r = window.__attentionExplorer.session().latestRun();
+      const raw = r.steps.get(pos - r.promptLen).raw;
+      return raw.reduce((a, e) => a + e.sink_mass, 0) / raw.length;
+    }, Number(await page.locator(".msg-assistant .tokens.output .tok").nth(2).getAttribute("data-pos")));
+    assert(Math.abs(parseFloat(sinkText) - wantSink * 100) < 0.06, `Signal sink mass ${sinkText}, entries ${wantSink}`);
     await shot(page, "03-signal");
     await page.locator('.lens [data-tab="moe"]').click();
     const moeText = await page.locator('.lens [data-panel="moe"]').innerText();
@@ -159,6 +169,10 @@ try {
     assert(JSON.stringify(texts) === JSON.stringify(outputTexts), "imported tokens differ from the live ones");
     await hoverToken(page, page.locator(".msg-assistant .tokens.output .tok").nth(2));
     await page.locator(".link-overlay path").first().waitFor({ timeout: 5000 });
+    // an already-loaded trace (the live chat it came from) gets an id of its own
+    const ids = await page.evaluate(() => window.__attentionExplorer.sessions().map((x) => x.traceId));
+    assert(ids.length === 2 && ids[0] !== ids[1], `trace ids ${ids}`);
+    assert(/already loaded/.test(await page.getByTestId("banner").innerText()), "no note about the trace id being loaded");
     const imported = await settledCount(page.locator(".link-overlay path"));
     const targets = await page.locator(".link-overlay path").evaluateAll((ps) => ps.map((p) => p.getAttribute("data-to")));
     assert(imported === hoverLinks,
@@ -167,6 +181,14 @@ try {
     const rows = await page.locator('.lens [data-panel="links"] .links-table tbody tr').allInnerTexts();
     assert(JSON.stringify(rows) === JSON.stringify(lensRows), "imported lens rows differ");
     await shot(page, "06-imported");
+  });
+
+  await step("importing the same file again shows the loaded copy instead of adding one", async () => {
+    await page.getByLabel("session").selectOption({ index: 0 });
+    await page.getByTestId("import-input").setInputFiles(join(out, "e2e-trace.jsonl"));
+    await page.getByTestId("banner").filter({ hasText: "already loaded" }).waitFor();
+    assert((await page.getByLabel("session").locator("option").count()) === 2, "a second copy was added");
+    assert((await page.getByLabel("session").inputValue()) === "1", "the loaded copy is not shown");
   });
 
   await step("a malformed import shows a clear message and keeps what is loaded", async () => {
@@ -199,6 +221,255 @@ try {
     const runs = await page.evaluate(() => window.__attentionExplorer.session().runs.size);
     assert(runs === 2, `live session has ${runs} runs (the old one must stay in the trace)`);
     await shot(page, "08-regenerate-stopped");
+  });
+
+  const waitEnd = () =>
+    page.waitForFunction(() => ["done", "truncated", "error", "stopped"].includes(document.querySelector('[data-hud="status"]')?.textContent ?? ""), null, { timeout: 180_000 });
+
+  await step("a reply cut off by max_tokens is labelled truncated", async () => {
+    await page.getByRole("button", { name: "New chat" }).click();
+    await page.getByLabel("max tokens").fill("3");
+    await page.getByLabel("message").fill("Write a long story about a dragon.");
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.locator(".msg-assistant").waitFor();
+    await waitEnd();
+    const hud = await page.locator('[data-hud="status"]').innerText();
+    const head = (await page.getByTestId("run-status").textContent()).trim();
+    const finish = await page.evaluate(() => window.__attentionExplorer.session().latestRun().metrics.finishReason);
+    assert(finish === "length" && hud === "truncated" && head === "truncated", `finish ${finish}, HUD ${hud}, header ${head}`);
+  });
+
+  const LONG = Array.from({ length: 14 }, (_, i) => `Item ${i + 1}: ${["apple", "river", "cloud", "stone", "violin", "garden", "rocket"][i % 7]}`).join("\n") + "\nWhich item comes after the cloud?";
+  let promptLen = 0;
+  await step("per-head capture, logit lens and alternatives on a long prompt", async () => {
+    await page.getByRole("button", { name: "New chat" }).click();
+    await page.getByLabel("system prompt", { exact: true }).fill("");
+    await page.getByLabel("mask system prompt", { exact: true }).uncheck();
+    await page.getByText("include prompt attention").click(); // off again
+    await page.getByLabel("per-head capture").check();
+    await page.getByLabel("logit lens").check();
+    await page.getByLabel("top logprobs").fill("3");
+    await page.getByLabel("max tokens").fill("10");
+    await page.getByLabel("temperature").fill("0");
+    const req = page.waitForRequest((r) => r.url().endsWith("/v1/chat/completions") && r.method() === "POST");
+    await page.getByLabel("message").fill(LONG);
+    await page.getByRole("button", { name: "Send" }).click();
+    const body = JSON.parse((await req).postData());
+    assert(body.attention_capture_heads === "each" && body.return_logit_lens === true && body.top_logprobs === 3 && body.logprobs === true, `request ${JSON.stringify(body).slice(0, 300)}`);
+    await waitEnd();
+    const info = await page.evaluate(() => {
+      const r = window.__attentionExplorer.session().latestRun();
+      return { heads: r.heads, lens: r.lens.size, lp: r.logprobs.filter(Boolean).length, toks: r.tokens.length, pl: r.promptLen };
+    });
+    promptLen = info.pl;
+    assert(info.heads.length >= 2 && info.lens === info.toks && info.lp === info.toks, `run ${JSON.stringify(info)}`);
+  });
+
+  await step("arcs reach targets inside the scrolled prompt box, and follow its scrolling", async () => {
+    const box = page.locator(".msg-assistant .tokens.prompt");
+    const scrollable = await box.evaluate((el) => el.scrollHeight > el.clientHeight + 20);
+    assert(scrollable, "the prompt box does not scroll: the test needs a longer prompt");
+    await page.locator(".msg-assistant .tokens.prompt").evaluate((el) => (el.scrollTop = 0));
+    await hoverToken(page, page.locator(".msg-assistant .tokens.output .tok").nth(4));
+    await page.locator(".link-overlay path").first().waitFor();
+    // each arc ends on its target when the target is visible in the prompt box, else at the box's edge (dashed)
+    const check = () =>
+      page.evaluate(() => {
+        const svg = document.querySelector(".msg-assistant .link-overlay");
+        const base = svg.getBoundingClientRect();
+        const clip = document.querySelector(".msg-assistant .tokens.prompt").getBoundingClientRect();
+        const out = { prompt: 0, visible: 0, hidden: 0, bad: [] };
+        for (const p of svg.querySelectorAll("path")) {
+          const to = p.getAttribute("data-to");
+          const el = document.querySelector(`.msg-assistant .tokens.prompt [data-pos="${to}"]`);
+          if (!el) continue;
+          out.prompt++;
+          const nums = p.getAttribute("d").trim().split(/[ ,]+/).filter((x) => /^-?[\d.]+$/.test(x)).map(Number);
+          const ex = nums[nums.length - 2] + base.left;
+          const ey = nums[nums.length - 1] + base.top;
+          const r = el.getBoundingClientRect();
+          const visible = r.bottom > clip.top + 1 && r.top < clip.bottom - 1;
+          if (visible) {
+            out.visible++;
+            // the end is the top centre of the target (clamped to the box when it is partly scrolled out),
+            // and the token really drawn there is the target (checked for one-line tokens fully in view)
+            const wantY = Math.max(r.top + 2, clip.top);
+            const oneLine = el.getClientRects().length === 1 && r.top >= clip.top && r.bottom <= clip.bottom;
+            const hit = oneLine ? document.elementsFromPoint(ex, ey + 4).find((e) => e.matches?.(".tok")) : null;
+            if (p.hasAttribute("data-offscreen") || Math.abs(ey - wantY) > 1.5 || ex < r.left - 1 || ex > r.right + 1 || (oneLine && hit?.getAttribute("data-pos") !== to)) out.bad.push(`${to}: visible, end (${ex.toFixed(0)},${ey.toFixed(0)}) hit ${hit?.getAttribute("data-pos")}`);
+          } else {
+            out.hidden++;
+            const edge = r.bottom <= clip.top + 1 ? clip.top : clip.bottom;
+            if (!p.hasAttribute("data-offscreen") || Math.abs(ey - edge) > 1.5) out.bad.push(`${to}: hidden, end y ${ey.toFixed(0)} vs edge ${edge.toFixed(0)}`);
+          }
+        }
+        return out;
+      });
+    const top = await check();
+    assert(top.prompt >= 5 && top.bad.length === 0, `scrolled to top: ${JSON.stringify(top)}`);
+    await shot(page, "09-arcs-prompt-top");
+    const tick0 = Number(await page.locator(".msg-assistant .link-overlay").getAttribute("data-tick"));
+    await page.locator(".msg-assistant .tokens.prompt").evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await page.waitForFunction((t) => Number(document.querySelector(".msg-assistant .link-overlay").getAttribute("data-tick")) > t, tick0);
+    const bottom = await check();
+    assert(bottom.bad.length === 0 && bottom.prompt === top.prompt, `scrolled to bottom: ${JSON.stringify(bottom)}`);
+    assert(top.hidden + bottom.hidden > 0 && top.visible + bottom.visible > 0, `no arc crossed the scroll edge: ${JSON.stringify({ top, bottom })}`);
+    console.log(`# prompt arcs: top ${top.visible} visible/${top.hidden} at the edge; bottom ${bottom.visible}/${bottom.hidden}`);
+  });
+
+  await step("head grid: layers x heads for the pinned token; a click focuses that head in the arcs and Links", async () => {
+    const tok = page.locator(".msg-assistant .tokens.output .tok").nth(4);
+    const pos = Number(await tok.getAttribute("data-pos"));
+    await tok.click();
+    await page.locator(".lens .badge", { hasText: "pinned" }).waitFor();
+    await page.locator('.lens [data-tab="heads"]').click();
+    const grid = page.getByTestId("head-grid");
+    await grid.waitFor();
+    const nHeads = await page.evaluate(() => window.__attentionExplorer.session().latestRun().heads.length);
+    const cells = await grid.locator(".head-cell").count();
+    assert(cells === nHeads * Number(await grid.getAttribute("data-layers")), `${cells} cells for ${nHeads} heads`);
+    const cell = grid.locator('.head-cell[data-head="3"]').first();
+    const layer = Number(await cell.getAttribute("data-layer"));
+    await cell.click();
+    await page.locator(".head-cell.active").waitFor();
+    await shot(page, "10-head-grid");
+    const want = await page.evaluate(
+      ([pos, layer]) => {
+        const r = window.__attentionExplorer.session().latestRun();
+        const e = r.steps.get(pos - r.promptLen).heads.find((h) => h.layer_id === layer && h.head_id === 3);
+        return e.token_positions.filter((p) => p !== pos).map(String).sort();
+      },
+      [pos, layer],
+    );
+    await page.waitForFunction((n) => document.querySelectorAll(".msg-assistant .link-overlay path").length === n, want.length);
+    const drawn = (await page.locator(".msg-assistant .link-overlay path").evaluateAll((ps) => ps.map((p) => p.getAttribute("data-to")))).sort();
+    assert(JSON.stringify(drawn) === JSON.stringify(want), `arcs ${drawn} vs head 3 ${want}`);
+    await page.locator('.lens [data-tab="links"]').click();
+    const h4 = await page.locator('.lens [data-panel="links"] h4').first().innerText();
+    assert(/head 3/.test(h4), `Links header: ${h4}`);
+    await page.locator('.lens [data-tab="heads"]').click();
+    await page.locator(".head-cell.active").click(); // back to the head mean
+    await page.locator(".head-cell.active").waitFor({ state: "detached" });
+  });
+
+  await step("logit lens tab: layers x top tokens, the produced token highlighted; next-token alternatives", async () => {
+    await page.locator('.lens [data-tab="lens"]').click();
+    const table = page.getByTestId("lens-table");
+    await table.waitFor();
+    const info = await page.evaluate(() => {
+      const s = window.__attentionExplorer.session();
+      const r = s.latestRun();
+      return { pinnedStep: null, lensLayers: [...r.lens.values()][0].length };
+    });
+    const rows = await table.locator("tbody tr").count();
+    assert(rows === info.lensLayers, `${rows} lens rows, ${info.lensLayers} layers`);
+    // temperature 0: the last layer's top token is the produced one
+    const last = table.locator("tbody tr").last();
+    assert((await last.locator(".lens-chip").first().getAttribute("class")).includes("produced"), "produced token not highlighted in the last layer");
+    await page.getByTestId("lens-first-layer").waitFor();
+    const alts = page.getByTestId("alternatives");
+    assert((await alts.locator("tbody tr").count()) === 3, "alternatives rows");
+    assert((await alts.locator("tr.produced").count()) === 1, "sampled token not marked");
+    await shot(page, "11-logit-lens");
+  });
+
+  await step("keyboard: Tab to the tokens, arrows move the lens, Enter pins, Escape closes; the lens neither reflows the chat nor covers the banner", async () => {
+    await page.keyboard.press("Escape");
+    await page.locator(".lens.open").waitFor({ state: "detached" });
+    const tok = page.locator(".msg-assistant .tokens.output .tok").nth(2);
+    const before = await tok.boundingBox();
+    await hoverToken(page, tok);
+    await page.locator(".lens.open").waitFor();
+    const after = await tok.boundingBox();
+    assert(Math.abs(before.x - after.x) < 0.5 && Math.abs(before.y - after.y) < 0.5, `token moved when the lens opened: ${JSON.stringify([before, after])}`);
+    await page.mouse.move(1, 1);
+    await page.keyboard.press("Escape");
+    await page.locator(".lens.open").waitFor({ state: "detached" });
+    // keyboard only: from the message box, Shift+Tab back to the token box
+    await page.getByLabel("message").focus();
+    for (let i = 0; i < 6; i++) {
+      await page.keyboard.press("Shift+Tab");
+      if (await page.evaluate(() => document.activeElement?.classList.contains("run-tokens"))) break;
+    }
+    assert(await page.evaluate(() => document.activeElement?.classList.contains("run-tokens")), `focus is on ${await page.evaluate(() => document.activeElement?.outerHTML.slice(0, 80))}`);
+    await page.keyboard.press("End");
+    await page.keyboard.press("ArrowLeft");
+    const box = page.locator(".msg-assistant .run-tokens");
+    const last = await page.locator(".msg-assistant .tokens.output .tok").last().getAttribute("data-pos");
+    assert(Number(await box.getAttribute("data-focus-pos")) === Number(last) - 1, `keys moved to ${await box.getAttribute("data-focus-pos")}, last ${last}`);
+    await page.locator(".lens.open").waitFor();
+    await page.keyboard.press("Enter");
+    await page.locator(".lens .badge", { hasText: "pinned" }).waitFor();
+    await page.keyboard.press("ArrowLeft");
+    assert(Number(await page.locator(".tok.pinned").getAttribute("data-pos")) === Number(last) - 2, "the pin did not follow the arrow key");
+    await shot(page, "12-keyboard");
+    // a banner's close button stays reachable with the lens open
+    await page.getByRole("button", { name: "Save", exact: true }).click();
+    const dismiss = page.getByTestId("banner").getByRole("button", { name: "dismiss" });
+    await dismiss.waitFor();
+    const b = await dismiss.boundingBox();
+    const hit = await page.evaluate(([x, y]) => document.elementFromPoint(x, y)?.getAttribute("aria-label"), [b.x + b.width / 2, b.y + b.height / 2]);
+    assert(hit === "dismiss", `the banner's close button is covered by ${hit}`);
+    await page.getByRole("button", { name: "Save", exact: true }).click();
+    await page.getByTestId("banner").filter({ hasText: "Updated saved" }).waitFor();
+    await page.locator('[data-view="saved"]').click();
+    const rows = await page.locator(".saved-table tbody tr").count();
+    assert(rows === 1, `saving twice left ${rows} saved rows`);
+    await page.locator('[data-view="chat"]').click();
+    await page.locator(".run-tokens").first().focus();
+    await page.keyboard.press("Escape");
+    await page.locator(".lens.open").waitFor({ state: "detached" });
+  });
+
+  await step("attention map: dense replay of the run, zoom and pan, who attends to a token", async () => {
+    await page.locator('[data-view="map"]').click();
+    const status = page.getByTestId("map-status");
+    await status.filter({ hasText: "×" }).waitFor({ timeout: 60_000 });
+    const T = Number(await status.getAttribute("data-t"));
+    const ids = await page.evaluate(() => {
+      const r = window.__attentionExplorer.session().latestRun();
+      return [...r.promptTokens.map((t) => t.id), ...r.tokens.map((t) => t.id)];
+    });
+    assert(T === ids.length && T === promptLen + 10, `map is ${T} x ${T}, the run has ${ids.length} tokens`);
+    const canvas = page.getByTestId("map-canvas");
+    const cb = await canvas.boundingBox();
+    const draws0 = Number(await canvas.getAttribute("data-draws"));
+    await page.mouse.move(cb.x + cb.width * 0.4, cb.y + cb.height * 0.5);
+    for (let i = 0; i < 5; i++) await page.mouse.wheel(0, -240);
+    await page.mouse.down();
+    await page.mouse.move(cb.x + cb.width * 0.4 + 60, cb.y + cb.height * 0.5 + 40, { steps: 6 });
+    await page.mouse.up();
+    await page.waitForFunction((d) => Number(document.querySelector('[data-testid="map-canvas"]').dataset.draws) > d + 5, draws0);
+    await page.getByRole("button", { name: "Fit" }).click();
+    // click the cell (query q, key k) and compare the reverse list with a replay fetched here
+    const q = T - 2;
+    const k = promptLen - 3;
+    const hit = await page.evaluate(([q, k]) => {
+      const c = document.querySelector('[data-testid="map-canvas"]');
+      const r = c.getBoundingClientRect();
+      const w = c.clientWidth, h = c.clientHeight;
+      const s = Math.min((w - 96 - 8), (h - 64 - 8));
+      return [r.left + 96 + ((k + 0.5) * s) / Number(document.querySelector('[data-testid="map-status"]').dataset.t), r.top + 64 + ((q + 0.5) * s) / Number(document.querySelector('[data-testid="map-status"]').dataset.t)];
+    }, [q, k]);
+    await page.mouse.click(hit[0], hit[1]);
+    const att = page.getByTestId("map-attenders");
+    await att.waitFor();
+    const layer = Number(await page.getByLabel("map layer").inputValue());
+    const res = await fetch(`${server.url}/v1/attention/replay`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ input_ids: ids, layers: [layer], heads: "mean", format: "base64" }) }).then((r) => r.json());
+    const buf = Buffer.from(res.data, "base64");
+    const f16 = (h) => { const e = (h >> 10) & 31, f = h & 1023, sg = h & 0x8000 ? -1 : 1; return e === 0 ? sg * 2 ** -14 * (f / 1024) : sg * 2 ** (e - 15) * (1 + f / 1024); };
+    const col = [];
+    for (let i = k; i < T; i++) col.push(f16(buf.readUInt16LE((i * T + k) * 2)));
+    const top = Math.max(...col);
+    const rows = await att.locator("tr td:nth-child(3)").allInnerTexts();
+    const shown = rows.map((t) => parseFloat(t) / 100);
+    assert(Math.abs(shown[0] - top) < 0.0006, `top attender ${shown[0]} vs replay ${top}`);
+    assert(shown.every((v, i) => i === 0 || shown[i - 1] >= v), `attenders not sorted: ${shown}`);
+    const h4 = await page.getByTestId("map-details").locator("h4").first().textContent();
+    assert(h4.includes(`key ${k} `), `reverse list is not for the clicked key ${k}: ${h4}`);
+    console.log(`# attention map ${T}x${T}: fetch ${await status.getAttribute("data-fetch-ms")} ms, paint ${await status.getAttribute("data-paint-ms")} ms`);
+    await shot(page, "13-attention-map");
+    await page.locator('[data-view="chat"]').click();
   });
 } catch {
   /* reported above */

@@ -72,9 +72,10 @@ try {
     await page.getByLabel("message").fill(text);
     await page.getByRole("button", { name: "Send", exact: true }).click();
     await page.locator(".msg-assistant").nth(before).waitFor();
-    await page.waitForFunction(() => ["done", "error", "stopped"].includes(document.querySelector('[data-hud="status"]')?.textContent ?? ""), null, { timeout: 180_000 });
+    await page.waitForFunction(() => ["done", "truncated", "error", "stopped"].includes(document.querySelector('[data-hud="status"]')?.textContent ?? ""), null, { timeout: 180_000 });
     const status = await page.locator('[data-hud="status"]').innerText();
-    assert(status === "done", `run ended ${status}`);
+    // "truncated": the reply hit max_tokens (finish_reason "length")
+    assert(status === "done" || status === "truncated", `run ended ${status}`);
   };
 
   await step("run 1 (raw capture) and save it", async () => {
@@ -94,6 +95,19 @@ try {
     // this save's own banner (run 1's "Saved …" may still show): the reload below must not
     // race the IndexedDB write
     await page.getByTestId("banner").filter({ hasText: "Saved “Tell me about the history" }).waitFor();
+    // saving again updates that copy (the reload step below counts two saved rows)
+    await page.getByRole("button", { name: "Save", exact: true }).click();
+    await page.getByTestId("banner").filter({ hasText: "Updated saved “Tell me about the history" }).waitFor();
+    // "recent" draws the live chat's steps once, not again as its own saved copy
+    await page.locator('[data-view="manifold"]').click();
+    await page.getByLabel("manifold scope").selectOption("recent");
+    const [live, earlier] = await page.evaluate(() => window.__attentionExplorer.sessions().slice(0, 2).map((x) => [...x.runs.values()].reduce((n, r) => n + r.steps.size, 0)));
+    await page
+      .waitForFunction((n) => { const el = document.querySelector('[data-testid="manifold-count"]'); return el && !el.textContent.includes("updating") && Number(el.getAttribute("data-points")) === n; }, live + earlier, { timeout: 30_000 })
+      .catch(async () => {
+        throw new Error(`recent shows ${await page.getByTestId("manifold-count").getAttribute("data-points")} points, want ${live} live + ${earlier} saved (run 1)`);
+      });
+    await page.locator('[data-view="chat"]').click();
   });
 
   await step("saved sessions survive a reload; rename one", async () => {
@@ -146,6 +160,9 @@ try {
     await details.locator("h3").waitFor();
     const savedId = await details.getAttribute("data-saved-id");
     assert(savedId, "clicked point is not a saved session");
+    // the saved session's sink mass, shown as its own quantity next to the fingerprint's masses
+    const sinkRow = await details.getByTestId("details-sink-mass").innerText();
+    assert(/sink mass.*\d+(\.\d)?%/.test(sinkRow), `no sink mass in the details: ${sinkRow}`);
     const selected = await page.getByLabel("session").locator("option:checked").innerText();
     assert(/^Saved: /.test(selected), `session selector shows ${selected}`);
     await shot(page, "03-manifold-saved");
@@ -189,7 +206,9 @@ try {
     assert(score > 0 && score <= 1, `score ${score}`);
     assert(/cos/.test(await page.getByTestId("compare-formula").innerText()), "formula not shown");
     assert((await page.locator('[data-testid="compare-differences"] li').count()) >= 1, "no differences listed");
-    assert((await page.locator('[data-testid="compare-metrics"] tbody tr').count()) === 7, "metrics rows");
+    // 7 rows, plus the server's sink mass as its own row (both runs carry sink_mass)
+    const sinkRows = await page.locator('[data-testid="compare-metrics"] tbody tr', { hasText: "sink mass" }).count();
+    assert(sinkRows === 1 && (await page.locator('[data-testid="compare-metrics"] tbody tr').count()) === 8, "metrics rows");
     const rects = await page.locator('[data-testid="compare-histograms"] rect').count();
     assert(rects === 32, `${rects} histogram bars (expected 2 x 16)`);
     const rows = await page.locator('[data-testid="compare-pca"] tbody tr td:nth-child(2)').allInnerTexts();
@@ -203,7 +222,10 @@ try {
     // the active session is the saved one the Manifold click opened: a replayed trace
     await page.locator('[data-view="router"]').click();
     const zone = await page.getByTestId("router-zone").getAttribute("data-zone");
-    assert((await page.locator(".router .ev-meter").count()) === 5, "evidence meters");
+    // five zone meters and the sink mass (its own quantity, no threshold)
+    assert((await page.locator(".router .ev-meter").count()) === 6 && (await page.getByTestId("meter-sink").count()) === 1, "evidence meters");
+    const conf = parseFloat(await page.getByTestId("router-confidence").innerText()) / 100;
+    assert((await page.getByTestId("router-low-confidence").count()) === (conf < 0.3 ? 1 : 0), `confidence ${conf}: low-confidence warning shown wrongly`);
     const rec = {
       temperature: Number(await page.getByTestId("rec-temperature").innerText()),
       top_p: Number(await page.getByTestId("rec-top-p").innerText()),
@@ -213,7 +235,7 @@ try {
     const want = JSON.parse(py.stdout);
     assert(rec.temperature === want.temperature && rec.top_p === want.top_p && rec.capture === want.capture, `recommendation ${JSON.stringify(rec)} vs zones.py ${JSON.stringify(want)}`);
     await page.getByTestId("router-sidecar").waitFor({ timeout: 15_000 });
-    await page.getByRole("button", { name: "Apply to next run" }).click();
+    await page.getByRole("button", { name: /^(Apply to next run|Apply anyway)$/ }).click();
     await page.getByTestId("pending-apply").waitFor();
     await shot(page, "07-router");
     await goto(); // persisted in localStorage
@@ -239,6 +261,11 @@ try {
     const after = requests[requests.length - 1];
     assert(after.top_p === 0.5 && after.attention_sketch_mode === (otherMode === "sketch") && after.attention_fingerprint_mode === (otherMode === "fingerprint"), `second request ${JSON.stringify({ top_p: after.top_p, s: after.attention_sketch_mode, f: after.attention_fingerprint_mode })}`);
     await shot(page, "08-router-applied");
+    // the "applied" banner belongs to that chat: New chat clears it
+    assert((await page.getByTestId("banner").filter({ hasText: "Router settings" }).count()) === 1, "applied banner gone before New chat");
+    await page.locator('[data-view="chat"]').click();
+    await page.getByRole("button", { name: "New chat" }).click();
+    assert((await page.getByTestId("banner").filter({ hasText: "Router settings" }).count()) === 0, "the Router's applied banner survived New chat");
   });
 
   await step("Router with live data: adaptive sampling switch and the sidecar's cluster, both as the sidecar says", async () => {

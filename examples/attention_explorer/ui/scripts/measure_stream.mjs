@@ -106,7 +106,7 @@ try {
   });
   const t0 = Date.now();
   await page.getByRole("button", { name: "Send" }).click();
-  await page.locator('[data-hud="status"]').filter({ hasText: /^(done|error|stopped)$/ }).waitFor({ timeout: Number(a["timeout-s"]) * 1000 });
+  await page.locator('[data-hud="status"]').filter({ hasText: /^(done|truncated|error|stopped)$/ }).waitFor({ timeout: Number(a["timeout-s"]) * 1000 });
   const wallS = (Date.now() - t0) / 1000;
   await page.evaluate(() => (window.__probe.recording = false));
   const r = await page.evaluate(() => {

@@ -1,6 +1,7 @@
 // The dashboard shell: top bar (views, sessions, export/import, connection), settings,
 // the active view, the Token Lens drawer and the HUD. Every view reads one TraceSession.
 import { useCallback, useEffect, useRef, useState } from "react";
+import { AttentionMapView } from "./components/AttentionMapView";
 import { ChatView } from "./components/ChatView";
 import { CompareView } from "./components/CompareView";
 import { ManifoldView } from "./components/ManifoldView";
@@ -16,29 +17,27 @@ import { useConnection } from "./state/connection";
 import { loadPendingApply, type RouterApply, savePendingApply, withApply } from "./state/routerApply";
 import { loadSettings, saveSettings, type Settings } from "./state/settings";
 import { useSidecar } from "./state/sidecar";
+import { useEscape } from "./state/useEscape";
 import { useFocus } from "./state/useFocus";
 import { deleteSaved, listSaved, loadTrace, renameSaved, type SavedMeta, saveSession } from "./storage/savedSessions";
 import { useSessionVersion } from "./state/useSession";
 import { exportTrace, importTrace, TraceImportError } from "./trace/jsonl";
 import { TraceSession } from "./trace/session";
+import { freeTraceId, importInto, liveEntry, type Loaded, nextKey } from "./state/loaded";
 
-type View = "chat" | "inspect" | "manifold" | "router" | "compare" | "saved";
+type View = "chat" | "inspect" | "map" | "manifold" | "router" | "compare" | "saved";
 const VIEWS: { id: View; label: string }[] = [
   { id: "chat", label: "Chat" },
   { id: "inspect", label: "Inspect" },
+  { id: "map", label: "Map" },
   { id: "manifold", label: "Manifold" },
   { id: "router", label: "Router" },
   { id: "compare", label: "Compare" },
   { id: "saved", label: "Saved" },
 ];
 
-interface Loaded {
-  session: TraceSession;
-  label: string;
-  live: boolean;
-  /** Set when the session was opened from the saved list (IndexedDB). */
-  savedId?: string;
-}
+/** Views with the Token Lens column (docked: opening it never reflows the view). */
+const LENS_VIEWS: View[] = ["chat", "inspect", "map"];
 
 declare global {
   interface Window {
@@ -48,7 +47,7 @@ declare global {
 }
 
 export function App() {
-  const [loaded, setLoaded] = useState<Loaded[]>(() => [{ session: new TraceSession(), label: "Live session", live: true }]);
+  const [loaded, setLoaded] = useState<Loaded[]>(() => [liveEntry()]);
   const [active, setActive] = useState(0);
   const cur = loaded[active];
   const session = cur.session;
@@ -100,6 +99,9 @@ export function App() {
     if (__TEST_HOOKS__) window.__attentionExplorer = { session: () => loaded[active].session, sessions: () => loaded.map((l) => l.session) };
   }, [loaded, active]);
 
+  // Escape closes the Token Lens (clears hover and pin) from anywhere but a text field.
+  useEscape(resetFocus);
+
   const captureAllowed = conn.state === "up" && !conn.captureProblem;
 
   const generate = useCallback(() => {
@@ -130,9 +132,15 @@ export function App() {
 
   const onSave = async () => {
     try {
-      const meta = await saveSession(session);
+      // Saving the same trace again updates its saved copy instead of adding a duplicate.
+      const prev = saved.find((m) => m.id === cur.savedId) ?? saved.find((m) => m.traceId === session.traceId);
+      const meta = await saveSession(session, undefined, prev);
       await refreshSaved();
-      setBanner({ kind: "info", text: `Saved “${meta.name}” (${meta.digest.nSteps} fingerprint steps).` });
+      if (!cur.savedId) setLoaded((ls) => ls.map((l) => (l.session === session ? { ...l, savedId: meta.id } : l)));
+      setBanner({
+        kind: "info",
+        text: prev ? `Updated saved “${meta.name}” (${meta.digest.nSteps} fingerprint steps; no second copy).` : `Saved “${meta.name}” (${meta.digest.nSteps} fingerprint steps).`,
+      });
     } catch (e) {
       setBanner({ kind: "error", text: `Not saved: ${(e as Error).message}` });
     }
@@ -148,7 +156,8 @@ export function App() {
       const meta = saved.find((m) => m.id === id);
       try {
         const s = importTrace(await loadTrace(id));
-        const next = [...loaded, { session: s, label: `Saved: ${meta?.name ?? id}`, live: false, savedId: id }];
+        s.traceId = freeTraceId(loaded, s.traceId, "saved");
+        const next = [...loaded, { key: nextKey(), session: s, label: `Saved: ${meta?.name ?? id}`, live: false, savedId: id }];
         showSession(next.length - 1, next);
       } catch (e) {
         const msg = e instanceof TraceImportError ? e.message : (e as Error).message;
@@ -163,7 +172,9 @@ export function App() {
     const old = loaded[0];
     const rest = loaded.slice(1);
     const kept = old.session.messages.length ? [{ ...old, live: false, label: `Earlier chat (${new Date().toLocaleTimeString()})` }] : [];
-    showSession(0, [{ session: new TraceSession(), label: "Live session", live: true }, ...kept, ...rest]);
+    showSession(0, [liveEntry(), ...kept, ...rest]);
+    // banners (a Router "applied" note, an import message) belong to the previous chat
+    setBanner(null);
   };
 
   const onApply = (a: RouterApply) => {
@@ -204,10 +215,10 @@ export function App() {
   const onImportFile = async (file: File) => {
     const text = await file.text();
     try {
-      const s = importTrace(text);
-      const next = [...loaded, { session: s, label: `Imported: ${file.name}`, live: false }];
-      showSession(next.length - 1, next);
-      setBanner({ kind: "info", text: `Imported ${file.name}: ${s.runs.size} run(s), ${s.messages.length} message(s).` });
+      const r = importInto(loaded, text, file.name);
+      if (r.kind === "existing") showSession(r.at);
+      else showSession(r.at, r.next);
+      setBanner({ kind: "info", text: r.text });
     } catch (e) {
       const msg = e instanceof TraceImportError ? e.message : `Trace not imported: ${(e as Error).message}`;
       setBanner({ kind: "error", text: `${file.name}: ${msg}` });
@@ -237,7 +248,7 @@ export function App() {
           aria-label="session"
         >
           {loaded.map((l, i) => (
-            <option key={l.session.traceId} value={i}>
+            <option key={l.key} value={i}>
               {l.label}
             </option>
           ))}
@@ -352,20 +363,25 @@ export function App() {
               onStop={onStop}
               onRegenerate={onRegenerate}
             />
+          ) : view === "map" ? (
+            <AttentionMapView session={session} version={version} serverUrl={settings.serverUrl} apiKey={settings.apiKey} caps={conn.caps} pinned={pinned} onPin={setPinned} />
           ) : (
             <InspectView session={session} version={version} opts={opts} setOpts={setOpts} pinned={pinned} onPin={setPinned} />
           )}
         </section>
+        {LENS_VIEWS.includes(view) && (
+          <TokenLens
+            session={session}
+            focus={lensFocus}
+            pinned={!!pinned}
+            opts={opts}
+            caps={conn.caps}
+            onClose={resetFocus}
+            onJump={(f) => setPinned(f)}
+            onFocusHead={(layer, head) => setOpts((o) => ({ ...o, layer, head }))}
+          />
+        )}
       </div>
-      <TokenLens
-        session={session}
-        focus={lensFocus}
-        pinned={!!pinned}
-        opts={opts}
-        caps={conn.caps}
-        onClose={resetFocus}
-        onJump={(f) => setPinned(f)}
-      />
       <footer className="footer">
         <Hud session={session} />
       </footer>

@@ -130,7 +130,7 @@ describe("trace JSONL", () => {
     run.routerApplied = { zone: "syntax_floor", confidence: 0.82, temperature: 0.3, top_p: 0.9, capture_mode: "fingerprint", basis: "run-1, last 16 steps", appliedAt: "2026-01-01T00:00:00.000Z" };
     const text = exportTrace(session);
     const lines = text.trim().split("\n").map((l) => JSON.parse(l));
-    expect(lines[0].version).toBe("1.1");
+    expect(lines[0].version).toBe(TRACE_SCHEMA_VERSION);
     const runRec = lines.find((l) => l.record_type === "message" && l.run).run;
     expect(runRec.adaptive_sampling).toEqual({
       enabled: true,
@@ -190,7 +190,7 @@ describe("trace JSONL", () => {
     expect(run.routerApplied).toBeUndefined();
     expect(s.messages.map((m) => m.content)).toEqual(["Café?", "Yes."]);
     expect(run.steps.size).toBe(loadFixture("chat_fingerprint.json").expect.steps);
-    expect(exportTrace(s)).toBe(old.replace('"version":"1.0"', '"version":"1.1"'));
+    expect(exportTrace(s)).toBe(old.replace('"version":"1.0"', `"version":"${TRACE_SCHEMA_VERSION}"`));
   });
 
   it("names a bad 1.1 run field", () => {

@@ -79,7 +79,7 @@ describe("sessionStepsGroup", () => {
     expect(pts.length).toBeGreaterThan(0);
     const g = sessionStepsGroup(session, "Live session")!;
     expect(g.kind).toBe(KIND.step);
-    expect(g.owner).toEqual({ label: "Live session" });
+    expect(g.owner).toEqual({ label: "Live session", sinkMass: null }); // the fixture sends no sink_mass
     expect(g.fps.length).toBe(pts.length * FINGERPRINT_DIM);
     expect(Array.from(g.fps.subarray(0, FINGERPRINT_DIM))).toEqual(Array.from(new Float32Array(pts[0].fingerprint)));
     expect(Array.from(g.zones)).toEqual(pts.map((p) => ZONES.indexOf(p.zone)));

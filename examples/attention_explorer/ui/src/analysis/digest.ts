@@ -1,6 +1,7 @@
 // Fingerprint summary of a trace ("digest"): what the Manifold, Router and Compare views
 // work from, and what a saved session stores next to its JSONL. The formulas match
 // test/fixtures/make_analysis_expectations.py (numpy), which Vitest checks against.
+import { sinkMassOf } from "../trace/attention";
 import type { TraceSession } from "../trace/session";
 import { classify, FINGERPRINT_DIM, ripple, type Zone, ZONES } from "../zones/zones";
 
@@ -24,6 +25,24 @@ export interface Digest {
   nSteps: number;
   tokenCount: number;
   runCount: number;
+  /** Mean server sink_mass over the steps that carry it (attention on the first token(s), a quantity of
+   * its own); null/absent when no step has it (fingerprint v1, older saves). */
+  sinkMass?: number | null;
+}
+
+/** Mean sink_mass over a run's (or every run's) steps that carry it, or null. */
+export function meanSinkMass(session: TraceSession, runIds?: string[], steps?: { runId: string; step: number }[]): number | null {
+  let sum = 0;
+  let n = 0;
+  const add = (v: { mass: number } | null) => {
+    if (v) {
+      sum += v.mass;
+      n += 1;
+    }
+  };
+  if (steps) for (const p of steps) add(sinkMassOf(session.runs.get(p.runId)?.steps.get(p.step)));
+  else for (const run of session.runs.values()) if (!runIds || runIds.includes(run.id)) for (const sc of run.steps.values()) add(sinkMassOf(sc));
+  return n ? sum / n : null;
 }
 
 function zoneOf(fp: number[], serverZone?: string): Zone {
@@ -81,9 +100,11 @@ export function sessionDigest(session: TraceSession): Digest {
   const pts = stepPoints(session);
   let tokens = 0;
   for (const run of session.runs.values()) tokens += session.rates(run).tokenCount;
-  return digestOf(
+  const d = digestOf(
     pts.map((p) => p.fingerprint),
     pts.map((p) => p.zone),
     { tokenCount: tokens, runCount: session.runs.size },
   );
+  d.sinkMass = meanSinkMass(session);
+  return d;
 }

@@ -37,11 +37,23 @@ export function buildChatRequest(o: ChatRequestOptions, stream = true): Record<s
     body.attention_sketch_mode = c.mode === "sketch";
     body.attention_fingerprint_mode = c.mode === "fingerprint";
     body.attention_capture_layers = c.layers;
-    if (c.headIds.length) body.attention_capture_head_ids = c.headIds;
+    // Per-head capture (raw mode) replaces the head filter: one entry per head instead of their mean.
+    if (c.perHead && c.mode === "raw") body.attention_capture_heads = "each";
+    else if (c.headIds.length) body.attention_capture_head_ids = c.headIds;
     if (c.maskPrefix > 0) body.attention_mask_prefix = c.maskPrefix;
     body.attention_mask_system_prompt = c.maskSystemPrompt;
     body.include_prompt_attention = c.includePromptAttention;
     if (o.adaptiveSampling && c.mode === "fingerprint") body.attention_adaptive_sampling = true;
+    if (c.logitLens) {
+      body.return_logit_lens = true;
+      body.logit_lens_layers = c.lensLayers ?? "auto";
+      body.logit_lens_top_k = c.lensTopK ?? 5;
+    }
+  }
+  // Next-token alternatives are plain OpenAI logprobs: they need no capture permission.
+  if ((o.capture.topLogprobs ?? 0) > 0) {
+    body.logprobs = true;
+    body.top_logprobs = o.capture.topLogprobs;
   }
   return { ...body, ...(o.extra ?? {}) };
 }

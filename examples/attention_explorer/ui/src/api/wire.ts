@@ -22,6 +22,12 @@ export interface RawEntry {
   think_phase?: ThinkPhase;
   moe_routing?: MoeRouting;
   prompt?: boolean;
+  /** Attention on the sink positions (the first `attention_sink_tokens`, default 1), exact. */
+  sink_mass?: number;
+  /** Per-head capture (attention_capture_heads): the query head this entry describes. */
+  head_id?: number;
+  /** Capture format version (absent on older traces): 2 = sink-aware fingerprint, 1 = original. */
+  fingerprint_version?: number;
 }
 
 export interface LayerSketch {
@@ -29,6 +35,7 @@ export interface LayerSketch {
   dist_hist: number[];
   entropy: number;
   mass_captured: number;
+  sink_mass?: number;
 }
 
 export interface SketchEntry {
@@ -38,6 +45,7 @@ export interface SketchEntry {
   layer_sketches: Record<string, LayerSketch>;
   think_phase?: ThinkPhase;
   moe_routing?: MoeRouting;
+  fingerprint_version?: number;
 }
 
 export interface FingerprintEntry {
@@ -53,6 +61,10 @@ export interface FingerprintEntry {
   cluster_zone?: string;
   think_phase?: ThinkPhase;
   moe_routing?: MoeRouting;
+  /** 2 = sink-aware (local/mid/long and histogram over non-sink keys, renormalized), 1 = original; absent = 1. */
+  fingerprint_version?: number;
+  /** Attention on the sink positions (sent with fingerprint_version 2). */
+  sink_mass?: number;
 }
 
 export type AttentionEntry = RawEntry | SketchEntry | FingerprintEntry;
@@ -72,6 +84,28 @@ export interface PromptTokenInfo {
   masked: boolean;
 }
 
+/** One logit-lens reading: a layer's residual stream read through the final norm + unembedding. */
+export interface LensToken {
+  id: number;
+  text: string;
+  prob: number;
+}
+export interface LogitLensEntry {
+  decode_step: number;
+  layer_id: number;
+  top_tokens: LensToken[];
+  /** The token the model produced at that step, with its lens probability and rank (0 = top). */
+  token?: LensToken & { rank: number };
+}
+
+/** OpenAI chat logprobs: one item per output token. */
+export interface LogprobItem {
+  token: string;
+  logprob: number;
+  bytes?: number[] | null;
+  top_logprobs?: { token: string; logprob: number; bytes?: number[] | null }[];
+}
+
 export interface ChunkChoice {
   index: number;
   delta?: { role?: string; content?: string | null; reasoning_content?: string | null };
@@ -80,6 +114,10 @@ export interface ChunkChoice {
   attention_tokens?: AttentionEntry[];
   attention_output_tokens?: OutputTokenInfo[];
   attention_prompt_tokens?: PromptTokenInfo[];
+  /** Logit lens entries of this chunk's tokens (return_logit_lens). */
+  logit_lens?: LogitLensEntry[];
+  /** OpenAI logprobs of this chunk's tokens (logprobs / top_logprobs). */
+  logprobs?: { content?: LogprobItem[] | null } | null;
   /** Adaptive sampling switch (meta_info.attention_adaptive_sampling), once it happened. */
   attention_adaptive_sampling?: AdaptiveSamplingSwitch | null;
 }
@@ -137,6 +175,14 @@ export interface CaptureSettings {
   maskSystemPrompt: boolean;
   maskPrefix: number;
   includePromptAttention: boolean;
+  /** Per-head capture (attention_capture_heads: "each"; raw mode). Optional: older traces lack it. */
+  perHead?: boolean;
+  /** Logit lens (return_logit_lens) with its layers ("auto", "last" or ids) and top-k. */
+  logitLens?: boolean;
+  lensLayers?: "last" | "auto" | number[];
+  lensTopK?: number;
+  /** OpenAI top_logprobs per output token (0 = off). */
+  topLogprobs?: number;
 }
 
 export interface SamplingSettings {

@@ -1,7 +1,7 @@
 // Chat: the conversation with live attention. Assistant messages render their run's
 // tokens (RunTokens); the composer sends, stops and regenerates.
 import { useEffect, useRef, useState } from "react";
-import type { TraceSession } from "../trace/session";
+import { runStatusLabel, type TraceSession } from "../trace/session";
 import { layerFor } from "../trace/links";
 import type { Focus, ViewOptions } from "./focus";
 import { RunTokens } from "./RunTokens";
@@ -89,7 +89,8 @@ export function ChatView(p: Props) {
             })}
           </span>
         )}
-        <span className="muted small">hover a token to see its links · click to pin</span>
+        <TintLegend focused={!!(p.pinned ?? p.hover)} excludeSinks={p.opts.excludeSinks} head={p.opts.head ?? null} />
+        <span className="muted small">hover a token to see its links · click to pin · Tab, arrows, Enter, Esc</span>
       </div>
       <div className="messages" ref={scroller} onScroll={onScroll} onMouseLeave={() => p.onHover(null)}>
         {visible.length === 0 && (
@@ -107,7 +108,10 @@ export function ChatView(p: Props) {
                 {run && (
                   <span className="muted small">
                     {" "}
-                    · {run.model} · {run.entries.length || run.status === "streaming" ? `${run.capture.mode} top-${run.capture.topK}` : "no attention captured"} · {run.status}
+                    · {run.model} · {run.entries.length || run.status === "streaming" ? `${run.capture.mode} top-${run.capture.topK}${run.heads.length ? " per head" : ""}` : "no attention captured"} ·{" "}
+                    <span className={`run-status status-${runStatusLabel(run)}`} data-testid="run-status" title={runStatusLabel(run) === "truncated" ? "the reply hit max_tokens (finish_reason \"length\")" : undefined}>
+                      {runStatusLabel(run)}
+                    </span>
                   </span>
                 )}
               </div>
@@ -160,5 +164,22 @@ export function ChatView(p: Props) {
         <div className="composer muted">Imported trace (read-only replay). Switch to the live session to chat.</div>
       )}
     </div>
+  );
+}
+
+/** What the token tint means right now: received attention (no token focused) or the focused token's links. */
+function TintLegend({ focused, excludeSinks, head }: { focused: boolean; excludeSinks: boolean; head: number | null }) {
+  const text = focused
+    ? `tint: how much the focused token attends to each token (its top-k${head !== null ? `, head ${head}` : ""}${excludeSinks ? ", sinks dropped, renormalized" : ""})`
+    : "tint: attention each token received, summed over the run's steps (sinks left out of the scale)";
+  return (
+    <span className="tint-legend small" data-testid="tint-legend" title={text}>
+      <span className="muted">{focused ? "attends" : "received"}</span> low
+      {[1, 2, 3, 4, 5, 6, 7, 8].map((l) => (
+        <i key={l} className={`tok lv${l}`} />
+      ))}
+      high <span className="tok sink legend-sink">sink</span>
+      <span className="sr-only">{text}</span>
+    </span>
   );
 }

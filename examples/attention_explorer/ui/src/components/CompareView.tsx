@@ -59,6 +59,9 @@ function metricsOf(a: Digest, b: Digest): Metric[] {
     { key: "long", label: "long mass", a: a.mean[2], b: b.mean[2], max: 1, fmt: p },
     { key: "entropy", label: "entropy", a: a.entropy, b: b.entropy, max: 1, fmt: f },
     { key: "periodicity", label: "periodicity", a: a.ripple, b: b.ripple, max: 1, fmt: f },
+    ...(typeof a.sinkMass === "number" && typeof b.sinkMass === "number"
+      ? [{ key: "sink", label: "sink mass (server sink_mass)", a: a.sinkMass, b: b.sinkMass, max: 1, fmt: p }]
+      : []),
     { key: "steps", label: "captured steps", a: a.nSteps, b: b.nSteps, max: Math.max(1, a.nSteps, b.nSteps), fmt: (x) => String(Math.round(x)) },
     { key: "tokens", label: "output tokens", a: a.tokenCount, b: b.tokenCount, max: Math.max(1, a.tokenCount, b.tokenCount), fmt: (x) => String(Math.round(x)) },
   ];
@@ -123,6 +126,11 @@ export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca: PcaModel 
               <li key={i}>{s}</li>
             ))}
           </ul>
+          <p className="muted small" data-testid="compare-measured">
+            Measured: the mean step fingerprint of each saved session (A: {A.digest.nSteps} steps, B: {B.digest.nSteps}), as captured: server fingerprints,
+            exact sketch histograms, or raw top-k estimates (those miss the attention outside the top-k). Local/mid/long include the sink unless the
+            fingerprints are sink-aware (v2); the sink mass row is the server's own measurement.
+          </p>
         </section>
         <section>
           <h3>Metrics</h3>

@@ -1,5 +1,5 @@
 // Overhead HUD: what the latest run cost on the wire and how fast it came.
-import type { TraceSession } from "../trace/session";
+import { runStatusLabel, type TraceSession } from "../trace/session";
 
 function bytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -31,8 +31,8 @@ export function Hud({ session }: { session: TraceSession }) {
           first token <b data-hud="first-render">{m.firstRenderMs.toFixed(0)} ms</b>
         </span>
       )}
-      <span className={`status-${run.status}`} data-hud="status">
-        {run.status}
+      <span className={`status-${runStatusLabel(run)}`} data-hud="status" title={runStatusLabel(run) === "truncated" ? "stopped at max_tokens (finish_reason length)" : undefined}>
+        {runStatusLabel(run)}
       </span>
     </div>
   );

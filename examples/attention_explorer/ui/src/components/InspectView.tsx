@@ -6,7 +6,7 @@ import type { TraceSession } from "../trace/session";
 import { layerFor, tokenLinks } from "../trace/links";
 import type { Focus, ViewOptions } from "./focus";
 
-type SegFilter = "all" | "think" | "output" | "prompt";
+type SegFilter = "all" | "generated" | "think" | "output" | "prompt";
 
 interface Props {
   session: TraceSession;
@@ -23,7 +23,10 @@ export function InspectView({ session, version, opts, setOpts, pinned, onPin }: 
   const runs = [...session.runs.values()];
   const [runId, setRunId] = useState<string | null>(null);
   const run = (runId && session.runs.get(runId)) || runs[runs.length - 1];
-  const [filter, setFilter] = useState<SegFilter>("all");
+  // Prompt rows carry links only with prompt attention: without it, start on the generated tokens
+  // instead of hundreds of empty prompt rows.
+  const [chosen, setFilter] = useState<SegFilter | null>(null);
+  const filter: SegFilter = chosen ?? (run && run.promptSteps.size === 0 ? "generated" : "all");
   const scroller = useRef<HTMLDivElement>(null);
 
   const rows = useMemo(() => {
@@ -36,7 +39,7 @@ export function InspectView({ session, version, opts, setOpts, pinned, onPin }: 
     for (const t of run.tokens) {
       if (!t) continue;
       const phase = t.thinkPhase === "think" ? "think" : "output";
-      if (filter === "all" || filter === phase) out.push({ pos: pl + t.step, text: t.text, phase, masked: false });
+      if (filter === "all" || filter === "generated" || filter === phase) out.push({ pos: pl + t.step, text: t.text, phase, masked: false });
     }
     return out;
   }, [run, filter, version]);
@@ -73,6 +76,7 @@ export function InspectView({ session, version, opts, setOpts, pinned, onPin }: 
           Segment{" "}
           <select value={filter} onChange={(e) => setFilter(e.target.value as SegFilter)} aria-label="segment filter">
             <option value="all">all</option>
+            <option value="generated">generated (think + output)</option>
             <option value="prompt">prompt</option>
             <option value="think">think</option>
             <option value="output">output</option>
@@ -81,7 +85,9 @@ export function InspectView({ session, version, opts, setOpts, pinned, onPin }: 
         <label className="check">
           <input type="checkbox" checked={opts.excludeSinks} onChange={(e) => setOpts({ ...opts, excludeSinks: e.target.checked })} /> exclude sinks
         </label>
-        <span className="muted small">{rows.length} rows</span>
+        <span className="muted small" data-testid="inspect-rows">
+          {rows.length} rows{filter === "generated" && run.promptTokens.length ? ` (${run.promptTokens.length} prompt rows hidden: no prompt attention captured)` : ""}
+        </span>
       </div>
       <div className="inspect-head row">
         <span className="c-pos">pos</span>
@@ -93,7 +99,7 @@ export function InspectView({ session, version, opts, setOpts, pinned, onPin }: 
         <div style={{ height: virt.getTotalSize(), position: "relative" }}>
           {virt.getVirtualItems().map((vi) => {
             const r = rows[vi.index];
-            const links = tokenLinks(session, run, r.pos, opts.layer, opts.excludeSinks);
+            const links = tokenLinks(session, run, r.pos, opts.layer, opts.excludeSinks, opts.head ?? null);
             const isPinned = pinned?.runId === run.id && pinned.position === r.pos;
             return (
               <div

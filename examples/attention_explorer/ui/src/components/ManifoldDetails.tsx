@@ -58,8 +58,18 @@ export function PointDetails({ set, index }: { set: ManifoldSet | null; index: n
           <tr><td>long mass (256+)</td><td>{(fp[2] * 100).toFixed(1)}%</td></tr>
           <tr><td>entropy (normalized)</td><td>{fp[3].toFixed(3)}</td></tr>
           <tr><td>periodicity (ripple)</td><td>{ripple(fp.slice(4)).toFixed(3)}</td></tr>
+          {typeof owner.sinkMass === "number" && (
+            <tr data-testid="details-sink-mass" title="the server's sink_mass (attention on the first token), mean over this owner's steps; the map's fingerprint does not contain it">
+              <td>sink mass ({owner.label}, mean)</td>
+              <td>{(owner.sinkMass * 100).toFixed(1)}%</td>
+            </tr>
+          )}
         </tbody>
       </table>
+      <p className="muted small">
+        The masses are this point's fingerprint as sent or estimated (v1 server fingerprints, sketches and raw estimates count the sink, position 0, in
+        local/mid/long); the sink mass is measured separately.
+      </p>
       <h4>PCA reading</h4>
       <ul className="pcs small">
         {pcs.map((p) => (

@@ -3,7 +3,7 @@
 // (sgl_kernel/zones.py SAMPLING_HINTS + CAPTURE_MODE_HINTS, the ones the sidecars serve).
 // "Apply to next run" stores the recommendation; the next request uses it once.
 import { useEffect, useMemo, useState } from "react";
-import { digestOf, stepPoints } from "../analysis/digest";
+import { digestOf, meanSinkMass, stepPoints } from "../analysis/digest";
 import type { ClassifyResult } from "../api/sidecar";
 import type { RouterApply } from "../state/routerApply";
 import type { SidecarState } from "../state/sidecar";
@@ -12,6 +12,8 @@ import { classify, FOCUSED_ENTROPY, hintsForZone, ripple, THRESHOLDS, type Zone,
 import { PALETTE } from "../manifold/PointCloud";
 
 export const WINDOW = 16;
+/** Below this confidence the Router says its zone (and so its recommendation) is a weak reading. */
+export const LOW_CONFIDENCE = 0.3;
 
 interface Props {
   session: TraceSession;
@@ -89,6 +91,9 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
   }
   const m = digest.mean;
   const rip = ripple(m.slice(4));
+  const sink = meanSinkMass(session, undefined, recent);
+  const low = result.confidence < LOW_CONFIDENCE;
+  const source = recent.length && run.steps.get(recent[recent.length - 1].step)?.fingerprint ? "server" : run.steps.values().next().value?.sketch ? "sketch" : "topk";
   const lastFp = run.steps.get(pts[pts.length - 1].step)?.fingerprint;
   const zi = ZONES.indexOf(zone);
   return (
@@ -104,6 +109,11 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
           confidence <b data-testid="router-confidence">{(result.confidence * 100).toFixed(0)}%</b>
         </div>
         <p className="muted">{ZONE_DESCRIPTIONS[zone]}</p>
+        <p className="muted small" data-testid="router-measured">
+          Measured: the mean of the last {recent.length} step fingerprints of this run,{" "}
+          {source === "server" ? "as the server sent them (over all keys)" : source === "sketch" ? "from the sketches (exact over all keys)" : "estimated from the raw top-k (attention outside the top-k is not counted)"}
+          ; the zone is the rule-based classify() of that mean.
+        </p>
         <div className="zone-strip" title="zone of each step (oldest left)">
           {pts.slice(-120).map((p, i) => (
             <i key={i} style={{ background: `rgb(${PALETTE[ZONES.indexOf(p.zone)].join(",")})` }} title={`step ${p.step}: ${p.zone}`} />
@@ -117,9 +127,29 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
         <Meter testId="meter-long" label="long mass (d ≥ 256)" value={m[2]} threshold={THRESHOLDS.long_range} note={`long_range at ≥ ${THRESHOLDS.long_range}`} />
         <Meter testId="meter-entropy" label="entropy (normalized)" value={m[3]} threshold={THRESHOLDS.diffuse} note={`diffuse at ≥ ${THRESHOLDS.diffuse}, focused at ≤ ${FOCUSED_ENTROPY}`} />
         <Meter testId="meter-periodicity" label="periodicity (ripple)" value={rip} threshold={THRESHOLDS.structure_ripple} note={`structure_ripple at ≥ ${THRESHOLDS.structure_ripple}`} />
+        {sink !== null && (
+          <div className="ev-meter" data-testid="meter-sink" data-value={sink.toFixed(4)}>
+            <div className="meter-head">
+              <span>sink mass (sink positions; default the first token)</span>
+              <b>{sink.toFixed(2)}</b>
+            </div>
+            <div className="meter-track">
+              <div className="meter-fill" style={{ width: `${Math.min(1, sink) * 100}%`, background: "var(--sink)" }} />
+            </div>
+            <div className="muted small">
+              the server's exact sink_mass, mean of the window; no zone uses it{m[0] + m[1] + m[2] > 0.999 && sink > 0.05 ? " (here local/mid/long still include it)" : ""}
+            </div>
+          </div>
+        )}
       </section>
       <section className="router-rec">
         <h3>Recommended for the next run</h3>
+        {low && (
+          <div className="pending-apply" role="status" data-testid="router-low-confidence">
+            Low confidence ({(result.confidence * 100).toFixed(0)}% &lt; {LOW_CONFIDENCE * 100}%): the window does not clearly fit {zone}, so this recommendation
+            is a weak guess. Let the run go on, or look at the evidence before applying it.
+          </div>
+        )}
         <table className="kv" data-testid="router-recommendation">
           <tbody>
             <tr><td>temperature</td><td data-testid="rec-temperature">{hint.temperature}</td></tr>
@@ -142,7 +172,7 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
             })
           }
         >
-          Apply to next run
+          {low ? "Apply anyway" : "Apply to next run"}
         </button>
         {pending && <PendingApply pending={pending} onCancel={onCancel} />}
         <h3>Server and sidecar</h3>

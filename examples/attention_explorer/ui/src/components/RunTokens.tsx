@@ -51,6 +51,14 @@ function toBlocks<T extends { text: string }>(toks: T[]): T[][] {
   return out;
 }
 
+/** The sampled token's probability and the alternatives (top_logprobs), for the token's tooltip. */
+function altText(lp: Run["logprobs"][number]): string {
+  if (!lp) return "";
+  const pc = (l: number) => `${(Math.exp(l) * 100).toFixed(1)}%`;
+  const alts = (lp.top_logprobs ?? []).filter((a) => a.token !== lp.token).map((a) => `${JSON.stringify(a.token)} ${pc(a.logprob)}`);
+  return `\np ${pc(lp.logprob)}${alts.length ? `; alternatives: ${alts.join(", ")}` : ""}`;
+}
+
 const TokenSpan = memo(function TokenSpan({ pos, text, level, cls, title }: TokenProps) {
   return (
     <span className={`tok ${cls} lv${level}`} data-pos={pos} title={title}>
@@ -80,8 +88,8 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
   const layer = layerFor(run, opts.layer);
   const sinks = useMemo(() => (layer === null ? new Set<number>([0]) : session.sinks(run, layer)), [session, run, layer, version]);
   const links = useMemo(
-    () => (focus ? tokenLinks(session, run, focus.position, opts.layer, opts.excludeSinks) : []),
-    [session, run, focus?.position, opts.layer, opts.excludeSinks, version],
+    () => (focus ? tokenLinks(session, run, focus.position, opts.layer, opts.excludeSinks, opts.head ?? null) : []),
+    [session, run, focus?.position, opts.layer, opts.excludeSinks, opts.head, version],
   );
 
   // Tint: with a focused token, by how much it attends to each token; otherwise by how much
@@ -132,6 +140,53 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
     onPin(pinned && pinned.runId === run.id && pinned.position === pos ? null : { runId: run.id, position: pos });
   };
 
+  // Keyboard: Tab focuses the token box; arrows move the lens token (Up/Down by a line), Home/End
+  // jump, Enter or Space pins (again: unpins). Escape (App) closes the lens.
+  const handleKey = (e: React.KeyboardEvent) => {
+    const boxEl = box.current;
+    if (!boxEl || e.target !== boxEl) return;
+    const els = [...boxEl.querySelectorAll<HTMLElement>(".tok[data-pos]")];
+    if (!els.length) return;
+    const cur = focus ? els.findIndex((x) => Number(x.dataset.pos) === focus.position) : -1;
+    let next = -1;
+    if (e.key === "ArrowRight") next = cur < 0 ? 0 : Math.min(els.length - 1, cur + 1);
+    else if (e.key === "ArrowLeft") next = cur < 0 ? els.length - 1 : Math.max(0, cur - 1);
+    else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      // the nearest token on the next (previous) line, by horizontal distance
+      if (cur < 0) next = e.key === "ArrowDown" ? 0 : els.length - 1;
+      else {
+        const r0 = els[cur].getBoundingClientRect();
+        const down = e.key === "ArrowDown";
+        let best = -1;
+        let bestScore = Infinity;
+        for (let i = down ? cur + 1 : cur - 1; down ? i < els.length : i >= 0; down ? i++ : i--) {
+          const r = els[i].getBoundingClientRect();
+          const dy = down ? r.top - r0.top : r0.top - r.top;
+          if (dy < 4) continue;
+          const score = dy * 1000 + Math.abs(r.left - r0.left);
+          if (score < bestScore) {
+            bestScore = score;
+            best = i;
+          } else if (best >= 0 && dy * 1000 > bestScore) break;
+        }
+        next = best >= 0 ? best : down ? Math.min(els.length - 1, cur + 1) : Math.max(0, cur - 1);
+      }
+    } else if (e.key === "Home") next = 0;
+    else if (e.key === "End") next = els.length - 1;
+    else if ((e.key === "Enter" || e.key === " ") && focus) {
+      e.preventDefault();
+      onPin(pinned && pinned.runId === run.id && pinned.position === focus.position ? null : { runId: run.id, position: focus.position });
+      return;
+    } else return;
+    e.preventDefault();
+    const el = els[next];
+    el.scrollIntoView?.({ block: "nearest" });
+    const pos = Number(el.dataset.pos);
+    // a pinned token moves with the keys; otherwise the hover does
+    if (pinned && pinned.runId === run.id) onPin({ runId: run.id, position: pos });
+    else onHover({ runId: run.id, position: pos });
+  };
+
   const linkSet = new Set(links.map((l) => l.position));
   const clsOf = (pos: number, extra: string) => {
     let c = extra;
@@ -153,7 +208,19 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
     });
 
   return (
-    <div className="run-tokens" ref={box} onMouseOver={handleOver} onClick={handleClick} data-run={run.id}>
+    <div
+      className="run-tokens"
+      ref={box}
+      onMouseOver={handleOver}
+      onClick={handleClick}
+      onKeyDown={handleKey}
+      tabIndex={0}
+      role="group"
+      aria-label="tokens: arrow keys move the Token Lens, Enter pins, Escape closes"
+      aria-keyshortcuts="ArrowLeft ArrowRight ArrowUp ArrowDown Home End Enter Escape"
+      data-run={run.id}
+      data-focus-pos={focus ? focus.position : undefined}
+    >
       {run.promptTokens.length > 0 && (
         <div className="prompt-strip">
           <button className="link-btn" onClick={(e) => (e.stopPropagation(), setPromptOpen(!showPrompt))}>
@@ -193,7 +260,7 @@ export function RunTokens({ session, run, version, hover, pinned, opts, onHover,
                   text={t.text}
                   level={levels.get(pl + t.step) ?? 0}
                   cls={clsOf(pl + t.step, t.thinkPhase === "think" ? "o think" : "o")}
-                  title={`step ${t.step}, position ${pl + t.step}${t.id !== null ? `, token id ${t.id}` : ""}`}
+                  title={`step ${t.step}, position ${pl + t.step}${t.id !== null ? `, token id ${t.id}` : ""}${altText(run.logprobs[t.step])}`}
                 />
               ))}
             </div>

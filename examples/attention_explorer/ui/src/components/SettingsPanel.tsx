@@ -124,6 +124,50 @@ export const SettingsPanel = memo(function SettingsPanel({ settings, caps, model
         <label className="check">
           <input type="checkbox" checked={settings.capture.includePromptAttention} onChange={(e) => setCap({ includePromptAttention: e.target.checked })} /> include prompt attention
         </label>
+        <label className="check" title='attention_capture_heads: "each": one top-k per query head instead of their mean (Heads tab, head grid)'>
+          <input type="checkbox" checked={!!settings.capture.perHead} onChange={(e) => setCap({ perHead: e.target.checked })} aria-label="per-head capture" /> per-head capture
+          {settings.capture.perHead && settings.capture.mode !== "raw" && <span className="muted small"> (raw mode only)</span>}
+          {settings.capture.perHead && settings.capture.headIds.length > 0 && <span className="muted small"> (replaces the head ids)</span>}
+        </label>
+        <label className="check" title="return_logit_lens: each captured step's residual stream per layer read through the final norm and unembedding (Logit lens tab)">
+          <input type="checkbox" checked={!!settings.capture.logitLens} onChange={(e) => setCap({ logitLens: e.target.checked })} aria-label="logit lens" /> logit lens
+          {caps?.features && caps.features.logit_lens === false && <span className="muted small"> (this server has none)</span>}
+        </label>
+        {settings.capture.logitLens && (
+          <label>
+            Lens layers · top tokens
+            <span style={{ display: "flex", gap: 4 }}>
+              <select
+                value={Array.isArray(settings.capture.lensLayers) ? "last" : (settings.capture.lensLayers ?? "auto")}
+                onChange={(e) => setCap({ lensLayers: e.target.value as "auto" | "last" })}
+                aria-label="lens layers"
+              >
+                <option value="auto">auto (L/4, L/2, 3L/4, last)</option>
+                <option value="last">last</option>
+              </select>
+              <input
+                type="number"
+                min={1}
+                max={20}
+                value={settings.capture.lensTopK ?? 5}
+                onChange={(e) => setCap({ lensTopK: Math.max(1, Math.min(20, Number(e.target.value) || 5)) })}
+                aria-label="lens top k"
+                style={{ width: 56 }}
+              />
+            </span>
+          </label>
+        )}
+        <label title="OpenAI logprobs + top_logprobs: the sampler's alternatives for each output token (Logit lens tab); 0 = off">
+          Next-token alternatives (top_logprobs, 0 = off)
+          <input
+            type="number"
+            min={0}
+            max={20}
+            value={settings.capture.topLogprobs ?? 0}
+            onChange={(e) => setCap({ topLogprobs: Math.max(0, Math.min(20, Number(e.target.value) || 0)) })}
+            aria-label="top logprobs"
+          />
+        </label>
       </fieldset>
       <fieldset>
         <legend>Privacy</legend>

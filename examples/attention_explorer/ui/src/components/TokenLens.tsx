@@ -9,9 +9,13 @@ import { captureFor } from "../trace/links";
 import type { Run, TraceSession } from "../trace/session";
 import { classify, traits, ZONE_DESCRIPTIONS, type Zone } from "../zones/zones";
 import type { Focus, ViewOptions } from "./focus";
+import { HeadGrid } from "./HeadGrid";
 import { HistogramChart } from "./HistogramChart";
+import { LogitLensTab } from "./LogitLensTab";
+import { sinkMassOf } from "../trace/attention";
 
-type Tab = "links" | "signal" | "moe";
+type Tab = "links" | "signal" | "heads" | "lens" | "moe";
+const TAB_LABEL: Record<Tab, string> = { links: "Links", signal: "Signal", heads: "Heads", lens: "Logit lens", moe: "MoE" };
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
@@ -23,14 +27,22 @@ interface Props {
   caps: Capabilities | null;
   onClose: () => void;
   onJump: (f: Focus) => void;
+  /** Focus a layer and head (head grid); head null = the head mean. */
+  onFocusHead?: (layer: number, head: number | null) => void;
 }
 
-export function TokenLens({ session, focus, pinned, opts, caps, onClose, onJump }: Props) {
+export function TokenLens({ session, focus, pinned, opts, caps, onClose, onJump, onFocusHead }: Props) {
   const [tab, setTab] = useState<Tab>("links");
   const run = focus ? session.runs.get(focus.runId) : undefined;
   const open = !!(focus && run);
   return (
-    <aside className={`lens ${open ? "open" : ""}`} aria-hidden={!open} aria-label="Token Lens" data-testid="token-lens">
+    <aside className={`lens ${open ? "open" : ""}`} aria-label="Token Lens" data-testid="token-lens">
+      {!open && (
+        <div className="lens-placeholder muted small">
+          <b>Token Lens</b>
+          <p>Hover a token, or focus the tokens with Tab and move with the arrow keys; Enter pins, Escape closes.</p>
+        </div>
+      )}
       {open && run && focus && (
         <>
           <header className="lens-head">
@@ -45,15 +57,19 @@ export function TokenLens({ session, focus, pinned, opts, caps, onClose, onJump 
             </button>
           </header>
           <nav className="tabs" role="tablist">
-            {(["links", "signal", "moe"] as Tab[]).map((t) => (
+            {(["links", "signal", "heads", "lens", "moe"] as Tab[]).map((t) => (
               <button key={t} role="tab" aria-selected={tab === t} className={tab === t ? "tab active" : "tab"} onClick={() => setTab(t)} data-tab={t}>
-                {t === "links" ? "Links" : t === "signal" ? "Signal" : "MoE"}
+                {TAB_LABEL[t]}
               </button>
             ))}
           </nav>
           <div className="lens-body" role="tabpanel" data-panel={tab}>
             {tab === "links" && <LinksTab session={session} run={run} pos={focus.position} opts={opts} onJump={onJump} />}
-            {tab === "signal" && <SignalTab session={session} run={run} pos={focus.position} />}
+            {tab === "signal" && <SignalTab session={session} run={run} pos={focus.position} opts={opts} />}
+            {tab === "heads" && (
+              <HeadGrid session={session} run={run} pos={focus.position} focus={{ layer: opts.layer, head: opts.head ?? null }} onFocusHead={(l, h) => onFocusHead?.(l, h)} />
+            )}
+            {tab === "lens" && <LogitLensTab session={session} run={run} pos={focus.position} />}
             {tab === "moe" && <MoeTab run={run} pos={focus.position} caps={caps} />}
           </div>
         </>
@@ -94,16 +110,32 @@ function LinksTab({ session, run, pos, opts, onJump }: { session: TraceSession; 
   }
   const note =
     sc.step !== null ? `Attention of the forward pass that produced this token (query at position ${sc.queryPosition}).` : `Attention of the prompt query at position ${sc.queryPosition}.`;
+  const head = opts.head ?? null;
+  const shown = head === null ? sc.raw : sc.raw.map((m) => sc.heads.find((h) => h.layer_id === m.layer_id && h.head_id === head) ?? m);
+  const fromHeads = sc.heads.length > 0;
   return (
     <div>
       <p className="muted small">{note} True p = exp(logit − lse) is the share of all attention; score is renormalized over the top-k{opts.excludeSinks ? " after dropping sinks" : ""}.</p>
-      {sc.raw.map((e) => {
+      {fromHeads && (
+        <p className="muted small" data-testid="links-head-note">
+          {head === null
+            ? "Per-head capture: these rows are the mean of the heads' top-k (a position outside a head's top-k counts 0 for it, so true p is a lower bound). Pick one head in the Heads tab."
+            : `Head ${head} of each layer (from the Heads tab).`}
+        </p>
+      )}
+      {shown.map((e) => {
         const sinks = session.sinks(run, e.layer_id);
         const links = linksOf(e, sinks, opts.excludeSinks);
         return (
           <section key={e.layer_id} className="layer-block" data-layer={e.layer_id}>
             <h4>
-              Layer {e.layer_id} <span className="muted small">captured mass {pct(massCaptured(e))}{e.masked_mass ? ` · masked ${pct(e.masked_mass)}` : ""}</span>
+              Layer {e.layer_id}
+              {typeof e.head_id === "number" ? ` · head ${e.head_id}` : ""}{" "}
+              <span className="muted small">
+                captured mass {pct(massCaptured(e))}
+                {typeof e.sink_mass === "number" ? ` · sink mass ${pct(e.sink_mass)}` : ""}
+                {e.masked_mass ? ` · masked ${pct(e.masked_mass)}` : ""}
+              </span>
             </h4>
             <table className="links-table">
               <thead>
@@ -166,23 +198,29 @@ function LinksTab({ session, run, pos, opts, onJump }: { session: TraceSession; 
   );
 }
 
-function SignalTab({ session, run, pos }: { session: TraceSession; run: Run; pos: number }) {
+function SignalTab({ session, run, pos, opts }: { session: TraceSession; run: Run; pos: number; opts: ViewOptions }) {
   const pl = run.promptLen ?? 0;
   if (pos < pl) return <p className="muted">Signals are computed per decode step; pick an output token.</p>;
   const step = pos - pl;
-  const sig = session.stepSignal(run, step);
+  const sig = session.stepSignal(run, step, opts.excludeSinks);
+  const sink = sinkMassOf(run.steps.get(step));
   if (!sig) return <p className="muted">No capture for this step.</p>;
   const fp = sig.fingerprint;
   const sc = run.steps.get(step)!;
   const z = classify(fp);
   const zone: Zone = sc.fingerprint ? (sc.fingerprint.manifold as Zone) : z.zone;
   const conf = sc.fingerprint ? sc.fingerprint.manifold_confidence : z.confidence;
+  const version = sc.fingerprint?.fingerprint_version ?? sc.sketch?.fingerprint_version ?? sc.raw[0]?.fingerprint_version;
   const sourceNote =
     sig.source === "server"
-      ? "Fingerprint computed by the server over all keys."
+      ? version === 2
+        ? "Fingerprint v2 computed by the server over all keys, sink-aware: local/mid/long and the histogram are over the non-sink keys, renormalized; the sink's share is the separate sink mass."
+        : "Fingerprint (v1) computed by the server over all keys; the sink (position 0) counts in local/mid/long like any key."
       : sig.source === "sketch"
-        ? "From the per-layer sketches (exact histogram over all keys, averaged over layers)."
-        : "Estimated from the top-k links only (raw mode): attention outside the top-k is not counted.";
+        ? "From the per-layer sketches (exact histogram over all keys, sink included, averaged over layers)."
+        : `Estimated from the top-k links only (raw mode): attention outside the top-k is not counted${
+            opts.excludeSinks ? "; “exclude sinks” is on, so the sink positions are dropped and the rest renormalized" : "; the sink positions are included"
+          }.`;
   return (
     <div className="signal" data-zone={zone}>
       <div className={`zone-card zone-${zone}`}>
@@ -199,6 +237,12 @@ function SignalTab({ session, run, pos }: { session: TraceSession; run: Run; pos
           <tr><td>mid mass (8 ≤ d &lt; 256)</td><td className="num">{pct(fp[1])}</td></tr>
           <tr><td>long mass (d ≥ 256)</td><td className="num">{pct(fp[2])}</td></tr>
           <tr><td>entropy (normalized)</td><td className="num">{fp[3].toFixed(3)}</td></tr>
+          {sink !== null && (
+            <tr data-testid="signal-sink-mass">
+              <td title="exact attention on the first attention_sink_tokens positions (server's sink_mass), mean over the captured layers">sink mass (sink positions; default the first token)</td>
+              <td className="num">{pct(sink.mass)}</td>
+            </tr>
+          )}
           {sig.entropy !== null && <tr><td>entropy (nats, mean of layers)</td><td className="num">{sig.entropy.toFixed(3)}</td></tr>}
           {sig.massCaptured !== null && <tr><td>mass in top-k</td><td className="num">{pct(sig.massCaptured)}</td></tr>}
           <tr><td>traits</td><td>{traits(fp).join(", ") || "—"}</td></tr>

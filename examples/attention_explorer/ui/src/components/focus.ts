@@ -11,4 +11,6 @@ export interface ViewOptions {
   /** Layer to show links and tints for; null = the last captured layer of the run. */
   layer: number | null;
   excludeSinks: boolean;
+  /** Focused query head (per-head capture, chosen in the head grid); null/absent = the head mean. */
+  head?: number | null;
 }

@@ -23,6 +23,8 @@ export type Kind = (typeof KIND)[keyof typeof KIND];
 export interface Owner {
   label: string;
   savedId?: string;
+  /** Mean server sink_mass of the owner's steps (a quantity of its own, not in the fingerprint); null/absent: none sent. */
+  sinkMass?: number | null;
   /** Per point of a discovery group (index within the group): what the sidecar knows of it. */
   discovery?: { runId: number | null; zone: string[]; requestId?: (string | null)[]; sessionId?: (string | null)[] };
 }
@@ -72,7 +74,7 @@ export function savedMeans(saved: SavedMeta[]): Group[] {
     fps: new Float32Array(m.digest.mean),
     zones: new Uint8Array([m.digest.dominantZone ? ZONES.indexOf(m.digest.dominantZone) : NOISE]),
     kind: KIND.session,
-    owner: { label: m.name, savedId: m.id },
+    owner: { label: m.name, savedId: m.id, sinkMass: m.digest?.sinkMass ?? null },
   }));
 }
 
@@ -80,7 +82,7 @@ export function savedSteps(points: SavedPoints[], saved: SavedMeta[]): Group[] {
   const byId = new Map(saved.map((m) => [m.id, m]));
   return points
     .filter((p) => byId.has(p.id))
-    .map((p) => groupFromSteps(p.fps, p.zones, { label: byId.get(p.id)!.name, savedId: p.id }));
+    .map((p) => groupFromSteps(p.fps, p.zones, { label: byId.get(p.id)!.name, savedId: p.id, sinkMass: byId.get(p.id)!.digest?.sinkMass ?? null }));
 }
 
 export function centroidGroup(clusters: SidecarCluster[]): Group | null {

@@ -3,7 +3,7 @@
 // the map by buildSet. Rebuilt when the scope or a source changes; the live session's points at
 // most every 500 ms while it streams.
 import { useEffect, useMemo, useRef, useState } from "react";
-import { stepPoints } from "../analysis/digest";
+import { meanSinkMass, stepPoints } from "../analysis/digest";
 import { DISCOVERY_POINTS_LIMIT, type DiscoveryPoints, type SidecarClient } from "../api/sidecar";
 import type { SidecarState } from "../state/sidecar";
 import { loadPoints, type SavedMeta, type SavedPoints } from "../storage/savedSessions";
@@ -31,10 +31,16 @@ export interface ScopeSources {
   centroids: Group | null;
   /** Synthetic measurement points (window.__manifold.synthetic). */
   synthetic: Group | null;
+  /** Trace id of the session group: a saved copy of that same trace is not drawn a second time. */
+  sessionTraceId?: string;
 }
 
 /** The groups a scope draws, in draw order: earlier groups are drawn underneath later ones. */
-export function scopeGroups(scope: Scope, src: ScopeSources): Group[] {
+export function scopeGroups(scope: Scope, src0: ScopeSources): Group[] {
+  // The live session and its own saved copy are the same steps: count them once (the live group,
+  // which is the newer of the two).
+  const dup = src0.session && src0.sessionTraceId ? new Set(src0.saved.filter((m) => m.traceId === src0.sessionTraceId).map((m) => m.id)) : null;
+  const src = dup?.size ? { ...src0, savedPoints: src0.savedPoints.filter((p) => !dup.has(p.id)) } : src0;
   const groups: Group[] = [];
   if (src.synthetic) groups.push(src.synthetic);
   if (scope === "session") {
@@ -60,7 +66,7 @@ export function sessionStepsGroup(source: TraceSession, label: string): Group | 
   if (!pts.length) return null;
   const fps = new Float32Array(pts.length * FINGERPRINT_DIM);
   pts.forEach((p, i) => fps.set(p.fingerprint, i * FINGERPRINT_DIM));
-  return groupFromSteps(fps, new Uint8Array(pts.map((p) => ZONES.indexOf(p.zone))), { label }, new Int32Array(pts.map((p) => p.step)));
+  return groupFromSteps(fps, new Uint8Array(pts.map((p) => ZONES.indexOf(p.zone))), { label, sinkMass: meanSinkMass(source) }, new Int32Array(pts.map((p) => p.step)));
 }
 
 /** The note under the toolbar when the sidecar sent only part of the run's points. */
@@ -156,6 +162,7 @@ export function useManifoldData({ scope, session, live, version, sessionLabel, s
       const savedPoints = ids ? await loadPoints(ids) : [];
       const groups = scopeGroups(scope, {
         session: sessionGroup,
+        sessionTraceId: source?.traceId,
         saved,
         savedPoints,
         discovery,

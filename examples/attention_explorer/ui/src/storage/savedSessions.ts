@@ -87,9 +87,14 @@ export function pointsOf(session: TraceSession, id: string): SavedPoints {
   return { id, fps, zones };
 }
 
-export async function saveSession(session: TraceSession, name?: string): Promise<SavedMeta> {
+/**
+ * Save a session. With `replace` (the saved copy of the same trace), that record is updated in place
+ * (same id and name) instead of adding a second copy.
+ */
+export async function saveSession(session: TraceSession, name?: string, replace?: SavedMeta): Promise<SavedMeta> {
   const jsonl = exportTrace(session);
-  const id = `saved-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  const id = replace?.id ?? `saved-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  name ??= replace?.name;
   const meta: SavedMeta = {
     id,
     name: (name ?? "").trim() || defaultName(session),

@@ -53,13 +53,28 @@ export interface StepSignal {
   hist: number[];
 }
 
-/** Fingerprint from raw entries (one per layer): histogram of true top-k mass by distance. */
-export function signalFromRaw(entries: RawEntry[]): StepSignal | null {
+/** Mean server sink_mass over a step's entries (raw, sketch layers or fingerprint), or null when none carries it. */
+export function sinkMassOf(sc: { raw: RawEntry[]; sketch?: SketchEntry; fingerprint?: { sink_mass?: number } } | undefined): { mass: number } | null {
+  if (!sc) return null;
+  const vals: number[] = [];
+  for (const e of sc.raw) if (typeof e.sink_mass === "number") vals.push(e.sink_mass);
+  if (!vals.length && sc.sketch) for (const l of Object.values(sc.sketch.layer_sketches)) if (typeof l.sink_mass === "number") vals.push(l.sink_mass);
+  if (!vals.length && typeof sc.fingerprint?.sink_mass === "number") vals.push(sc.fingerprint.sink_mass);
+  if (!vals.length) return null;
+  return { mass: vals.reduce((a, b) => a + b, 0) / vals.length };
+}
+
+/**
+ * Fingerprint from raw entries (one per layer): histogram of true top-k mass by distance.
+ * With `exclude`, those positions (the sinks) are left out and the rest renormalized.
+ */
+export function signalFromRaw(entries: RawEntry[], exclude?: ReadonlySet<number>): StepSignal | null {
   if (!entries.length) return null;
   const hist = new Array(N_HIST_BINS).fill(0);
   let mass = 0;
   let entNorm = 0;
-  for (const e of entries) {
+  for (const e0 of entries) {
+    const e = exclude?.size ? dropPositions(e0, exclude) : e0;
     const tp = trueProbs(e);
     const m = tp.reduce((s, x) => s + x, 0);
     mass += m;
@@ -79,6 +94,11 @@ export function signalFromRaw(entries: RawEntry[]): StepSignal | null {
     massCaptured: mass / entries.length,
     hist,
   };
+}
+
+function dropPositions(e: RawEntry, drop: ReadonlySet<number>): RawEntry {
+  const keep = e.token_positions.map((_, i) => i).filter((i) => !drop.has(e.token_positions[i]));
+  return { ...e, token_positions: keep.map((i) => e.token_positions[i]), attention_scores: keep.map((i) => e.attention_scores[i]), topk_logits: keep.map((i) => e.topk_logits[i]) };
 }
 
 /** Fingerprint from a sketch entry, averaged over its layers as the server does. */

@@ -110,6 +110,8 @@ function runRecords(s: TraceSession, run: Run): TraceRecord[] {
       segment_id: t.segmentId,
     };
     if (t.thinkPhase) rec.think_phase = t.thinkPhase;
+    const lp = run.logprobs[t.step];
+    if (lp) rec.logprobs = lp;
     out.push(rec);
   }
   // Steps in the order they first arrived, each with its entries verbatim.
@@ -131,7 +133,15 @@ function runRecords(s: TraceSession, run: Run): TraceRecord[] {
       token_index: sc.step === null ? sc.queryPosition : (run.promptLen ?? 0) + sc.step,
       entries,
     };
+    const lens = sc.step === null ? undefined : run.lens.get(sc.step);
+    if (lens?.length) rec.logit_lens = lens;
     out.push(rec);
+  }
+  // Lens readings of steps without attention entries (none in practice: the lens rides on capture).
+  const stepped = new Set([...seen].map((sc) => sc.step));
+  for (const [step, lens] of [...run.lens].sort((a, b) => a[0] - b[0])) {
+    if (stepped.has(step) || !lens.length) continue;
+    out.push({ record_type: "step", run_id: run.id, step, token_index: (run.promptLen ?? 0) + step, entries: [], logit_lens: lens });
   }
   for (const g of run.segments) {
     const rec: SegmentRecord = {
@@ -262,7 +272,8 @@ function checkRecord(r: Obj, runs: Set<string>): string | null {
         need("index", (v) => Number.isInteger(v) && (v as number) >= 0, "an integer >= 0") ??
         need("kind", (v) => v === "prompt" || v === "output", '"prompt" or "output"') ??
         need("text", isStr, "a string") ??
-        (r.kind === "output" ? need("step", (v) => Number.isInteger(v) && (v as number) >= 0, "an integer >= 0") : null)
+        (r.kind === "output" ? need("step", (v) => Number.isInteger(v) && (v as number) >= 0, "an integer >= 0") : null) ??
+        (r.logprobs === undefined || (isObj(r.logprobs) && isNum((r.logprobs as Obj).logprob)) ? null : 'token record: field "logprobs" must be an object with a numeric logprob')
       );
     case "step": {
       const p =
@@ -274,6 +285,16 @@ function checkRecord(r: Obj, runs: Set<string>): string | null {
       for (let i = 0; i < entries.length; i++) {
         const bad = validateEntry(entries[i]);
         if (bad) return `step record: entries[${i}]: ${bad}`;
+      }
+      const lens = r.logit_lens;
+      if (lens !== undefined) {
+        if (!Array.isArray(lens)) return 'step record: field "logit_lens" must be an array';
+        for (let i = 0; i < lens.length; i++) {
+          const l = lens[i] as Obj;
+          if (!isObj(l) || !isNum(l.decode_step) || !isNum(l.layer_id) || !Array.isArray(l.top_tokens)) {
+            return `step record: logit_lens[${i}] must have decode_step, layer_id and top_tokens`;
+          }
+        }
       }
       return null;
     }
@@ -386,11 +407,13 @@ export function importTrace(text: string): TraceSession {
           s.ingestOutputTokens(r.run_id, [{ step: r.step as number, id: r.token_id ?? -1, text: r.text, think_phase: r.think_phase }]);
           const tok = s.run(r.run_id).tokens[r.step as number];
           if (r.segment_id) tok.segmentId = r.segment_id;
+          if (r.logprobs) s.run(r.run_id).logprobs[r.step as number] = r.logprobs;
         }
         break;
       }
       case "step":
-        s.ingestEntries(r.run_id, r.entries);
+        if (r.entries.length) s.ingestEntries(r.run_id, r.entries);
+        if (r.logit_lens?.length) s.ingestLens(r.run_id, r.logit_lens);
         break;
       case "segment":
         segs.set(r.run_id, [...(segs.get(r.run_id) ?? []), r]);

@@ -15,12 +15,13 @@ export function layerFor(run: Run, layer: number | null): number | null {
 }
 
 /** Links from the token at `position` in `layer` (raw top-k, or sketch hubs), sinks handled. */
-export function tokenLinks(s: TraceSession, run: Run, position: number, layer: number | null, excludeSinks: boolean): Link[] {
+export function tokenLinks(s: TraceSession, run: Run, position: number, layer: number | null, excludeSinks: boolean, head: number | null = null): Link[] {
   const sc = captureFor(run, position);
   const l = layerFor(run, layer);
   if (!sc || l === null) return [];
   const sinks = s.sinks(run, l);
-  const raw = sc.raw.find((r) => r.layer_id === l);
+  const headEntry = head === null ? undefined : sc.heads.find((r) => r.layer_id === l && r.head_id === head);
+  const raw = headEntry ?? sc.raw.find((r) => r.layer_id === l);
   if (raw) return linksOf(raw, sinks, excludeSinks);
   const sk = sc.sketch?.layer_sketches[String(l)];
   if (sk) {

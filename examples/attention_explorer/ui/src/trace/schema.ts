@@ -14,9 +14,12 @@
 // History:
 //   1.0  first version
 //   1.1  run.adaptive_sampling and run.router_applied (both optional: 1.0 files still load)
-import type { AdaptiveSamplingSwitch, AttentionEntry, CaptureSettings, SamplingSettings, ThinkPhase, Usage } from "../api/wire";
+//   1.2  step.logit_lens (the server's logit lens entries of that step) and token.logprobs (the
+//        OpenAI logprobs item of an output token); both optional. Per-head entries (head_id) and
+//        sink_mass travel inside step.entries verbatim, as every wire field does.
+import type { AdaptiveSamplingSwitch, AttentionEntry, CaptureSettings, LogitLensEntry, LogprobItem, SamplingSettings, ThinkPhase, Usage } from "../api/wire";
 
-export const TRACE_SCHEMA_VERSION = "1.1";
+export const TRACE_SCHEMA_VERSION = "1.2";
 export const TRACE_SCHEMA_MAJOR = 1;
 
 export interface HeaderRecord {
@@ -90,6 +93,8 @@ export interface TokenRecord {
   masked?: boolean;
   think_phase?: ThinkPhase;
   segment_id?: string;
+  /** 1.2: the OpenAI logprobs item of an output token (token, logprob, top_logprobs). */
+  logprobs?: LogprobItem;
 }
 
 export interface StepRecord {
@@ -100,6 +105,8 @@ export interface StepRecord {
   /** Position of the token this step produced (prompt_len + step), or the prompt query position. */
   token_index: number;
   entries: AttentionEntry[];
+  /** 1.2: logit lens entries of this decode step (return_logit_lens). */
+  logit_lens?: LogitLensEntry[];
 }
 
 export interface SegmentRecord {

@@ -11,6 +11,8 @@ import type {
   CaptureSettings,
   ChatChunk,
   FingerprintEntry,
+  LogitLensEntry,
+  LogprobItem,
   MoeRouting,
   OutputTokenInfo,
   PromptTokenInfo,
@@ -58,8 +60,11 @@ export interface StepCapture {
   /** Decode step, or null for a prompt-attention query. */
   step: number | null;
   queryPosition: number;
-  /** Raw entries of this step, one per captured layer. */
+  /** Raw entries of this step, one per captured layer (with per-head capture: the head mean
+   * computed from the heads' top-k, flagged by approxFromHeads in runHeadMeans). */
   raw: RawEntry[];
+  /** Per-head capture (attention_capture_heads): one raw entry per layer and head, in arrival order. */
+  heads: RawEntry[];
   sketch?: SketchEntry;
   fingerprint?: FingerprintEntry;
   moe?: MoeRouting;
@@ -126,6 +131,21 @@ export interface Run {
   adaptiveConfig?: AdaptiveConfig;
   /** Settings the Router applied to this run ("Apply to next run"), if any. */
   routerApplied?: RouterApplied;
+  /** Logit lens entries by decode step (return_logit_lens), layers in arrival order. */
+  lens: Map<number, LogitLensEntry[]>;
+  /** OpenAI logprobs of each output token, by decode step (logprobs / top_logprobs). */
+  logprobs: (LogprobItem | undefined)[];
+  /** Head ids seen in per-head capture, sorted. */
+  heads: number[];
+}
+
+/** Entries this UI derived (the head mean of per-head capture); never exported. */
+export const derivedEntries = new WeakSet<RawEntry>();
+
+/** The status to show: a run that ended because it hit max_tokens is "truncated", not "done". */
+export function runStatusLabel(run: Pick<Run, "status" | "metrics">): string {
+  if (run.status === "done" && run.metrics.finishReason === "length") return "truncated";
+  return run.status;
 }
 
 /** Adaptive sampling as the run was sent. */
@@ -153,6 +173,43 @@ export interface RunSummary {
 /** Mean true probability a position must receive per step (over >= SINK_MIN_STEPS) to count as a sink. */
 export const SINK_THRESHOLD = 0.2;
 export const SINK_MIN_STEPS = 3;
+
+/**
+ * The head mean of one layer from per-head top-k entries: p(j) = mean over heads of p_h(j), with
+ * p_h(j) = 0 where j is outside head h's top-k (so it is a lower bound; exact when every head's
+ * top-k holds j). Written as a raw entry with logsumexp_candidates 0, so exp(logit) = p.
+ */
+export function headMean(heads: RawEntry[]): RawEntry {
+  const acc = new Map<number, number>();
+  let sink = 0;
+  let sinkN = 0;
+  for (const h of heads) {
+    const tp = trueProbs(h);
+    h.token_positions.forEach((p, i) => acc.set(p, (acc.get(p) ?? 0) + tp[i] / heads.length));
+    if (typeof h.sink_mass === "number") {
+      sink += h.sink_mass;
+      sinkN += 1;
+    }
+  }
+  const k = Math.max(...heads.map((h) => h.token_positions.length));
+  const top = [...acc].sort((a, b) => b[1] - a[1]).slice(0, k);
+  const tot = top.reduce((a, [, p]) => a + p, 0) || 1;
+  const first = heads[0];
+  const e: RawEntry = {
+    layer_id: first.layer_id,
+    decode_step: first.decode_step,
+    query_position: first.query_position,
+    token_positions: top.map(([p]) => p),
+    attention_scores: top.map(([, p]) => p / tot),
+    topk_logits: top.map(([, p]) => Math.log(Math.max(p, 1e-30))),
+    logsumexp_candidates: 0,
+  };
+  if (sinkN) e.sink_mass = sink / sinkN;
+  if (first.prompt) e.prompt = true;
+  if (first.think_phase) e.think_phase = first.think_phase;
+  derivedEntries.add(e);
+  return e;
+}
 
 let idCounter = 0;
 export function newId(prefix: string): string {
@@ -270,6 +327,9 @@ export class TraceSession {
       clock: { start: now(), firstByte: null },
       promptLen: null,
       adaptiveSampling: null,
+      lens: new Map(),
+      logprobs: [],
+      heads: [],
     };
     this.runs.set(run.id, run);
     const msg = this.messages.find((m) => m.id === opts.messageId);
@@ -332,6 +392,14 @@ export class TraceSession {
         run.metrics.attentionBytes += JSON.stringify(choice.attention_tokens).length;
         this.ingestEntries(runId, choice.attention_tokens);
       }
+      const lp = choice.logprobs?.content;
+      if (lp?.length) {
+        // Steps of this chunk's tokens: the capture's token list when present, else the next ones.
+        const steps = choice.attention_output_tokens?.length === lp.length ? choice.attention_output_tokens.map((t) => t.step) : null;
+        const base = run.tokens.length;
+        lp.forEach((item, i) => (run.logprobs[steps ? steps[i] : base + i] = item));
+      }
+      if (choice.logit_lens?.length) this.ingestLens(runId, choice.logit_lens);
       if (choice.attention_output_tokens?.length) {
         this.ingestOutputTokens(runId, choice.attention_output_tokens, deltaPhase);
       } else if (delta && (delta.content || delta.reasoning_content)) {
@@ -402,8 +470,22 @@ export class TraceSession {
     return seg;
   }
 
+  /** Logit lens entries (a stream chunk's, or a trace's step record's). */
+  ingestLens(runId: string, entries: LogitLensEntry[]): void {
+    const run = this.run(runId);
+    for (const e of entries) {
+      const list = run.lens.get(e.decode_step) ?? [];
+      const at = list.findIndex((x) => x.layer_id === e.layer_id);
+      if (at >= 0) list[at] = e;
+      else list.push(e);
+      run.lens.set(e.decode_step, list);
+    }
+    this.touch();
+  }
+
   ingestEntries(runId: string, entries: AttentionEntry[]): void {
     const run = this.run(runId);
+    const headTouched = new Map<StepCapture, Set<number>>();
     for (const e of entries) {
       run.entries.push(e);
       const kind = entryKind(e);
@@ -416,12 +498,21 @@ export class TraceSession {
       const key = isPrompt ? e.query_position : (e.decode_step as number);
       let sc = map.get(key);
       if (!sc) {
-        sc = { step: isPrompt ? null : key, queryPosition: e.query_position, raw: [] };
+        sc = { step: isPrompt ? null : key, queryPosition: e.query_position, raw: [], heads: [] };
         map.set(key, sc);
       }
       if (e.think_phase) sc.thinkPhase = e.think_phase;
       if (e.moe_routing) sc.moe = { ...(sc.moe ?? {}), ...e.moe_routing };
-      if (kind === "raw") {
+      if (kind === "raw" && typeof (e as RawEntry).head_id === "number") {
+        // Per-head capture: keep the heads; the layer's head mean is rebuilt once the batch is in.
+        const r = e as RawEntry;
+        sc.heads.push(r);
+        if (!run.heads.includes(r.head_id!)) run.heads = [...run.heads, r.head_id!].sort((a, b) => a - b);
+        if (!run.layers.includes(r.layer_id)) run.layers = [...run.layers, r.layer_id].sort((a, b) => a - b);
+        const set = headTouched.get(sc) ?? new Set<number>();
+        set.add(r.layer_id);
+        headTouched.set(sc, set);
+      } else if (kind === "raw") {
         const r = e as RawEntry;
         sc.raw.push(r);
         if (!run.layers.includes(r.layer_id)) run.layers = [...run.layers, r.layer_id].sort((a, b) => a - b);
@@ -436,18 +527,31 @@ export class TraceSession {
         sc.fingerprint = e as FingerprintEntry;
       }
     }
+    for (const [sc, layers] of headTouched) {
+      const isPrompt = sc.step === null;
+      for (const layer of layers) {
+        const mean = headMean(sc.heads.filter((h) => h.layer_id === layer));
+        const at = sc.raw.findIndex((r) => r.layer_id === layer);
+        if (at >= 0) {
+          if (!derivedEntries.has(sc.raw[at])) continue; // the server sent a real mean too: keep it
+          if (!isPrompt) this.accumulateReceived(run, sc.raw[at], -1);
+          sc.raw[at] = mean;
+        } else sc.raw.push(mean);
+        if (!isPrompt) this.accumulateReceived(run, mean);
+      }
+    }
     this.touch();
   }
 
-  private accumulateReceived(run: Run, e: RawEntry): void {
+  private accumulateReceived(run: Run, e: RawEntry, sign = 1): void {
     let m = run.received.get(e.layer_id);
     if (!m) {
       m = new Map();
       run.received.set(e.layer_id, m);
     }
     const tp = trueProbs(e);
-    e.token_positions.forEach((p, i) => m!.set(p, (m!.get(p) ?? 0) + tp[i]));
-    run.rawSteps.set(e.layer_id, (run.rawSteps.get(e.layer_id) ?? 0) + 1);
+    e.token_positions.forEach((p, i) => m!.set(p, (m!.get(p) ?? 0) + sign * tp[i]));
+    run.rawSteps.set(e.layer_id, (run.rawSteps.get(e.layer_id) ?? 0) + sign);
   }
 
   finishRun(runId: string, status: RunStatus, error?: string): void {
@@ -490,7 +594,7 @@ export class TraceSession {
   }
 
   /** The signal (fingerprint + zone input) of one step, from whatever capture it has. */
-  stepSignal(run: Run, step: number): StepSignal | null {
+  stepSignal(run: Run, step: number, excludeSinks = false): StepSignal | null {
     const sc = run.steps.get(step);
     if (!sc) return null;
     if (sc.fingerprint) {
@@ -498,6 +602,12 @@ export class TraceSession {
       return { fingerprint: f, source: "server", entropy: null, massCaptured: null, hist: f.slice(4) };
     }
     if (sc.sketch) return signalFromSketch(sc.sketch);
+    // Raw top-k estimate: "exclude sinks" drops the run's sink positions of each layer and renormalizes.
+    if (excludeSinks && sc.raw.length) {
+      const drop = new Set<number>();
+      for (const r of sc.raw) for (const p of this.sinks(run, r.layer_id)) drop.add(p);
+      return signalFromRaw(sc.raw, drop);
+    }
     return signalFromRaw(sc.raw);
   }
 
