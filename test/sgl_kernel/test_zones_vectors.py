@@ -60,3 +60,24 @@ def test_torch_fingerprint_matches_zones_layout():
 def test_validate_fingerprint_rejects(bad):
     with pytest.raises(ValueError, match="fingerprint"):
         zones.validate_fingerprint(bad)
+
+
+def test_version_2_vectors_and_thresholds():
+    """Version-2 fingerprints read with the re-derived thresholds; the committed vectors (which
+    the TypeScript copy reads too) are what the classifier produces, and some of them change
+    zone between the versions, so a classifier that ignored the version would fail them."""
+    data = _committed()
+    assert data["thresholds_v2"] == zones.THRESHOLDS_V2 and data["focused_entropy_v2"] == zones.FOCUSED_ENTROPY_V2
+    assert data["vectors_v2"] == json.loads(json.dumps(zones._test_vectors(2)))
+    assert {v["zone"] for v in data["vectors_v2"]} == set(zones.ZONES)
+    changed = 0
+    for vec in data["vectors_v2"]:
+        r = zones.classify(vec["fingerprint"], 2)
+        assert r.zone == vec["zone"] and zones.traits(vec["fingerprint"], 2) == vec["traits"]
+        assert r.confidence == pytest.approx(vec["confidence"], abs=1e-6)
+        assert zones.sampling_hints(vec["fingerprint"], 2)["zone"] == vec["zone"]
+        changed += zones.classify(vec["fingerprint"], 1).zone != vec["zone"]
+    assert changed >= 3
+    assert zones.thresholds(1) == (zones.THRESHOLDS, zones.FOCUSED_ENTROPY)
+    with pytest.raises(ValueError, match="version"):
+        zones.classify(data["vectors_v2"][0]["fingerprint"], 3)

@@ -3,9 +3,7 @@ import { defineConfig } from "vite";
 import react from "@vitejs/plugin-react";
 import { fileURLToPath } from "node:url";
 
-// The browser reads the shipped PCA defaults straight from the Python package (one copy).
 const UI_DIR = fileURLToPath(new URL(".", import.meta.url));
-const PCA_DATA = fileURLToPath(new URL("../../../python/sglang/srt/attention_sidecar/data/", import.meta.url));
 
 // Modes that get the window test handles (src/env.d.ts): "e2e" (scripts/lib.mjs builds the UI
 // for the end-to-end tests and measurements with it; `npm run dev -- --mode e2e` for a dev
@@ -16,7 +14,7 @@ const TEST_HOOK_MODES = ["e2e", "test"];
 export default defineConfig(({ mode }) => ({
   plugins: [react()],
   define: { __TEST_HOOKS__: JSON.stringify(TEST_HOOK_MODES.includes(mode)) },
-  server: { port: 3001, host: "127.0.0.1", strictPort: true, fs: { allow: [UI_DIR, PCA_DATA] } },
+  server: { port: 3001, host: "127.0.0.1", strictPort: true, fs: { allow: [UI_DIR] } },
   preview: { port: 3001, host: "127.0.0.1", strictPort: true },
   test: {
     environment: "node",

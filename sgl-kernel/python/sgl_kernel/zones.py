@@ -63,10 +63,19 @@ THRESHOLDS: dict[str, float] = {  # version 1 (the spec's)
 }
 # Trait thresholds: traits are not exclusive, a fingerprint can carry several.
 FOCUSED_ENTROPY = 0.35
-# Version 2 (sink-aware) fingerprints read with their own thresholds, re-derived from the
-# default model's fingerprints (python -m sgl_kernel.derive_zones; docs/attention_api.md).
-THRESHOLDS_V2: dict[str, float] = dict(THRESHOLDS)
-FOCUSED_ENTROPY_V2 = FOCUSED_ENTROPY
+# Version 2 (sink-aware) fingerprints read with their own thresholds, re-derived from 2,016
+# real fingerprints of the default model (22 varied prompts, last and auto layers): each
+# zone fires for the top fifth of steps on its signal, diffuse for the top tenth of the
+# entropy, focused for the bottom tenth (python -m sglang.calibrate_zones;
+# benchmarks/results/zone_calibration.json; docs/attention_api.md#fingerprint-versions).
+THRESHOLDS_V2: dict[str, float] = {
+    "syntax_floor": 0.67,
+    "semantic_bridge": 0.52,
+    "long_range": 0.20,
+    "structure_ripple": 0.35,
+    "diffuse": 0.63,
+}
+FOCUSED_ENTROPY_V2 = 0.43
 
 
 def thresholds(version: int = 1) -> tuple[dict[str, float], float]:
@@ -218,8 +227,8 @@ def validate_fingerprint(fp: Iterable[float]) -> np.ndarray:
     return v
 
 
-def _test_vectors() -> list[dict]:
-    """Hand-picked fingerprints covering every zone, ties and edge cases."""
+def _test_vectors(version: int = 1) -> list[dict]:
+    """Hand-picked fingerprints covering every zone, ties and edge cases, read as ``version``."""
     rng = np.random.default_rng(0)
     cases: list[tuple[str, np.ndarray, float]] = []
 
@@ -235,6 +244,10 @@ def _test_vectors() -> list[dict]:
     cases.append(("ripple", hist(b0=0.3, b2=0.02, b3=0.25, b5=0.01, b6=0.22, b8=0.01, b9=0.19), 0.45))
     cases.append(("diffuse", np.full(N_HIST_BINS, 1 / 16), 0.95))
     cases.append(("nothing_fires", hist(b0=0.3, b4=0.3, b9=0.25, b10=0.15), 0.5))
+    if version == 2:  # between the two versions' thresholds
+        cases.append(("v2_local", hist(b0=0.5, b1=0.15, b2=0.05, b4=0.3), 0.3))
+        cases.append(("v2_long", hist(b0=0.4, b3=0.35, b9=0.25), 0.5))
+        cases.append(("v2_diffuse", np.full(N_HIST_BINS, 1 / 16), 0.66))
     cases.append(("single_key", hist(b0=1.0), 0.0))
     for i in range(13):
         h = rng.dirichlet(np.full(N_HIST_BINS, 0.4))
@@ -242,14 +255,14 @@ def _test_vectors() -> list[dict]:
     out = []
     for name, h, ent in cases:
         fp = fingerprint_from_hist(h, ent)
-        r = classify(fp)
+        r = classify(fp, version)
         out.append({
             "name": name,
             "fingerprint": [float(x) for x in fp],
             "zone": r.zone,
             "confidence": r.confidence,
             "ripple": round(ripple(fp[4:]), 9),
-            "traits": traits(fp),
+            "traits": traits(fp, version),
         })
     return out
 
@@ -265,5 +278,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     if args.write_vectors:
         with open(VECTORS_PATH, "w") as f:
-            json.dump({"version": 1, "thresholds": THRESHOLDS, "vectors": _test_vectors()}, f, indent=1)
+            json.dump({"version": 1, "thresholds": THRESHOLDS, "vectors": _test_vectors(),
+                       "focused_entropy": FOCUSED_ENTROPY, "thresholds_v2": THRESHOLDS_V2,
+                       "focused_entropy_v2": FOCUSED_ENTROPY_V2, "vectors_v2": _test_vectors(2)}, f, indent=1)
         print(VECTORS_PATH)

@@ -210,3 +210,21 @@ def test_per_head_field() -> None:
     assert p.heads_each == list(range(9)) and p.head_ids is None
     p = build_capture_params(fields(return_attention_tokens=True, attention_capture_heads=[5, 1, 5]), a, INFO)
     assert p.heads_each == [1, 5]
+
+
+def test_fingerprint_version_field_and_flag() -> None:
+    """Version 2 by default, 1 on request or from --attention-fingerprint-version; any other
+    value is a 400 naming the field (a typo never silently picks a definition)."""
+    on = args(return_attention_tokens=True)
+    assert build_capture_params(fields(return_attention_tokens=True), on, INFO).fingerprint_version == 2
+    p = build_capture_params(fields(return_attention_tokens=True, attention_fingerprint_version=1), on, INFO)
+    assert p.fingerprint_version == 1
+    v1 = args(return_attention_tokens=True, attention_fingerprint_version=1)
+    assert build_capture_params(fields(return_attention_tokens=True), v1, INFO).fingerprint_version == 1
+    for bad in (0, 3, -1):
+        with pytest.raises(APIError) as e:
+            build_capture_params(fields(return_attention_tokens=True, attention_fingerprint_version=bad), on, INFO)
+        assert e.value.status == 400 and e.value.param == "attention_fingerprint_version"
+    with pytest.raises(ValueError, match="attention-fingerprint-version"):
+        args(attention_fingerprint_version=3)
+    assert capabilities(v1, INFO, None)["fingerprint"] == {"versions": [1, 2], "default_version": 1, "sink_tokens": 1}

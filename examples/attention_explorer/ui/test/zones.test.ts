@@ -2,13 +2,30 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { binOfDistance, classify, ripple, THRESHOLDS, traits, validateFingerprint } from "../src/zones/zones";
+import {
+  binOfDistance,
+  classify,
+  FOCUSED_ENTROPY,
+  FOCUSED_ENTROPY_V2,
+  ripple,
+  samplingHints,
+  THRESHOLDS,
+  THRESHOLDS_V2,
+  thresholdsFor,
+  traits,
+  validateFingerprint,
+} from "../src/zones/zones";
 
 const VECTORS = join(__dirname, "../../../../sgl-kernel/python/sgl_kernel/data/zone_test_vectors.json");
+type Vector = { name: string; fingerprint: number[]; zone: string; confidence: number; ripple: number; traits: string[] };
 const data = JSON.parse(readFileSync(VECTORS, "utf8")) as {
   version: number;
   thresholds: Record<string, number>;
-  vectors: { name: string; fingerprint: number[]; zone: string; confidence: number; ripple: number; traits: string[] }[];
+  vectors: Vector[];
+  focused_entropy: number;
+  thresholds_v2: Record<string, number>;
+  focused_entropy_v2: number;
+  vectors_v2: Vector[];
 };
 
 describe("zone classifier vs Python vectors", () => {
@@ -29,6 +46,33 @@ describe("zone classifier vs Python vectors", () => {
       expect(traits(v.fingerprint)).toEqual(v.traits);
     });
   }
+});
+
+describe("version-2 (sink-aware) fingerprints vs Python vectors", () => {
+  it("uses the same re-derived thresholds", () => {
+    expect(THRESHOLDS_V2).toEqual(data.thresholds_v2);
+    expect(FOCUSED_ENTROPY_V2).toBe(data.focused_entropy_v2);
+    expect(FOCUSED_ENTROPY).toBe(data.focused_entropy);
+    expect(thresholdsFor(2).thresholds).toBe(THRESHOLDS_V2);
+    expect(() => thresholdsFor(3)).toThrow(/version/);
+  });
+  it("has vectors for every zone", () => {
+    expect(new Set(data.vectors_v2.map((v) => v.zone)).size).toBe(5);
+  });
+  let changed = 0;
+  for (const v of data.vectors_v2) {
+    it(`v2 ${v.name}: zone ${v.zone}, confidence ${v.confidence}`, () => {
+      const r = classify(v.fingerprint, 2);
+      expect(r.zone).toBe(v.zone);
+      expect(r.confidence).toBeCloseTo(v.confidence, 6);
+      expect(traits(v.fingerprint, 2)).toEqual(v.traits);
+      expect(samplingHints(v.fingerprint, 2).zone).toBe(v.zone);
+      if (classify(v.fingerprint, 1).zone !== v.zone) changed++;
+    });
+  }
+  it("reads some fingerprints differently from version 1", () => {
+    expect(changed).toBeGreaterThanOrEqual(3);
+  });
 });
 
 describe("fingerprint helpers", () => {

@@ -290,6 +290,9 @@ def capabilities(args: ServerArgs, model_info: Mapping[str, Any], reasoning_pars
         "default_mode": capture_mode(args),
         "capture_by_default": args.attention_capture_default != "off",
         "layers_default": layers_default,
+        # what fingerprints and zones describe: version 2 leaves out the attention sink
+        "fingerprint": {"versions": list(FINGERPRINT_VERSIONS), "default_version": args.attention_fingerprint_version,
+                        "sink_tokens": args.attention_sink_tokens},
         # --attention-capture-default: what a request without capture fields gets (behind a
         # router that drops the fields, this is the only way to capture)
         "capture_default": args.attention_capture_default,

@@ -1,7 +1,9 @@
-// The shipped PCA interpretation (python/sglang/srt/attention_sidecar/data/pca_interpretation.json,
-// also served by the sidecar's GET /pca/interpretation): project fingerprints onto PC1..PC4 and
+// The shipped PCA interpretation (src/data/: copies of python/sglang/srt/attention_sidecar/data/
+// pca_interpretation{,_v2}.json, which the sidecar also serves at GET /pca/interpretation; a test
+// keeps them equal, so this folder builds on its own): project fingerprints onto PC1..PC4 and
 // explain a difference between two runs. Same math as pca_interpretation.explain in Python.
-import shipped from "../../../../../python/sglang/srt/attention_sidecar/data/pca_interpretation.json";
+import shipped from "../data/pca_interpretation.json";
+import shippedV2 from "../data/pca_interpretation_v2.json";
 import { FINGERPRINT_DIM } from "../zones/zones";
 
 export interface PcaComponent {
@@ -42,7 +44,15 @@ export function parsePcaModel(doc: unknown): PcaModel {
   };
 }
 
+/** Version-1 defaults (the dashboard's own fingerprint estimates keep the sink in, like version 1). */
 export const SHIPPED_PCA: PcaModel = parsePcaModel(shipped);
+/** Version-2 (sink-aware) defaults, fitted on the engine's version-2 fingerprints of the default model. */
+export const SHIPPED_PCA_V2: PcaModel = parsePcaModel(shippedV2);
+
+/** The shipped defaults for fingerprints of a version (1 for data that does not say). */
+export function shippedPca(version: number = 1): PcaModel {
+  return version === 2 ? SHIPPED_PCA_V2 : SHIPPED_PCA;
+}
 
 export interface PcReading {
   pc: number;

@@ -207,10 +207,13 @@ function SignalTab({ session, run, pos, opts }: { session: TraceSession; run: Ru
   if (!sig) return <p className="muted">No capture for this step.</p>;
   const fp = sig.fingerprint;
   const sc = run.steps.get(step)!;
-  const z = classify(fp);
+  const version = sc.fingerprint?.fingerprint_version ?? sc.sketch?.fingerprint_version ?? sc.raw[0]?.fingerprint_version;
+  // the server's fingerprint is read with its version's thresholds; the dashboard's own
+  // estimates (sketch, raw top-k) keep the sink in like version 1
+  const readAs = sig.source === "server" && version === 2 ? 2 : 1;
+  const z = classify(fp, readAs);
   const zone: Zone = sc.fingerprint ? (sc.fingerprint.manifold as Zone) : z.zone;
   const conf = sc.fingerprint ? sc.fingerprint.manifold_confidence : z.confidence;
-  const version = sc.fingerprint?.fingerprint_version ?? sc.sketch?.fingerprint_version ?? sc.raw[0]?.fingerprint_version;
   const sourceNote =
     sig.source === "server"
       ? version === 2
@@ -245,7 +248,7 @@ function SignalTab({ session, run, pos, opts }: { session: TraceSession; run: Ru
           )}
           {sig.entropy !== null && <tr><td>entropy (nats, mean of layers)</td><td className="num">{sig.entropy.toFixed(3)}</td></tr>}
           {sig.massCaptured !== null && <tr><td>mass in top-k</td><td className="num">{pct(sig.massCaptured)}</td></tr>}
-          <tr><td>traits</td><td>{traits(fp).join(", ") || "—"}</td></tr>
+          <tr><td>traits</td><td>{traits(fp, readAs).join(", ") || "—"}</td></tr>
         </tbody>
       </table>
       <h4>Distance histogram</h4>

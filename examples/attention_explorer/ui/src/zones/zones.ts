@@ -17,6 +17,25 @@ export const THRESHOLDS: Record<Zone, number> = {
 };
 export const FOCUSED_ENTROPY = 0.35;
 
+/** Fingerprint versions: 1 = over every unmasked key (the spec's); 2 = sink-aware (the engine's default). */
+export type FingerprintVersion = 1 | 2;
+/** Version-2 thresholds, re-derived from the default model's fingerprints (zones.py THRESHOLDS_V2). */
+export const THRESHOLDS_V2: Record<Zone, number> = {
+  syntax_floor: 0.67,
+  semantic_bridge: 0.52,
+  long_range: 0.2,
+  structure_ripple: 0.35,
+  diffuse: 0.63,
+};
+export const FOCUSED_ENTROPY_V2 = 0.43;
+
+/** (zone thresholds, focused-entropy threshold) of a fingerprint version (1 for data that does not say). */
+export function thresholdsFor(version: number = 1): { thresholds: Record<Zone, number>; focused: number } {
+  if (version === 1) return { thresholds: THRESHOLDS, focused: FOCUSED_ENTROPY };
+  if (version === 2) return { thresholds: THRESHOLDS_V2, focused: FOCUSED_ENTROPY_V2 };
+  throw new Error(`fingerprint version must be 1 or 2, got ${version}`);
+}
+
 export const SAMPLING_HINTS: Record<Zone, { temperature: number; top_p: number }> = {
   syntax_floor: { temperature: 0.3, top_p: 0.9 },
   semantic_bridge: { temperature: 0.7, top_p: 0.95 },
@@ -109,13 +128,14 @@ export interface ZoneResult {
   scores: Record<Zone, number>;
 }
 
-export function classify(fp: number[]): ZoneResult {
+export function classify(fp: number[], version: number = 1): ZoneResult {
+  const th = thresholdsFor(version).thresholds;
   const sig = signals(fp);
   const scores = {} as Record<Zone, number>;
-  for (const z of ZONES) scores[z] = sig[z] / THRESHOLDS[z];
+  for (const z of ZONES) scores[z] = sig[z] / th[z];
   const rounded = {} as Record<Zone, number>;
   for (const z of ZONES) rounded[z] = roundTo(scores[z], 6);
-  const t = THRESHOLDS.diffuse;
+  const t = th.diffuse;
   if (sig.diffuse >= t) {
     const conf = 0.5 + 0.5 * Math.min(1, (sig.diffuse - t) / (1 - t));
     return { zone: "diffuse", confidence: roundTo(conf, 6), scores: rounded };
@@ -127,15 +147,16 @@ export function classify(fp: number[]): ZoneResult {
   return { zone: order[0], confidence: roundTo(conf, 6), scores: rounded };
 }
 
-export function traits(fp: number[]): string[] {
+export function traits(fp: number[], version: number = 1): string[] {
+  const { thresholds: th, focused } = thresholdsFor(version);
   const sig = signals(fp);
   const out: string[] = [];
-  if (sig.syntax_floor >= THRESHOLDS.syntax_floor) out.push("syntax_floor", "local_attention");
-  if (sig.semantic_bridge >= THRESHOLDS.semantic_bridge) out.push("semantic_bridge", "retrieval_heavy");
-  if (sig.long_range >= THRESHOLDS.long_range) out.push("long_range", "context_aware");
-  if (sig.diffuse >= THRESHOLDS.diffuse) out.push("diffuse");
-  else if (sig.diffuse <= FOCUSED_ENTROPY) out.push("focused");
-  if (sig.structure_ripple >= THRESHOLDS.structure_ripple) out.push("periodic");
+  if (sig.syntax_floor >= th.syntax_floor) out.push("syntax_floor", "local_attention");
+  if (sig.semantic_bridge >= th.semantic_bridge) out.push("semantic_bridge", "retrieval_heavy");
+  if (sig.long_range >= th.long_range) out.push("long_range", "context_aware");
+  if (sig.diffuse >= th.diffuse) out.push("diffuse");
+  else if (sig.diffuse <= focused) out.push("focused");
+  if (sig.structure_ripple >= th.structure_ripple) out.push("periodic");
   return out;
 }
 
@@ -151,6 +172,6 @@ export function hintsForZone(zone: Zone): SamplingHint {
   return { ...SAMPLING_HINTS[zone], capture_mode: CAPTURE_MODE_HINTS[zone], zone };
 }
 
-export function samplingHints(fp: number[]): SamplingHint {
-  return hintsForZone(classify(fp).zone);
+export function samplingHints(fp: number[], version: number = 1): SamplingHint {
+  return hintsForZone(classify(fp, version).zone);
 }
