@@ -308,3 +308,24 @@ def test_fingerprint_v2_matches_dense(sched, hf, prompt, n_sink, mask):
         assert e1["sink_mass"] == pytest.approx(float(np.mean([_probs(dense, l, t)[0][0] for l in AUTO])), abs=1e-4)
         if n_sink == 0 and mask == 0:
             np.testing.assert_allclose(e["fingerprint"], e1["fingerprint"], atol=2e-5)
+
+
+def test_fingerprint_v2_chunked_prefill_and_radix_hit(hf, prompt):
+    """Version 2 and sink_mass stay exact when the prompt is prefilled in 16-token chunks and
+    when a second request finds the prompt in the radix cache, next to a raw request."""
+    chunked = capture_scheduler(max_total_tokens=4096, chunked_prefill_size=16)
+    v2 = CaptureParams(mode="fingerprint", layers=AUTO, sink_tokens=2)
+    raw = CaptureParams(mode="raw", top_k=4, layers=[L - 1])
+    first = run_capture(chunked, [(0, "a", prompt, v2)], 4)["a"]
+    again = run_capture(chunked, [(0, "b", prompt, v2), (0, "r", prompt, raw)], 4)
+    assert chunked.tree.protected_size == 0
+    dense = dense_attention(hf, prompt + first["output_ids"][:-1])
+    for res in (first, again["b"]):
+        assert res["output_ids"] == first["output_ids"] and len(res["entries"]) == 4
+        for e in res["entries"]:
+            t = e["query_position"]
+            want = np.mean([_dense_v2(dense, l, t, 2) for l in AUTO], 0)
+            np.testing.assert_allclose(e["fingerprint"], want, atol=2e-4)
+            assert e["sink_mass"] == pytest.approx(np.mean([_probs(dense, l, t)[0][:2].sum() for l in AUTO]), abs=1e-4)
+    for e in again["r"]["entries"]:
+        _check_raw(e, dense, 4)
