@@ -171,3 +171,16 @@ def test_phase_count_matches_parser_split_on_every_chunking() -> None:
     assert out_text == content
     for a, b in itertools.pairwise(phases):
         assert not (a == "output" and b == "think")  # one think block, then output
+
+
+def test_token_phases_around_an_implicit_tool_call_end() -> None:
+    """A tool-call marker ends thinking implicitly: the token that opens the call is output
+    (nothing of it is reasoning); after an explicit end marker in the same token it is not."""
+    t = TokenPhaseTracker("qwen3").feed(["<think>", "x", "<tool_call>", "{}"])
+    assert t == ["think", "think", "output", "output"]
+    assert TokenPhaseTracker("qwen3").feed(["<think>", "x", "</think><tool_call>", "{}"]) == [
+        "think", "think", "think", "output"]
+    # a marker split over tokens is only known when it completes: the block then closes in a
+    # token where the marker did not start, which stays thinking (tokens are never re-tagged)
+    assert TokenPhaseTracker("qwen3").feed(["<think>", "x", "<tool", "_call>", "{}"]) == [
+        "think", "think", "think", "think", "output"]

@@ -204,65 +204,38 @@ class ReasoningParser:
 
 
 class TokenPhaseTracker:
-    """Assigns "think" or "output" to each generated token, in order.
+    """Assigns "think" or "output" to each generated token, in order: the token-level view of
+    ``ReasoningParser``'s state machine (one machine for text and tokens).
 
     A token is "think" when it starts inside the thinking block or opens it; the token
     that closes the block (it contains the end marker) is still "think". Marker text
-    split across several tokens is matched on the concatenated text.
+    split across several tokens is matched on the concatenated text. A token whose only
+    part in the block is a tool-call marker that ends it implicitly is "output".
     """
 
     def __init__(self, model_type: str, chat_template_kwargs: dict[str, Any] | None = None) -> None:
-        self.fmt = get_format(model_type)
-        enabled = thinking_enabled(self.fmt, chat_template_kwargs)
-        self._in_think = enabled and self.fmt.starts_in_thinking
-        self._done = not enabled
-        self._text = ""  # recent text, enough to match a marker split across tokens
-        self._started = False  # past the point where a start marker may appear
-        self._ended_by_tool_in_this_piece = False
+        self._parser = ReasoningParser(model_type, True, chat_template_kwargs)
 
     def feed(self, token_texts: list[str]) -> list[Phase]:
         return [self.feed_one(t) for t in token_texts]
 
     def feed_one(self, piece: str) -> Phase:
-        fmt = self.fmt
-        if self._done and not self._in_think:
+        p = self._parser
+        before, held, opened = p.in_thinking, p._held, p._seen_start
+        p.parse_stream_chunk(piece)
+        if p.in_thinking or p._seen_start != opened:
+            return "think"  # inside the block, or this token opened it (and maybe closed it too)
+        if not before:
             return "output"
-        self._text += piece
-        ends = [m for m in (fmt.think_end, fmt.tool_start) if m]
-        if not self._in_think or not self._started:
-            stripped = self._text.lstrip()
-            if stripped.startswith(fmt.think_start):
-                # This token opens (or, for models already thinking, echoes) the block.
-                self._in_think = True
-                self._started = True
-                self._text = stripped[len(fmt.think_start):]
-                self._check_end(ends, 0)
-                return "think"
-            if not self._in_think:
-                if stripped and not fmt.think_start.startswith(stripped):
-                    self._done = True
-                # Whitespace or a partial marker: real models emit the marker as one
-                # token, so a piece that only looks like its beginning is text.
-                return "output"
-            if stripped and not fmt.think_start.startswith(stripped):
-                self._started = True
-        self._check_end(ends, len(piece))
-        if self._done and self._ended_by_tool_in_this_piece:
-            return "output"  # the token only opens a tool call; nothing of it is reasoning
+        # This token closed the block. With the end marker it is still thinking; with a
+        # tool-call marker (which ends it implicitly) it is output when the marker starts in it.
+        text, tool = held + piece, p.fmt.tool_start
+        at_tool = text.find(tool) if tool else -1
+        at_end = text.find(p.fmt.think_end)
+        if at_tool >= len(held) and (at_end < 0 or at_tool < at_end):
+            return "output"
         return "think"
-
-    def _check_end(self, ends: list[str], piece_len: int) -> None:
-        self._ended_by_tool_in_this_piece = False
-        idx, marker = ReasoningParser._first(self._text, ends)
-        if idx >= 0:
-            self._in_think = False
-            self._done = True
-            self._ended_by_tool_in_this_piece = (
-                marker != self.fmt.think_end and piece_len > 0 and idx >= len(self._text) - piece_len
-            )
-        else:
-            self._text = self._text[-max(len(m) for m in ends):]
 
     @property
     def in_thinking(self) -> bool:
-        return self._in_think
+        return self._parser.in_thinking
