@@ -144,3 +144,17 @@ def test_request_past_the_kv_pool_is_refused_at_once():
             e.generate("The capital of France is", {"max_new_tokens": 100})
         out = e.generate("The capital of France is", {"max_new_tokens": 4, "temperature": 0})
         assert out["meta_info"]["completion_tokens"] == 4
+
+
+def test_bad_capture_params_are_refused_at_the_call(engine):
+    """The offline API checks capture params at its door, like the HTTP server: a ValueError
+    naming the field when generate() is called, and the engine keeps serving."""
+    from sglang.srt.managers.io_struct import CaptureParams
+
+    with pytest.raises(ValueError, match="attention_capture_layers"):
+        engine.generate("hi", {"max_new_tokens": 2}, capture=CaptureParams(layers=[99]))
+    with pytest.raises(ValueError, match="attention_fingerprint_version"):
+        engine.generate("hi", {"max_new_tokens": 2}, capture=CaptureParams(mode="fingerprint", fingerprint_version=0))
+    out = engine.generate("hi", {"temperature": 0, "max_new_tokens": 2},
+                          capture=CaptureParams(mode="fingerprint", mask_prefix=10 ** 6))
+    assert out["meta_info"]["completion_tokens"] == 2 and len(out["meta_info"]["attention_tokens"]) == 2

@@ -610,16 +610,10 @@ class CaptureHook:
         p = req.capture
         if p is None:
             return
-        layers = sorted(set(p.layers)) or [self.num_layers - 1]
-        bad = [l for l in layers if not 0 <= l < self.num_layers]
-        if bad:  # the HTTP side validates; this guards the offline API
-            raise ValueError(f"attention_capture_layers: layer {bad[0]} is outside 0..{self.num_layers - 1}")
-        # The mask covers prompt positions; a mask past the prompt masks all of it (and no
-        # output token: those are the model's, not the caller's).
-        p.mask_prefix = min(max(0, p.mask_prefix), req.prompt_len)
-        if p.adaptive_sampling and p.mode != "fingerprint":
-            raise ValueError("attention_adaptive_sampling: needs fingerprint capture (attention_fingerprint_mode)")
-        req.capture_state = ReqCaptureState(p, layers, req.prompt_len)
+        # already resolved at the front end's door; an in-process driver's params get the same
+        # one check here (CaptureParams.resolved)
+        p = req.capture = p.resolved(self.num_layers, self.sched.runner.num_heads, req.prompt_len)
+        req.capture_state = ReqCaptureState(p, p.layers, req.prompt_len)
 
     def prepare(self, reqs: list["Req"], fb: "ForwardBatch") -> CaptureBatch | None:
         self.lens = None  # a forward whose rows were never sampled leaves none behind

@@ -6,8 +6,11 @@ numpy arrays inside ``BatchTokenOut``, not as per-value Python objects.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from sglang.srt.limits import MAX_LOGIT_LENS_TOP_K, MAX_SINK_TOKENS, MAX_TOP_K_ATTENTION
 
 if TYPE_CHECKING:
     from sglang.srt.sampling.sampling_params import SamplingParams
@@ -46,6 +49,39 @@ class CaptureParams:
     # logit lens at these layers of every captured decode step (empty: off), top-k tokens
     logit_lens_layers: list[int] = field(default_factory=list)
     logit_lens_top_k: int = 5
+
+    def resolved(self, num_layers: int, num_heads: int, prompt_len: int) -> "CaptureParams":
+        """These params checked against the model and the prompt, in final form: layers sorted
+        and unique (none: the last layer), the mask clamped to the prompt (output tokens are
+        the model's, never the caller's). Raises ValueError naming the request field. The one
+        check of capture params: the front end's door (HTTP and offline Engine alike) and an
+        in-process scheduler (CaptureHook.on_add) both call it."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        layers = sorted(set(self.layers)) or [num_layers - 1]
+        bad = [l for l in layers if not 0 <= l < num_layers]
+        need(not bad, f"attention_capture_layers: layer {bad[0] if bad else 0} is outside 0..{num_layers - 1}")
+        lens = sorted(set(self.logit_lens_layers))
+        need(all(0 <= l < num_layers for l in lens), f"logit_lens_layers: layer ids must be in 0..{num_layers - 1}")
+        for name, heads in (("attention_capture_head_ids", self.head_ids), ("attention_capture_heads", self.heads_each)):
+            need(heads is None or (bool(heads) and all(0 <= h < num_heads for h in heads)),
+                 f"{name}: a non-empty list of head ids in 0..{num_heads - 1}")
+        need(self.mode in ("raw", "sketch", "fingerprint"), f"capture mode must be raw, sketch or fingerprint, "
+                                                             f"got {self.mode!r}")
+        need(1 <= self.top_k <= MAX_TOP_K_ATTENTION, f"top_k_attention: must be between 1 and {MAX_TOP_K_ATTENTION}")
+        need(0 <= self.sink_tokens <= MAX_SINK_TOKENS, f"attention_sink_tokens: must be in 0..{MAX_SINK_TOKENS}")
+        need(self.fingerprint_version in (1, 2), "attention_fingerprint_version: must be 1 or 2")
+        need(1 <= self.logit_lens_top_k <= MAX_LOGIT_LENS_TOP_K,
+             f"logit_lens_top_k: must be between 1 and {MAX_LOGIT_LENS_TOP_K}")
+        need(self.stride >= 1 and self.window >= 0 and self.max_steps >= 0 and self.chunk_size >= 1,
+             "capture stride, chunk size must be >= 1; window, max steps >= 0")
+        need(not (self.adaptive_sampling and self.mode != "fingerprint"),
+             "attention_adaptive_sampling: needs fingerprint capture (attention_fingerprint_mode)")
+        need(not (self.heads_each and self.mode != "raw"), "attention_capture_heads: per-head capture is raw mode")
+        return dataclasses.replace(self, layers=layers, logit_lens_layers=lens,
+                                   mask_prefix=min(max(0, self.mask_prefix), prompt_len))
 
 
 @dataclass

@@ -191,6 +191,9 @@ class TokenizerManager:
         if not -1 <= obj.logprob_start_len < len(ids):
             raise ValueError(f"logprob_start_len: must be -1 (the last prompt token) or a prompt position in "
                              f"[0, {len(ids)})")
+        if obj.capture is not None:  # the one check of capture params, against the model and prompt
+            obj.capture = obj.capture.resolved(int(self.model_info["num_layers"]),
+                                               int(self.model_info["num_attention_heads"]), len(ids))
         if rid in self.states:  # taken while this one was being tokenized
             raise ValueError(f"rid: request id {rid!r} is already in use")
         obj.rid = rid
