@@ -16,6 +16,11 @@ HTTP: ``GET /centroids``, ``GET /stats``, ``POST /predict`` ({"vector": [...]} o
 {"vectors": [[...], ...]}), ``POST /recluster``, ``GET /health``. Zones, traits and sampling
 hints come from ``sgl_kernel.zones`` (applied to the cluster centroid); see docs/sidecar.md.
 
+Fingerprint versions: the clusters hold fingerprints of one version (``--fingerprint-version``;
+``auto``, the default, takes the version of the first accepted message). A message of another
+version is rejected (``fingerprint_version_mismatch``), a ``/predict`` of another version is a
+400 naming ``fingerprint_version``; zones are read with the clusters' version's thresholds.
+
 One bad input never hurts the others: every vector (ZMQ stream and ``/predict``) must hold 20
 finite values with ``|x| <= --max-abs-value`` (default 1e6) or it is rejected and counted; the
 HDBSCAN fit runs in a spawned child process that is killed when it overruns
@@ -48,14 +53,16 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from sgl_kernel.zones import FINGERPRINT_DIM
+from sgl_kernel.zones import FINGERPRINT_DIM, FINGERPRINT_VERSIONS
 from sglang.srt.attention_sidecar.describe import describe
 from sglang.srt.attention_sidecar.errors import (
     ApiError,
     fast_json_response,
+    parse_fingerprint_version,
     parse_json_object,
     parse_vector,
     parse_vectors,
+    version_mismatch,
 )
 from sglang.srt.attention_sidecar.wire import RejectCounter, RejectedMessage, parse_frame
 
@@ -86,29 +93,32 @@ class ClusterSnapshot:
     assign_factor: float
     min_radius: float
     updated_at: float
+    fingerprint_version: int | None = None  # of the clustered fingerprints (None: nothing received yet)
 
     @staticmethod
-    def empty(assign_factor: float, min_radius: float) -> "ClusterSnapshot":
+    def empty(assign_factor: float, min_radius: float, version: int | None = None) -> "ClusterSnapshot":
         return ClusterSnapshot(np.zeros(0, int), np.zeros((0, FINGERPRINT_DIM)), np.zeros(0), np.zeros(0, int), (),
-                               assign_factor, min_radius, time.time())
+                               assign_factor, min_radius, time.time(), version)
 
     @staticmethod
     def build(ids: list[int], centroids: np.ndarray, radii: np.ndarray, sizes: list[int], assign_factor: float,
-              min_radius: float) -> "ClusterSnapshot":
-        info = tuple(describe(c) for c in centroids)
+              min_radius: float, version: int | None = None) -> "ClusterSnapshot":
+        info = tuple(describe(c, version or 1) for c in centroids)
         return ClusterSnapshot(np.asarray(ids, int), np.asarray(centroids, np.float64).reshape(-1, FINGERPRINT_DIM),
                                np.asarray(radii, np.float64), np.asarray(sizes, int), info, assign_factor,
-                               min_radius, time.time())
+                               min_radius, time.time(), version)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [{"cluster_id": int(self.ids[i]), "size": int(self.sizes[i]),
                  "centroid": [round(float(v), 8) for v in self.centroids[i]],
                  "radius": round(float(self.radii[i]), 6), **self.info[i]} for i in range(len(self.ids))]
 
-    def predict(self, x: np.ndarray) -> dict[str, Any]:
-        """Nearest centroid; inside ``assign_factor x radius`` it is that cluster, else -1 (noise)."""
+    def predict(self, x: np.ndarray, version: int = 1) -> dict[str, Any]:
+        """Nearest centroid; inside ``assign_factor x radius`` it is that cluster, else -1 (noise).
+        ``x`` is a fingerprint of ``version``, the clusters' (the caller checks): its own zone is
+        read with that version."""
         if len(self.ids) == 0:
-            own = describe(x)
+            own = describe(x, version)
             return {"cluster_id": -1, "nearest_cluster_id": None, "distance": None,
                     "confidence": own["zone_confidence"], "basis": "vector", **own}
         d = np.linalg.norm(self.centroids - x, axis=1)
@@ -119,7 +129,7 @@ class ClusterSnapshot:
             return {"cluster_id": int(self.ids[j]), "nearest_cluster_id": int(self.ids[j]),
                     "distance": round(dist, 6), "confidence": round(max(0.0, 1.0 - dist / reach), 6),
                     "basis": "cluster_centroid", **self.info[j]}
-        own = describe(x)
+        own = describe(x, version)
         return {"cluster_id": -1, "nearest_cluster_id": int(self.ids[j]), "distance": round(dist, 6),
                 "confidence": own["zone_confidence"], "basis": "vector", **own}
 
@@ -308,14 +318,17 @@ class BatchClusterer:
     mode = "batch"
 
     def __init__(self, buffer_size: int, min_cluster_size: int, min_samples: int | None, backend: str,
-                 recluster_timeout: float = DEFAULT_RECLUSTER_TIMEOUT_S, max_abs: float = DEFAULT_MAX_ABS):
+                 recluster_timeout: float = DEFAULT_RECLUSTER_TIMEOUT_S, max_abs: float = DEFAULT_MAX_ABS,
+                 fingerprint_version: int | None = None):
+        # the version of every buffered fingerprint (None until the first one fixes it: --fingerprint-version auto)
+        self.fingerprint_version = fingerprint_version
         self.buffer: collections.deque[np.ndarray] = collections.deque(maxlen=buffer_size)
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.backend = backend
         self.recluster_timeout = recluster_timeout
         self.max_abs = max_abs
-        self.snapshot = ClusterSnapshot.empty(BATCH_ASSIGN_FACTOR, 1e-6)
+        self.snapshot = ClusterSnapshot.empty(BATCH_ASSIGN_FACTOR, 1e-6, fingerprint_version)
         self.reclusters = 0
         self.recluster_timeouts = 0
         self.recluster_failures = 0
@@ -422,6 +435,7 @@ class BatchClusterer:
         with self._fit_lock:
             with self._lock:
                 X = np.asarray(self.buffer, dtype=np.float64).reshape(-1, FINGERPRINT_DIM)
+                version = self.fingerprint_version  # fixed before the first fingerprint was buffered
             # ingestion rejects such vectors; this keeps a fit safe from any other caller of add_many
             ok = np.all(np.abs(X) <= self.max_abs, axis=1)  # NaN compares false: dropped too
             if not ok.all():
@@ -438,7 +452,7 @@ class BatchClusterer:
                     ids.append(cid); cents.append(c); sizes.append(len(m))
                     radii.append(float(np.percentile(np.linalg.norm(m - c, axis=1), 95)))
                 snapshot = ClusterSnapshot.build(ids, np.asarray(cents).reshape(-1, FINGERPRINT_DIM),
-                                                 np.asarray(radii), sizes, BATCH_ASSIGN_FACTOR, 1e-6)
+                                                 np.asarray(radii), sizes, BATCH_ASSIGN_FACTOR, 1e-6, version)
             except ShuttingDown:
                 raise
             except ReclusterTimeout as e:
@@ -461,7 +475,10 @@ class OnlineClusterer:
 
     mode = "online"
 
-    def __init__(self, threshold: float, min_radius: float, max_clusters: int, min_size: int):
+    def __init__(self, threshold: float, min_radius: float, max_clusters: int, min_size: int,
+                 fingerprint_version: int | None = None):
+        # the version of every absorbed fingerprint (None until the first one fixes it: --fingerprint-version auto)
+        self.fingerprint_version = fingerprint_version
         self.threshold = threshold
         self.min_radius = min_radius
         self.max_clusters = max_clusters
@@ -474,7 +491,7 @@ class OnlineClusterer:
         self.points = 0
         self.merges = 0
         self._lock = threading.Lock()
-        self.snapshot = ClusterSnapshot.empty(threshold, min_radius)
+        self.snapshot = ClusterSnapshot.empty(threshold, min_radius, fingerprint_version)
         self._dirty = False
 
     @property
@@ -542,8 +559,9 @@ class OnlineClusterer:
             cents = self.ls[keep] / self.n[keep, None] if len(keep) else np.zeros((0, FINGERPRINT_DIM))
             radii = self._radius(keep) if len(keep) else np.zeros(0)
             ids, sizes = self.ids[keep].tolist(), self.n[keep].astype(int).tolist()
+            version = self.fingerprint_version
             self._dirty = False
-        self.snapshot = ClusterSnapshot.build(ids, cents, radii, sizes, self.threshold, self.min_radius)
+        self.snapshot = ClusterSnapshot.build(ids, cents, radii, sizes, self.threshold, self.min_radius, version)
 
     def recluster(self) -> dict[str, Any]:
         self.refresh()
@@ -561,8 +579,10 @@ class Receiver:
     """ZMQ PULL on its own thread; accepted vectors go to the clusterer in batches.
 
     Frames that are not valid fingerprint messages (``wire.parse_frame``: bad JSON, wrong
-    dimension, NaN/infinity, ...) and vectors with a component beyond ``max_abs``
-    (``out_of_range``) are counted under their reason and dropped.
+    dimension, NaN/infinity, ...), vectors with a component beyond ``max_abs``
+    (``out_of_range``) and fingerprints of a version other than the clusterer's
+    (``fingerprint_version_mismatch``) are counted under their reason and dropped. With no
+    version set (``--fingerprint-version auto``) the first accepted message fixes it.
     """
 
     def __init__(self, bind: str, clusterer: Any, max_abs: float = DEFAULT_MAX_ABS):
@@ -610,9 +630,11 @@ class Receiver:
                     self.rejected.add(RejectedMessage("multipart", "one frame per message expected"))
                     continue
                 try:
-                    vec = parse_frame(frame, now).vector
+                    msg = parse_frame(frame, now)
+                    vec = msg.vector
                     if out_of_range(vec, self.max_abs):
                         raise RejectedMessage("out_of_range", f"a vector value is beyond +-{self.max_abs:g}")
+                    self._check_version(msg.fingerprint_version)
                     accepted.append(vec)
                 except RejectedMessage as e:
                     self.rejected.add(e)
@@ -622,6 +644,17 @@ class Receiver:
                 except Exception:  # a clustering bug must not stop the receiver
                     log.exception("clusterer update failed")
                 self.received += len(accepted)
+
+
+    def _check_version(self, version: int) -> None:
+        """Accept only the clusterer's version; the first accepted message fixes it when none is set."""
+        current = self.clusterer.fingerprint_version
+        if current is None:
+            self.clusterer.fingerprint_version = version  # once, before any fingerprint is added: never changes
+            log.info("clustering fingerprints of version %d (the first message's)", version)
+        elif version != current:
+            raise RejectedMessage("fingerprint_version_mismatch",
+                                  f"fingerprint_version {version}; this sidecar clusters version {current}")
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -723,7 +756,10 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
         if clusterer.mode == "online":
             clusterer.refresh()
         snap = clusterer.snapshot
-        return {"mode": clusterer.mode, "updated_at": snap.updated_at, "clusters": snap.to_json()}
+        # the version of the clustered fingerprints (null until the first one, in auto mode): a client
+        # assigns only fingerprints of that version to these clusters
+        return {"mode": clusterer.mode, "updated_at": snap.updated_at,
+                "fingerprint_version": clusterer.fingerprint_version, "clusters": snap.to_json()}
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
@@ -739,6 +775,7 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
             "buffered": clusterer.buffered,
             "clusters": len(snap.ids),
             "mode": clusterer.mode,
+            "fingerprint_version": clusterer.fingerprint_version,
             "zmq_endpoint": receiver.endpoint,
             "predict_requests": counters["predict_requests"],
             "http_rejected": counters["http_rejected"],
@@ -765,10 +802,17 @@ def create_app(clusterer: Any, receiver: Receiver, args: argparse.Namespace) -> 
         body = parse_body_object(await read_body(request, max_body))
         vectors, batch = parse_vectors(body, MAX_PREDICT_BATCH,
                                        lambda v, param: check_predict_vector(v, param, max_abs))
+        asked = parse_fingerprint_version(body.get("fingerprint_version"))
+        serving = clusterer.fingerprint_version
+        if asked is not None and serving is not None and asked != serving:
+            raise version_mismatch(asked, serving, "this sidecar's clusters")
+        # absent: the clusters' version (1, fingerprints that do not say, before any arrived)
+        version = asked or serving or 1
         if clusterer.mode == "online":
             clusterer.refresh()
         snap = clusterer.snapshot
-        results = [snap.predict(np.asarray(v, dtype=np.float64)) for v in vectors]
+        results = [{**snap.predict(np.asarray(v, dtype=np.float64), version), "fingerprint_version": version}
+                   for v in vectors]
         return fast_json_response({"results": results} if batch else results[0])
 
     @app.post("/recluster")
@@ -824,6 +868,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="online: radius floor (fingerprint units) for new, tight micro-clusters")
     ap.add_argument("--online-max-clusters", type=int, default=256, help="online: merge the closest pair past this")
     ap.add_argument("--online-min-size", type=int, default=5, help="online: report micro-clusters of at least N points")
+    ap.add_argument("--fingerprint-version", choices=["auto", *map(str, FINGERPRINT_VERSIONS)], default="auto",
+                    help="cluster fingerprints of this version only; auto: the first accepted message's version. "
+                         "Messages of another version are rejected, /predict of another version is a 400")
     ap.add_argument("--max-abs-value", type=float, default=DEFAULT_MAX_ABS,
                     help="vectors (ZMQ and /predict) with a component beyond +-this are rejected")
     ap.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
@@ -855,12 +902,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    version = None if args.fingerprint_version == "auto" else int(args.fingerprint_version)
     if args.online:
         clusterer: Any = OnlineClusterer(args.online_threshold, args.online_min_radius, args.online_max_clusters,
-                                         args.online_min_size)
+                                         args.online_min_size, version)
     else:
         clusterer = BatchClusterer(args.buffer_size, args.min_cluster_size, args.min_samples,
-                                   pick_backend(args.backend), args.recluster_timeout, args.max_abs_value)
+                                   pick_backend(args.backend), args.recluster_timeout, args.max_abs_value, version)
     import uvicorn
     import zmq
 

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         X, y = synthetic.make_clusters(n, seed=n)
         synthetic.write_db(db, X, y)
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, script, "--db", db, "--output-dir", out, "--no-progress"],
+        # synthetic.write_db stores rows without a version: version 1
+        p = subprocess.run([sys.executable, script, "--db", db, "--output-dir", out, "--no-progress",
+                            "--fingerprint-version", "1"],
                            capture_output=True, text=True, env=subprocess_env())
         wall = time.perf_counter() - t0
         if p.returncode != 0:

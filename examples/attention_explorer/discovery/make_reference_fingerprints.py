@@ -14,7 +14,7 @@ Two kinds of rows: every prompt position of a few local text files (code, prose,
 text), and each decode step of a few greedy chat answers. Usage::
 
     python examples/attention_explorer/discovery/make_reference_fingerprints.py --db ref.db
-    python -m sglang.srt.attention_sidecar.pca_interpretation --db ref.db --source "..."
+    python -m sglang.srt.attention_sidecar.pca_interpretation --db ref.db --fingerprint-version 1 --source "..."
 
 It imports torch and transformers; the sidecars never import this file.
 """

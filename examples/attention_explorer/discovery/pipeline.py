@@ -1,5 +1,10 @@
 """Discovery: fingerprints in SQLite -> PCA -> UMAP (2-D) -> HDBSCAN -> zones -> artifacts.
 
+A run clusters fingerprints of one version (``--fingerprint-version``, default
+``sgl_kernel.zones.DEFAULT_FINGERPRINT_VERSION``): fingerprints of different definitions are not
+comparable. The version is recorded in the manifest (``fingerprint_version``), the zones are
+read with that version's thresholds, and the PCA interpretation says its version too.
+
 Heavy libraries (scikit-learn, umap-learn, hdbscan, matplotlib) are imported only once the
 input has been checked, so a bad ``--db`` or too few fingerprints fail in well under a second.
 """
@@ -47,6 +52,7 @@ class DiscoveryConfig:
     min_cluster_size: int | None = None  # default: max(10, n // 100), at most 1000
     hdbscan_min_samples: int | None = None  # default: min(min_cluster_size, 50)
     kind: str = "all"
+    fingerprint_version: int = zones.DEFAULT_FINGERPRINT_VERSION
     limit: int | None = None
     seed: int | None = 42
     plot: bool = True
@@ -70,6 +76,8 @@ class DiscoveryConfig:
             raise DiscoveryError("--hdbscan-min-samples must be at least 1")
         if self.kind not in ("all", "step", "request"):
             raise DiscoveryError("--kind must be all, step or request")
+        if self.fingerprint_version not in zones.FINGERPRINT_VERSIONS:
+            raise DiscoveryError(f"--fingerprint-version must be one of {list(zones.FINGERPRINT_VERSIONS)}")
         if self.limit is not None and self.limit < 2:
             raise DiscoveryError("--limit must be at least 2")
         if self.clusterer not in ("auto", "hdbscan", "sklearn"):
@@ -108,13 +116,23 @@ def run_discovery(cfg: DiscoveryConfig) -> DiscoveryResult:
     except store.StoreError as e:
         raise DiscoveryError(str(e)) from None
     kind = None if cfg.kind == "all" else cfg.kind
-    where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
-    available = conn.execute(f"SELECT COUNT(*) FROM fingerprints {where}", params).fetchone()[0]
+    version = cfg.fingerprint_version
+    by_version = store.fingerprint_versions(conn, kind=kind)
+    available = by_version.get(version, 0)
     n = min(available, cfg.limit) if cfg.limit else available
     params_doc = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
     run_id = store.start_run(conn, os.path.abspath(cfg.output_dir), params_doc)
+    if available == 0:
+        have = ", ".join(f"{c} of version {v}" for v, c in sorted(by_version.items())) or "none at all"
+        others = [v for v in sorted(by_version) if v != version]
+        hint = f"; run with --fingerprint-version {others[0]}" if len(others) == 1 else ""
+        msg = (f"no fingerprints of version {version} in {cfg.db} (kind={cfg.kind}): it holds {have} "
+               f"(--fingerprint-version){hint}")
+        store.finish_run(conn, run_id, status="failed", n_fingerprints=0, error=msg)
+        raise DiscoveryError(msg)
     if n < cfg.min_samples:
-        msg = f"only {n} fingerprints in {cfg.db} (kind={cfg.kind}); discovery needs at least {cfg.min_samples} (--min-samples)"
+        msg = (f"only {n} fingerprints of version {version} in {cfg.db} (kind={cfg.kind}); discovery needs at least "
+               f"{cfg.min_samples} (--min-samples)")
         store.finish_run(conn, run_id, status="failed", n_fingerprints=int(n), error=msg)
         raise DiscoveryError(msg)
     try:
@@ -139,7 +157,8 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
 
     t0 = stage("load")
     with tqdm(desc="load fingerprints", unit="fp", disable=not cfg.progress, leave=False) as lb:
-        table = store.load_fingerprints(conn, kind=kind, limit=cfg.limit, progress=lb)
+        table = store.load_fingerprints(conn, kind=kind, limit=cfg.limit, progress=lb,
+                                        fingerprint_version=cfg.fingerprint_version)
     X = table.vectors
     finite = np.all(np.isfinite(X), axis=1)
     if not finite.all():  # cannot happen through the sidecar; be safe with hand-made databases
@@ -182,11 +201,12 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
     done("cluster", t0)
 
     t0 = stage("zones")
+    version = cfg.fingerprint_version  # every zone with this version's thresholds
     clusters = []
     for cid in sorted(int(c) for c in set(labels.tolist()) if c >= 0):
         m = labels == cid
         centroid = X[m].mean(axis=0)
-        d = describe(centroid)
+        d = describe(centroid, version)
         clusters.append({
             "cluster_id": cid,
             "size": int(m.sum()),
@@ -197,7 +217,7 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
             **d,
         })
     cluster_zone = {c["cluster_id"]: c["zone"] for c in clusters}
-    point_zone = [zones.classify(v).zone for v in tqdm(X, desc="point zones", leave=False, disable=not cfg.progress,
+    point_zone = [zones.classify(v, version).zone for v in tqdm(X, desc="point zones", leave=False, disable=not cfg.progress,
                                                          mininterval=0.5)]
     zone_col = [cluster_zone.get(int(l), pz) for l, pz in zip(labels, point_zone)]
     done("zones", t0)
@@ -209,17 +229,19 @@ def _run(cfg: DiscoveryConfig, conn: Any, run_id: int, kind: str | None, params_
     done("metrics", t0)
 
     t0 = stage("write")
-    models = sorted({m for (m,) in conn.execute("SELECT DISTINCT model FROM fingerprints") if m})
+    models = sorted({m for (m,) in conn.execute(
+        "SELECT DISTINCT model FROM fingerprints WHERE fingerprint_version = ?", (version,)) if m})
     interp = pca_interpretation.interpret(
         pca.mean_, pca.components_, pca.explained_variance_, pca.explained_variance_ratio_,
         {"description": f"discovery run {run_id} over {cfg.db}", "db": os.path.abspath(cfg.db), "models": models,
-         "n_fingerprints": n, "computed_at": time.time(), "run_id": run_id})
+         "n_fingerprints": n, "computed_at": time.time(), "run_id": run_id}, fingerprint_version=version)
     keep = np.flatnonzero(finite)
     writers = _writers(table, keep, xy, Z, labels, probs, zone_col, point_zone, clusters, pca, reducer, clusterer,
                        interp, cfg.plot)
     timings_doc = dict(timings)
     manifest = {
         "run_id": run_id,
+        "fingerprint_version": version,
         "created_at": time.time(),
         "db": os.path.abspath(cfg.db),
         "n_points": n,

@@ -154,7 +154,8 @@ def shared_discovery(root: str, script: str, n: int = 1200, seed: int = 3) -> di
     """One synthetic database + one real discovery run per test session (UMAP's first fit is slow).
 
     ``root`` is a session temp folder shared by every conftest that asks; the result is cached
-    there as ``result.json``.
+    there as ``result.json``. The synthetic rows carry no fingerprint version (version 1), so
+    the run clusters version 1 (run_discovery.py's default is 2).
     """
     import numpy as np
 
@@ -171,7 +172,7 @@ def shared_discovery(root: str, script: str, n: int = 1200, seed: int = 3) -> di
     synthetic.write_db(db, X, y)
     art = os.path.join(out, "artifacts")
     proc = subprocess.run([sys.executable, script, "--db", db, "--output-dir", art, "--min-samples", "100",
-                           "--umap-max-fit", str(n * 2 // 3), "--no-progress"],
+                           "--umap-max-fit", str(n * 2 // 3), "--no-progress", "--fingerprint-version", "1"],
                           capture_output=True, text=True, env=subprocess_env(), timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"discovery failed ({proc.returncode}): {proc.stderr[-3000:]}")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from sglang.srt.attention_sidecar import pca_interpretation as pi
 from sglang.test import synthetic
@@ -58,7 +59,8 @@ def test_cli_recomputes_from_a_database(tmp_path) -> None:
     synthetic.write_db(str(db), X, y)
     out = tmp_path / "interp.json"
     r = subprocess.run([sys.executable, "-m", "sglang.srt.attention_sidecar.pca_interpretation", "--db", str(db),
-                        "--output", str(out), "--source", "unit test"], capture_output=True, text=True, timeout=120)
+                        "--output", str(out), "--source", "unit test", "--fingerprint-version", "1"],  # write_db: v1
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     _check_doc(doc)
@@ -69,3 +71,53 @@ def test_cli_recomputes_from_a_database(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "sglang.srt.attention_sidecar.pca_interpretation", "--db",
                           str(tmp_path / "missing.db"), "--output", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_defaults_are_per_fingerprint_version(tmp_path, monkeypatch) -> None:
+    assert pi.default_path(1) == pi.DEFAULT_PATH and pi.default_path(2).endswith("pca_interpretation_v2.json")
+    assert pi.load_default(1)["fingerprint_version"] == 1 and pi.load_default() == pi.load_default(1)
+    with pytest.raises(ValueError, match=r"\[1, 2\]"):
+        pi.default_path(3)
+    # in a data folder without the version-2 file: a clear error naming it; with it: that document
+    monkeypatch.setattr(pi, "DATA_DIR", str(tmp_path))
+    with pytest.raises(pi.DefaultMissing, match="pca_interpretation_v2.json.*--fingerprint-version 2"):
+        pi.load_default(2)
+    X, _ = synthetic.make_clusters(200, n_clusters=3, seed=4)
+    (tmp_path / "pca_interpretation_v2.json").write_text(json.dumps(pi.compute(X, {}, fingerprint_version=2)))
+    assert pi.load_default(2)["fingerprint_version"] == 2
+    (tmp_path / "pca_interpretation_v2.json").write_text(json.dumps(pi.compute(X, {}, fingerprint_version=1)))
+    with pytest.raises(ValueError, match="describes fingerprint version 1"):
+        pi.load_default(2)
+
+
+def test_documents_say_their_fingerprint_version() -> None:
+    X, _ = synthetic.make_clusters(200, n_clusters=3, seed=5)
+    assert pi.compute(X, {})["fingerprint_version"] == 1
+    assert pi.compute(X, {}, fingerprint_version=2)["fingerprint_version"] == 2
+    with pytest.raises(ValueError):
+        pi.compute(X, {}, fingerprint_version=3)
+
+
+def test_cli_uses_the_rows_of_one_version(tmp_path) -> None:
+    from sglang.srt.attention_sidecar import store
+    from sglang.srt.attention_sidecar.wire import FingerprintMessage
+
+    X1, y1 = synthetic.make_clusters(300, seed=6)
+    X2, _ = synthetic.make_clusters(200, n_clusters=2, seed=7)
+    db = tmp_path / "f.db"
+    synthetic.write_db(str(db), X1, y1)  # version 1 (no version said)
+    cli = [sys.executable, "-m", "sglang.srt.attention_sidecar.pca_interpretation", "--db", str(db)]
+    out = tmp_path / "v2.json"
+    r = subprocess.run([*cli, "--output", str(out)], capture_output=True, text=True, timeout=120)  # default: 2
+    assert r.returncode == 2 and "0 fingerprints of version 2" in r.stderr and "300 of version 1" in r.stderr, r.stderr
+    conn = store.connect(str(db))
+    store.insert_messages(conn, [FingerprintMessage(f"v2-{i}", None, "step", i, None, None, "m2", 0.0, 0.0,
+                                                    [float(v) for v in x], 2) for i, x in enumerate(X2)])
+    r = subprocess.run([*cli, "--output", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["fingerprint_version"] == 2 and doc["source"]["n_fingerprints"] == 200
+    assert doc["source"]["models"] == ["m2"]
+    expect = pi.compute(X2, {}, fingerprint_version=2)
+    for a, b in zip(doc["components"], expect["components"]):
+        assert np.allclose(a["loadings"], b["loadings"], atol=1e-5)

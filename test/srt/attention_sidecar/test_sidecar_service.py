@@ -193,3 +193,66 @@ def test_cli_errors_exit_2(tmp_path, args, needle) -> None:
     r = subprocess.run([sys.executable, "-m", "sglang.srt.attention_sidecar", "--zmq-bind", "none", *argv],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def test_ingest_stores_each_fingerprint_version(tmp_path) -> None:
+    db = tmp_path / "f.db"
+    with _service("--db", str(db), "--zmq-bind", "tcp://127.0.0.1:*") as svc:
+        frames = [fingerprint_frame(_vec(i), step=i, **({} if i % 3 == 0 else {"fingerprint_version": 1 + i % 2}))
+                  for i in range(30)]
+        frames.append(fingerprint_frame(_vec(99), fingerprint_version=3))
+        push_frames(svc.zmq_endpoint, frames)
+        s = svc.wait_for(lambda s: s["received"] + s["rejected"] >= 31)
+        assert (s["received"], s["rejected"]) == (30, 1)
+        assert s["rejected_by_reason"] == {"unsupported_fingerprint_version": 1}
+        want = {i: 1 if i % 3 == 0 else 1 + i % 2 for i in range(30)}
+        assert s["received_by_fingerprint_version"] == {
+            str(v): n for v, n in sorted({v: list(want.values()).count(v) for v in set(want.values())}.items())}
+        svc.post("/storage/flush")
+    rows = sqlite3.connect(db).execute("SELECT step, fingerprint_version FROM fingerprints").fetchall()
+    assert dict(rows) == want
+
+
+def test_classify_follows_the_runs_fingerprint_version(discovery_run) -> None:
+    """The shared run clustered version 1 fingerprints: /classify of version 1 (or unsaid) answers,
+    version 2 is a 400 naming the field; /centroids, /discovery/status and /pca/interpretation
+    say the version."""
+    X, _ = synthetic.make_clusters(20, seed=12)
+    man = json.load(open(os.path.join(discovery_run["artifacts"], "manifest.json")))
+    assert man["fingerprint_version"] == 1
+    with _service("--discovery-dir", discovery_run["artifacts"], "--zmq-bind", "none") as svc:
+        unsaid = svc.post("/classify", json={"vectors": X.tolist()}).json()["results"]
+        said = svc.post("/classify", json={"vectors": X.tolist(), "fingerprint_version": 1}).json()["results"]
+        assert said == unsaid and all(r["fingerprint_version"] == 1 for r in said)
+        err = _assert_error(svc.post("/classify", json={"vector": X[0].tolist(), "fingerprint_version": 2}), 400,
+                            "fingerprint_version")
+        assert err["code"] == "fingerprint_version_mismatch" and "version 1" in err["message"]
+        for bad in (3, "2", 2.5, True):
+            err = _assert_error(svc.post("/classify", json={"vector": X[0].tolist(), "fingerprint_version": bad}),
+                                400, "fingerprint_version")
+            assert err["code"] == "invalid_fingerprint_version"
+        assert svc.get("/centroids").json()["fingerprint_version"] == 1
+        assert svc.get("/discovery/status").json()["current"]["fingerprint_version"] == 1
+        assert svc.get("/stats").json()["discovery_fingerprint_version"] == 1
+        run_doc = svc.get("/pca/interpretation").json()
+        assert run_doc["fingerprint_version"] == 1 and run_doc["source"]["run_id"] == man["run_id"]
+        assert svc.get("/pca/interpretation?fingerprint_version=1").json() == run_doc
+        # another version: the shipped default of that version (or 404 while there is none)
+        from sglang.srt.attention_sidecar import pca_interpretation as pi
+
+        r = svc.get("/pca/interpretation?fingerprint_version=2")
+        if os.path.exists(pi.default_path(2)):
+            assert r.status_code == 200 and r.json() == pi.load_default(2)
+        else:
+            assert _assert_error(r, 404, "fingerprint_version")["code"] == "no_interpretation"
+        err = _assert_error(svc.get("/pca/interpretation?fingerprint_version=7"), 400, "fingerprint_version")
+        assert err["code"] == "invalid_fingerprint_version"
+
+
+def test_pca_interpretation_without_a_run_follows_the_version_asked() -> None:
+    from sglang.srt.attention_sidecar import pca_interpretation as pi
+
+    with _service("--zmq-bind", "none") as svc:
+        assert svc.get("/pca/interpretation").json() == pi.load_default(1)
+        assert svc.get("/pca/interpretation?fingerprint_version=1").json()["fingerprint_version"] == 1
+        assert svc.get("/centroids").json() == {"run_id": None, "fingerprint_version": None, "clusters": []}

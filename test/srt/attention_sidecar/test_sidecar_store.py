@@ -78,3 +78,50 @@ def test_schema_rejects_bad_rows(tmp_path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO fingerprints (kind, received_at, vector) VALUES ('bogus', 0, ?)",
                      (bytes(160),))
+
+
+def _frame_msgs(versions: list[int | None]) -> list:
+    out = []
+    for i, v in enumerate(versions):
+        obj = {"vector": [float(i)] * 20, "step": i}
+        if v is not None:
+            obj["fingerprint_version"] = v
+        out.append(parse_frame(json.dumps(obj).encode(), 1.0))
+    return out
+
+
+def test_fingerprint_version_is_stored_filtered_and_counted(tmp_path) -> None:
+    conn = store.connect(str(tmp_path / "a.db"))
+    store.insert_messages(conn, _frame_msgs([None, 1, 2, 2, 2]))
+    rows = conn.execute("SELECT step, fingerprint_version FROM fingerprints ORDER BY step").fetchall()
+    assert rows == [(0, 1), (1, 1), (2, 2), (3, 2), (4, 2)]
+    assert store.fingerprint_versions(conn) == {1: 2, 2: 3}
+    assert store.load_fingerprints(conn, fingerprint_version=2).steps == [2, 3, 4]
+    assert store.load_fingerprints(conn, fingerprint_version=1, limit=1).steps == [1]
+    assert len(store.load_fingerprints(conn).steps) == 5  # no filter: every version
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO fingerprints (kind, received_at, vector, fingerprint_version) VALUES ('step', 0, ?, 0)",
+                     (bytes(160),))
+
+
+def test_migrating_an_old_database_keeps_its_rows_as_version_1(tmp_path, monkeypatch) -> None:
+    p = str(tmp_path / "old.db")
+    # a database written by the code before fingerprint versions: schema 1 only
+    with monkeypatch.context() as m:
+        m.setattr(store, "MIGRATIONS", store.MIGRATIONS[:1])
+        m.setattr(store, "SCHEMA_VERSION", 1)
+        m.setattr(store, "INSERT_FINGERPRINT", store.INSERT_FINGERPRINT.replace(", fingerprint_version)", ")")
+                  .replace(", ?)", ")"))
+        old = store.connect(p)
+        old.executemany(store.INSERT_FINGERPRINT, [(f"r{i}", None, "step", i, None, None, "m", 0.0, 1.0, bytes(160))
+                                                   for i in range(4)])
+        assert "fingerprint_version" not in {r[1] for r in old.execute("PRAGMA table_info(fingerprints)")}
+        old.close()
+    conn = store.connect(p)  # migrates
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION >= 2
+    assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    assert conn.execute("SELECT fingerprint_version FROM fingerprints").fetchall() == [(1,)] * 4
+    assert store.fingerprint_versions(conn) == {1: 4}
+    store.insert_messages(conn, _frame_msgs([2]))  # new rows keep their own version
+    assert store.fingerprint_versions(conn) == {1: 4, 2: 1}
+    assert store.load_fingerprints(conn, fingerprint_version=1).request_ids == ["r0", "r1", "r2", "r3"]

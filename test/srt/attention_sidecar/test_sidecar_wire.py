@@ -62,3 +62,18 @@ def test_large_finite_values_are_not_mistaken_for_infinity() -> None:
     # their sum overflows to inf, each value is finite: accepted
     m = parse_frame(json.dumps({"vector": [1e308] * 20}).encode(), 0.0)
     assert m.vector[0] == 1e308
+
+
+@pytest.mark.parametrize("value,expect", [(None, 1), (1, 1), (2, 2)])
+def test_fingerprint_version_is_optional_and_absent_means_1(value, expect) -> None:
+    obj = {"vector": [0.0] * 20} if value is None else {"vector": [0.0] * 20, "fingerprint_version": value}
+    assert parse_frame(json.dumps(obj).encode(), 0.0).fingerprint_version == expect
+    # JSON null is "not said", like the other optional fields
+    assert parse_frame(json.dumps({"vector": [0.0] * 20, "fingerprint_version": None}).encode(), 0).fingerprint_version == 1
+
+
+@pytest.mark.parametrize("value", [0, 3, -1, "2", 2.0, True, [2], {"v": 2}])
+def test_unknown_fingerprint_versions_are_rejected_with_their_own_reason(value) -> None:
+    with pytest.raises(RejectedMessage) as e:
+        parse_frame(json.dumps({"vector": [0.0] * 20, "fingerprint_version": value}).encode(), 0.0)
+    assert e.value.reason == "unsupported_fingerprint_version" and "[1, 2]" in str(e.value)

@@ -6,6 +6,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 import torch
 import zmq
 
@@ -57,6 +58,83 @@ def test_scheduler_streams_steps_and_summary(smollm_tokenizer):
         np.testing.assert_allclose(summary[0]["vector"], np.mean([e["fingerprint"] for e in res["entries"]], 0),
                                    atol=1e-5)
         assert sched.load().capture_sidecar_dropped == 0
+    finally:
+        pull.close(0)
+        ctx.term()
+
+
+def _version_dependent_fingerprint() -> list[float]:
+    """A fingerprint whose zone depends on the version it is read as: uniform histogram, entropy
+    between the two versions' diffuse thresholds."""
+    from sgl_kernel import zones
+
+    t1, t2 = zones.thresholds(1)[0]["diffuse"], zones.thresholds(2)[0]["diffuse"]
+    fp = [float(x) for x in zones.fingerprint_from_hist(np.full(16, 1 / 16), (t1 + t2) / 2)]
+    if zones.classify(fp, 1).zone == zones.classify(fp, 2).zone:
+        pytest.skip("the version 1 and 2 thresholds read this fingerprint alike")
+    return fp
+
+
+def _pull(n: int, pull: zmq.Socket, timeout: float = 20) -> list[dict]:
+    msgs: list[dict] = []
+    deadline = time.time() + timeout
+    while len(msgs) < n and time.time() < deadline:
+        if pull.poll(200):
+            msgs.append(json.loads(pull.recv_string()))
+    return msgs
+
+
+def test_messages_carry_their_fingerprint_version_and_its_zone():
+    from sgl_kernel import zones
+
+    port = free_port()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    em = FingerprintStream(f"tcp://127.0.0.1:{port}", model="m")
+    try:
+        fp = _version_dependent_fingerprint()
+        v = torch.tensor(fp, dtype=torch.float64)
+        em.step("a", 0, v, 1)
+        em.step("b", 0, v, 2)
+        em.step("c", 0, v)  # not said: the engine's default version
+        em.request_summary("a", v, 1, 1)
+        em.request_summary("b", v, 1, 2)
+        msgs = _pull(5, pull)
+        assert len(msgs) == 5
+        for m in msgs:
+            want = {"a": 1, "b": 2, "c": zones.DEFAULT_FINGERPRINT_VERSION}[m["request_id"]]
+            assert m["version"] == 1 and m["fingerprint_version"] == want
+            assert m["manifold"] == zones.classify(fp, want).zone
+    finally:
+        em.close()
+        pull.close(0)
+        ctx.term()
+
+
+def test_scheduler_streams_each_requests_fingerprint_version(smollm_tokenizer):
+    from sgl_kernel import zones
+
+    port = free_port()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        sched = capture_scheduler(max_total_tokens=2048, attention_sidecar_url=f"tcp://127.0.0.1:{port}")
+        prompt = smollm_tokenizer.encode("Fingerprints of two definitions travel side by side.")
+        res = run_capture(sched, [(0, "v1", prompt, CaptureParams(mode="fingerprint", fingerprint_version=1)),
+                                  (0, "v2", prompt, CaptureParams(mode="fingerprint", fingerprint_version=2))], 4)
+        msgs = _pull(10, pull)
+        assert len(msgs) == 10
+        for m in msgs:
+            version = int(m["request_id"][1])
+            assert m["fingerprint_version"] == version
+            assert m["manifold"] == zones.classify(m["vector"], version).zone
+        for rid in ("v1", "v2"):
+            steps = {m["step"]: m for m in msgs if m["request_id"] == rid and m["kind"] == "step"}
+            for e in res[rid]["entries"]:  # the entries' manifold is read with the same version
+                assert e["fingerprint_version"] == steps[e["decode_step"]]["fingerprint_version"]
+                assert steps[e["decode_step"]]["manifold"] == e["manifold"]
     finally:
         pull.close(0)
         ctx.term()

@@ -100,3 +100,93 @@ def test_hints_and_adaptive_sampling(sidecar, smollm_tokenizer):
         for o in sched.step():
             res = o
     assert res.new_token_ids == out.new_token_ids[s:]
+
+
+class _Centroids:
+    """A tiny HTTP server answering GET /centroids with ``body``."""
+
+    def __init__(self, body: dict) -> None:
+        import http.server
+        import threading
+
+        payload = json.dumps(body).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *a) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _client(body: dict):
+    import torch
+
+    from sglang.srt.capture.hints import HintsClient
+
+    srv = _Centroids(body)
+    hints = HintsClient(srv.url, 3600, torch.device("cpu"))
+    deadline = time.time() + 10
+    while hints._ok is None and time.time() < deadline:  # the first refresh, good or bad
+        time.sleep(0.05)
+    return srv, hints
+
+
+def test_hints_assign_only_rows_of_the_centroids_version():
+    import numpy as np
+    import torch
+
+    from sgl_kernel import zones
+
+    t1, t2 = zones.thresholds(1)[0]["diffuse"], zones.thresholds(2)[0]["diffuse"]
+    between = zones.fingerprint_from_hist(np.full(16, 1 / 16), (t1 + t2) / 2)  # its zone depends on the version
+    local = zones.fingerprint_from_hist([0.8, 0.15, 0.05] + [0] * 13, 0.2)
+    # no zone or hints given: the client reads them from the centroid, with the centroids' version
+    body = {"fingerprint_version": 2, "clusters": [
+        {"cluster_id": 7, "centroid": between.tolist(), "radius": 0.05},
+        {"cluster_id": 9, "centroid": local.tolist(), "radius": 0.05}]}
+    srv, hints = _client(body)
+    try:
+        snap = hints.snapshot
+        assert snap is not None and snap.version == 2
+        assert snap.zones == [zones.classify(between, 2).zone, zones.classify(local, 2).zone]
+        h = zones.sampling_hints(between, 2)
+        assert snap.hints[0] == {"temperature": h["temperature"], "top_p": h["top_p"]}
+        fp = torch.tensor(np.stack([between, local, between, local]), dtype=torch.float32)
+        idx, _ = hints.assign(fp)  # versions not given: every row is the centroids' version
+        assert idx.tolist() == [0, 1, 0, 1]
+        idx, _ = hints.assign(fp, torch.tensor([2, 2, 1, 1]))  # rows of version 1: no hint
+        assert idx.tolist() == [0, 1, -1, -1]
+        idx, _ = hints.assign(fp, torch.tensor([1, 1, 1, 1]))
+        assert idx.tolist() == [-1, -1, -1, -1]
+    finally:
+        hints.close()
+        srv.close()
+    # a sidecar that does not say: version 1
+    srv, hints = _client({"clusters": body["clusters"]})
+    try:
+        assert hints.snapshot.version == 1 and hints.snapshot.zones[0] == zones.classify(between, 1).zone
+        fp = torch.tensor(np.stack([between, between]), dtype=torch.float32)
+        assert hints.assign(fp, torch.tensor([1, 2]))[0].tolist() == [0, -1]
+    finally:
+        hints.close()
+        srv.close()
+    # a version the engine does not know: refused (no snapshot), rule-based zones go on
+    srv, hints = _client({"fingerprint_version": 5, "clusters": body["clusters"]})
+    try:
+        assert hints._ok is False and hints.snapshot is None and hints.assign(torch.zeros(1, 20)) is None
+    finally:
+        hints.close()
+        srv.close()

@@ -2,8 +2,10 @@
 
 A discovery run writes one flat folder::
 
-    manifest.json             written last; format, run id, parameters, metrics, versions and the
-                              sha256 + size of every other file (the loader checks them all)
+    manifest.json             written last; format, run id, fingerprint_version (the one version
+                              of the run's fingerprints; 1 when absent: sets written before
+                              versions existed), parameters, metrics, versions and the sha256 +
+                              size of every other file (the loader checks them all)
     points.parquet            one row per fingerprint: id, request_id, session_id, step, x, y,
                               cluster_id, cluster_probability, zone, point_zone
     centroids.json            one entry per cluster: 20-D centroid, PCA and 2-D centroids, zone,
@@ -34,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sgl_kernel.zones import FINGERPRINT_DIM
+from sgl_kernel.zones import FINGERPRINT_DIM, FINGERPRINT_VERSIONS
 from sglang.srt.attention_sidecar.describe import describe
 
 log = logging.getLogger("attention_sidecar.artifacts")
@@ -51,6 +53,23 @@ OOD_FACTOR = 3.0  # a point farther than 3x the training 99th-percentile 1-NN di
 
 class ArtifactError(Exception):
     """The artifact folder is missing, partial, corrupted or of an unknown format."""
+
+
+class FingerprintVersionMismatch(ValueError):
+    """Fingerprints of one version classified against a run of another: distances between
+    fingerprints of different definitions mean nothing, so this is refused."""
+
+    def __init__(self, asked: int, run_version: int, run_id: Any):
+        super().__init__(f"fingerprint_version {asked} does not match the loaded discovery run {run_id}, which "
+                         f"clustered version {run_version} fingerprints; send fingerprints of version "
+                         f"{run_version} or load a run of version {asked} (run_discovery.py --fingerprint-version "
+                         f"{asked})")
+        self.asked, self.run_version = asked, run_version
+
+
+def manifest_version(manifest: dict[str, Any]) -> int:
+    """The fingerprint version of a run's manifest (1: written before runs recorded it)."""
+    return int(manifest.get("fingerprint_version", 1))
 
 
 def sha256_file(path: str) -> str:
@@ -128,11 +147,27 @@ class ArtifactSet:
     def run_id(self) -> Any:
         return self.manifest.get("run_id")
 
+    @property
+    def fingerprint_version(self) -> int:
+        """The version of the fingerprints this run clustered (and the only one it classifies)."""
+        return manifest_version(self.manifest)
+
     def project_pca(self, X: np.ndarray) -> np.ndarray:
         return (X - self.pca_mean) @ self.pca_components.T
 
-    def classify(self, X: np.ndarray, method: str = "knn") -> list[dict[str, Any]]:
-        """Cluster, zone, 2-D position and hints of each row of ``X`` (float64[m, 20])."""
+    def check_version(self, fingerprint_version: int | None) -> int:
+        """The version to classify with: the run's; FingerprintVersionMismatch for another one
+        (None: the caller did not say, so its fingerprints are taken to be the run's version)."""
+        run_version = self.fingerprint_version
+        if fingerprint_version is not None and fingerprint_version != run_version:
+            raise FingerprintVersionMismatch(fingerprint_version, run_version, self.run_id)
+        return run_version
+
+    def classify(self, X: np.ndarray, method: str = "knn", fingerprint_version: int | None = None
+                 ) -> list[dict[str, Any]]:
+        """Cluster, zone, 2-D position and hints of each row of ``X`` (float64[m, 20]), fingerprints
+        of the run's version (``fingerprint_version`` of another: FingerprintVersionMismatch)."""
+        self.check_version(fingerprint_version)
         X = np.asarray(X, dtype=np.float64).reshape(-1, FINGERPRINT_DIM)
         Z = self.project_pca(X)
         k = min(NEIGHBORS, len(self.index_pca))
@@ -198,7 +233,7 @@ class ArtifactSet:
 
     def _answer(self, x: np.ndarray, label: int, prob: float, xy: np.ndarray, ood: bool, method: str) -> dict:
         cluster = self._cluster_by_id.get(label) if not ood else None
-        own = describe(x)
+        own = describe(x, self.fingerprint_version)
         if cluster is not None:
             basis = "cluster_centroid"
             zone, zconf = cluster["zone"], cluster["zone_confidence"]
@@ -226,6 +261,7 @@ class ArtifactSet:
             "out_of_distribution": ood,
             "method": method,
             "run_id": self.run_id,
+            "fingerprint_version": self.fingerprint_version,
         }
 
     def point_columns(self) -> dict[str, Any]:
@@ -275,6 +311,7 @@ class ArtifactSet:
         return {
             "directory": self.directory,
             "run_id": m.get("run_id"),
+            "fingerprint_version": self.fingerprint_version,
             "created_at": m.get("created_at"),
             "n_points": int(len(self.index_pca)),
             "n_clusters": len(self.centroids),
@@ -315,6 +352,10 @@ def load_artifact_set(directory: str) -> ArtifactSet:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{MANIFEST} is not a {FORMAT} manifest")
     manifest["_sha256"] = hashlib.sha256(raw).hexdigest()
+    version = manifest.get("fingerprint_version", 1)
+    if type(version) is not int or version not in FINGERPRINT_VERSIONS:
+        raise ArtifactError(f"{MANIFEST} has fingerprint_version {version!r}; this code reads "
+                            f"{list(FINGERPRINT_VERSIONS)}")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise ArtifactError(f"{MANIFEST} lists no files")
@@ -353,6 +394,8 @@ def load_artifact_set(directory: str) -> ArtifactSet:
     for c in centroids:
         if len(c.get("centroid", ())) != FINGERPRINT_DIM:
             raise ArtifactError(f"centroid of cluster {c.get('cluster_id')} is not {FINGERPRINT_DIM}-D")
+    if not isinstance(interp, dict) or interp.get("fingerprint_version", version) != version:
+        raise ArtifactError(f"pca_interpretation.json is not of the run's fingerprint version {version}")
     try:
         return ArtifactSet(directory, manifest, centroids, mean, comps, ipca, ixy, ilab, iprob, interp)
     except Exception as e:  # e.g. a KD-tree on non-finite data

@@ -11,14 +11,16 @@ from typing import Any, Sequence
 from sgl_kernel import zones
 
 
-def describe(fp: Sequence[float]) -> dict[str, Any]:
-    """``zone``, ``zone_confidence``, ``traits`` and ``sampling_hints`` of a fingerprint."""
-    r = zones.classify(fp)
-    hints = zones.sampling_hints(fp)
+def describe(fp: Sequence[float], version: int = 1) -> dict[str, Any]:
+    """``zone``, ``zone_confidence``, ``traits`` and ``sampling_hints`` of a fingerprint of
+    ``version`` (``sgl_kernel.zones.FINGERPRINT_VERSIONS``; 1 for data that does not say): each
+    version is read with its own thresholds."""
+    r = zones.classify(fp, version)
+    hints = zones.sampling_hints(fp, version)
     return {
         "zone": r.zone,
         "zone_confidence": r.confidence,
-        "traits": zones.traits(fp),
+        "traits": zones.traits(fp, version),
         "sampling_hints": {"temperature": hints["temperature"], "top_p": hints["top_p"],
                            "capture_mode": hints["capture_mode"]},
     }

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sgl_kernel.zones import FINGERPRINT_DIM
+from sgl_kernel.zones import FINGERPRINT_DIM, FINGERPRINT_VERSIONS
 
 
 @dataclass
@@ -107,3 +107,24 @@ def parse_int_param(params: Any, name: str, default: int, lo: int, hi: int) -> i
         raise ApiError(f"'{name}' must be an integer in [{lo}, {hi}], got {value}", param=name,
                        code="invalid_parameter")
     return value
+
+
+def parse_fingerprint_version(value: Any, param: str = "fingerprint_version", query: bool = False) -> int | None:
+    """An optional fingerprint version (``sgl_kernel.zones.FINGERPRINT_VERSIONS``) from a JSON body
+    (an integer) or, with ``query``, a query string: None when absent, else the version, or
+    ApiError naming ``param``."""
+    if value is None:
+        return None
+    if query and isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 3:
+        value = int(value)
+    if type(value) is not int or value not in FINGERPRINT_VERSIONS:
+        raise ApiError(f"'{param}' must be one of {list(FINGERPRINT_VERSIONS)}, got {json.dumps(value)[:40]}",
+                       param=param, code="invalid_fingerprint_version")
+    return value
+
+
+def version_mismatch(asked: int, serving: int, what: str, param: str = "fingerprint_version") -> ApiError:
+    """400 for fingerprints of version ``asked`` sent to a model of version ``serving``."""
+    return ApiError(f"'{param}' is {asked} but {what} holds version {serving} fingerprints; distances between "
+                    f"fingerprints of different versions mean nothing, so they are not compared",
+                    param=param, code="fingerprint_version_mismatch")

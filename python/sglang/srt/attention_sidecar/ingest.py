@@ -50,6 +50,7 @@ class Ingestor:
         self.last_flush_error: str | None = None
         self.last_flush_ms = 0.0
         self.rejected = RejectCounter()
+        self.received_by_version: dict[int, int] = {}  # fingerprint_version -> accepted messages
         self._buffer: list[FingerprintMessage] = []
         self._lock = threading.Lock()  # guards _buffer and the SQLite connection
         self._stop = threading.Event()
@@ -80,6 +81,7 @@ class Ingestor:
     def stats(self) -> dict[str, Any]:
         return {
             "received": self.received,
+            "received_by_fingerprint_version": {str(v): n for v, n in sorted(self.received_by_version.items())},
             "rejected": self.rejected.total,
             "rejected_by_reason": dict(self.rejected.by_reason),
             "last_rejections": list(self.rejected.last_errors),
@@ -139,6 +141,10 @@ class Ingestor:
             with self._lock:
                 self._buffer.extend(accepted)
             self.received += len(accepted)
+            by_version = self.received_by_version
+            for m in accepted:
+                v = m.fingerprint_version
+                by_version[v] = by_version.get(v, 0) + 1
         return n
 
     def _run(self) -> None:

@@ -1,10 +1,14 @@
 """PCA interpretation of fingerprints: loadings, names and explanations for PC1..PC4.
 
-The shipped defaults live in ``data/pca_interpretation.json``; every discovery run recomputes
-the same structure for its own data. Recompute the defaults from any fingerprint database::
+Fingerprints of different versions (``sgl_kernel.zones.FINGERPRINT_VERSIONS``) have different
+distributions, so each version has its own shipped defaults (``default_path(version)``):
+``data/pca_interpretation.json`` for version 1, ``data/pca_interpretation_v2.json`` for version
+2; every discovery run recomputes the same structure for its own data (of one version), and
+every document says its ``fingerprint_version``. Recompute the defaults of a version from the
+fingerprints of that version in any fingerprint database::
 
     python -m sglang.srt.attention_sidecar.pca_interpretation --db attention_data.db \\
-        --source "SmolLM2-135M-Instruct fingerprints captured by the engine"
+        --fingerprint-version 2 --source "SmolLM2-135M-Instruct fingerprints captured by the engine"
 
 Names and phrases are derived from the loadings, not hard-coded per component: features are
 grouped into four concepts (local = local mass + bins 0-2, semantic bridge = mid mass + bins
@@ -26,9 +30,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sgl_kernel.zones import FINGERPRINT_DIM, LOCAL_BINS, LONG_BINS, MID_BINS
+from sgl_kernel.zones import (DEFAULT_FINGERPRINT_VERSION, FINGERPRINT_DIM, FINGERPRINT_VERSIONS, LOCAL_BINS,
+                              LONG_BINS, MID_BINS)
 
-DEFAULT_PATH = os.path.join(os.path.dirname(__file__), "data", "pca_interpretation.json")
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+DEFAULT_PATH = os.path.join(DATA_DIR, "pca_interpretation.json")  # version 1's
+DEFAULT_FILES = {1: "pca_interpretation.json", 2: "pca_interpretation_v2.json"}
 N_COMPONENTS = 4
 STRONG, MODERATE = 1.5, 0.5
 
@@ -80,9 +87,27 @@ def _side(j: int, with_range: bool) -> tuple[str, str]:
     return spec["name"], spec["phrase"]
 
 
+class DefaultMissing(FileNotFoundError):
+    """No shipped interpretation for the fingerprint version asked for."""
+
+
+def check_version(version: Any) -> int:
+    """``version`` as a fingerprint version, or ValueError naming the valid ones."""
+    if type(version) is not int or version not in FINGERPRINT_VERSIONS:
+        raise ValueError(f"fingerprint version must be one of {list(FINGERPRINT_VERSIONS)}, got {version!r}")
+    return version
+
+
+def default_path(version: int = 1) -> str:
+    """The shipped default interpretation of fingerprints of ``version``."""
+    return os.path.join(DATA_DIR, DEFAULT_FILES[check_version(version)])
+
+
 def interpret(mean: np.ndarray, components: np.ndarray, explained_variance: np.ndarray,
-              explained_variance_ratio: np.ndarray, source: dict[str, Any]) -> dict[str, Any]:
-    """Build the interpretation document from a fitted PCA (first four components).
+              explained_variance_ratio: np.ndarray, source: dict[str, Any],
+              fingerprint_version: int = 1) -> dict[str, Any]:
+    """Build the interpretation document from a fitted PCA (first four components) of
+    fingerprints of ``fingerprint_version`` (recorded in the document).
 
     Each component is signed so that its largest loading is positive; its positive side is
     named after the most positive feature and its negative side after the most negative one
@@ -117,6 +142,7 @@ def interpret(mean: np.ndarray, components: np.ndarray, explained_variance: np.n
         })
     return {
         "version": 1,
+        "fingerprint_version": check_version(fingerprint_version),
         "feature_names": FEATURE_NAMES,
         "mean": [round(float(v), 8) for v in mean],
         "components": out,
@@ -125,9 +151,10 @@ def interpret(mean: np.ndarray, components: np.ndarray, explained_variance: np.n
     }
 
 
-def compute(X: np.ndarray, source: dict[str, Any]) -> dict[str, Any]:
+def compute(X: np.ndarray, source: dict[str, Any], fingerprint_version: int = 1) -> dict[str, Any]:
+    """The interpretation of fingerprints ``X`` (all of ``fingerprint_version``)."""
     mean, comps, var, ratio = fit_pca(X)
-    return interpret(mean, comps, var, ratio, {**source, "n_fingerprints": int(len(X))})
+    return interpret(mean, comps, var, ratio, {**source, "n_fingerprints": int(len(X))}, fingerprint_version)
 
 
 def explain(vector: Sequence[float], interp: dict[str, Any]) -> list[dict[str, Any]]:
@@ -143,9 +170,26 @@ def explain(vector: Sequence[float], interp: dict[str, Any]) -> list[dict[str, A
     return res
 
 
-def load_default() -> dict[str, Any]:
-    with open(DEFAULT_PATH) as f:
-        return json.load(f)
+def document_version(doc: dict[str, Any]) -> int:
+    """The fingerprint version an interpretation document describes (1 when it predates versions)."""
+    return int(doc.get("fingerprint_version", 1))
+
+
+def load_default(version: int = 1) -> dict[str, Any]:
+    """The shipped interpretation of fingerprints of ``version``; DefaultMissing when there is none."""
+    path = default_path(version)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise DefaultMissing(
+            f"no shipped PCA interpretation for fingerprint version {version}: {path} does not exist; compute it "
+            f"with python -m sglang.srt.attention_sidecar.pca_interpretation --db DB --fingerprint-version "
+            f"{version}") from None
+    if document_version(doc) != version:
+        raise ValueError(f"{path} describes fingerprint version {document_version(doc)}, not {version}")
+    doc.setdefault("fingerprint_version", version)  # version 1's file predates the field
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m sglang.srt.attention_sidecar.pca_interpretation",
         description="Recompute the PCA interpretation (PC1..PC4) from a fingerprint SQLite database.")
     ap.add_argument("--db", required=True, help="fingerprint database written by the attention sidecar")
-    ap.add_argument("--output", default=DEFAULT_PATH, help="where to write the JSON (default: the shipped file)")
+    ap.add_argument("--output", default=None,
+                    help="where to write the JSON (default: the shipped file of --fingerprint-version)")
+    ap.add_argument("--fingerprint-version", type=int, choices=list(FINGERPRINT_VERSIONS),
+                    default=DEFAULT_FINGERPRINT_VERSION,
+                    help="use the fingerprints of this version only (default %(default)s)")
     ap.add_argument("--kind", choices=["step", "request", "all"], default="all")
     ap.add_argument("--limit", type=int, default=None, help="use the most recent N fingerprints")
     ap.add_argument("--source", default="", help="free text stored in the file's metadata: what the data is")
@@ -163,25 +211,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 2:
         print("error: --limit must be at least 2", file=sys.stderr)
         return 2
+    version = args.fingerprint_version
+    output = args.output or default_path(version)
+    kind = None if args.kind == "all" else args.kind
     try:
         conn = store.connect(args.db, create=False)
-        table = store.load_fingerprints(conn, kind=None if args.kind == "all" else args.kind, limit=args.limit)
+        table = store.load_fingerprints(conn, kind=kind, limit=args.limit, fingerprint_version=version)
+        have = store.fingerprint_versions(conn, kind=kind)
     except store.StoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if len(table.vectors) < FINGERPRINT_DIM:
-        print(f"error: {len(table.vectors)} fingerprints in {args.db}; need at least {FINGERPRINT_DIM}",
+        print(f"error: {len(table.vectors)} fingerprints of version {version} in {args.db}; need at least "
+              f"{FINGERPRINT_DIM} (--fingerprint-version; the database holds {_describe_versions(have)})",
               file=sys.stderr)
         return 2
-    models = sorted({m for (m,) in conn.execute("SELECT DISTINCT model FROM fingerprints") if m})
+    models = sorted({m for (m,) in conn.execute("SELECT DISTINCT model FROM fingerprints WHERE fingerprint_version = ?",
+                                                (version,)) if m})
     doc = compute(table.vectors, {"description": args.source, "db": os.path.abspath(args.db),
                                   "models": models, "computed_at": time.time(),
-                                  "command": "python -m sglang.srt.attention_sidecar.pca_interpretation"})
-    with open(args.output, "w") as f:
+                                  "command": "python -m sglang.srt.attention_sidecar.pca_interpretation"},
+                  fingerprint_version=version)
+    with open(output, "w") as f:
         json.dump(doc, f, indent=1)
-    print(json.dumps({"output": args.output, "n_fingerprints": len(table.vectors),
+    print(json.dumps({"output": output, "fingerprint_version": version, "n_fingerprints": len(table.vectors),
                       "components": [(c["name"], c["explained_variance_ratio"]) for c in doc["components"]]}))
     return 0
+
+
+def _describe_versions(counts: dict[int, int]) -> str:
+    """{1: 5213, 2: 80} -> "5213 of version 1, 80 of version 2"."""
+    if not counts:
+        return "no fingerprints"
+    return ", ".join(f"{n} of version {v}" for v, n in sorted(counts.items()))
 
 
 if __name__ == "__main__":

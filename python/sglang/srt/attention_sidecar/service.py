@@ -17,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from sglang.srt.attention_sidecar import pca_interpretation
 from sglang.srt.attention_sidecar.artifacts import FORMAT, ArtifactError, ArtifactSet
 from sglang.srt.attention_sidecar.discovery_state import DiscoveryState
-from sglang.srt.attention_sidecar.errors import (ApiError, fast_json_response, parse_int_param, parse_json_object,
-                                                  parse_vectors)
+from sglang.srt.attention_sidecar.errors import (ApiError, fast_json_response, parse_fingerprint_version,
+                                                  parse_int_param, parse_json_object, parse_vectors,
+                                                  version_mismatch)
 from sglang.srt.attention_sidecar.ingest import Ingestor
 
 log = logging.getLogger("attention_sidecar")
@@ -86,6 +87,7 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
             **(_storage_stats(ingestor) or {}),
             "clusters": len(cur.centroids) if cur else 0,
             "discovery_run_id": cur.run_id if cur else None,
+            "discovery_fingerprint_version": cur.fingerprint_version if cur else None,
             "classify_requests": counters.classify_requests,
             "classified": counters.classified,
             "http_rejected": counters.http_rejected,
@@ -104,7 +106,10 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise ApiError("'explain' must be true or false", param="explain")
+        version = parse_fingerprint_version(body.get("fingerprint_version"))
         cur = _loaded(discovery)
+        if version is not None and version != cur.fingerprint_version:  # absent: the run's version
+            raise version_mismatch(version, cur.fingerprint_version, f"the loaded discovery run {cur.run_id}")
         X = np.asarray(vectors, dtype=np.float64)
         if method == "umap":  # slow (numba); keep the event loop free
             results = await run_in_threadpool(cur.classify, X, method)
@@ -119,7 +124,9 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
     @app.get("/centroids")
     async def centroids() -> dict[str, Any]:
         cur = discovery.current
-        return {"run_id": cur.run_id if cur else None, "clusters": cur.centroids if cur else []}
+        # the version of the run's fingerprints: a client assigns only fingerprints of that version
+        return {"run_id": cur.run_id if cur else None, "fingerprint_version": cur.fingerprint_version if cur else None,
+                "clusters": cur.centroids if cur else []}
 
     @app.get("/discovery/points")
     async def discovery_points(request: Request) -> Any:
@@ -129,9 +136,18 @@ def create_app(discovery: DiscoveryState, ingestor: Ingestor | None, cors_origin
         return fast_json_response(await run_in_threadpool(_points_page, cur, offset, limit))
 
     @app.get("/pca/interpretation")
-    async def interpretation() -> dict[str, Any]:
+    async def interpretation(request: Request) -> dict[str, Any]:
+        """The loaded run's interpretation when it is of the version asked for (or none is),
+        else the shipped default of that version (version 1 when neither says)."""
+        version = parse_fingerprint_version(request.query_params.get("fingerprint_version"), query=True)
         cur = discovery.current
-        return cur.interpretation if cur else pca_interpretation.load_default()
+        if cur is not None and version in (None, cur.fingerprint_version):
+            return {"fingerprint_version": cur.fingerprint_version, **cur.interpretation}
+        try:
+            return pca_interpretation.load_default(1 if version is None else version)
+        except pca_interpretation.DefaultMissing as e:
+            raise ApiError(str(e), status=404, type="not_found_error", param="fingerprint_version",
+                           code="no_interpretation") from None
 
     @app.get("/discovery/status")
     async def discovery_status() -> dict[str, Any]:

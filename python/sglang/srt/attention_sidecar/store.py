@@ -84,12 +84,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "fingerprints.fingerprint_version (rows written before it: 1)",
+        """
+        -- 1 = the original fingerprint over every key, 2 = sink-aware (sgl_kernel.zones):
+        -- rows stored before messages carried it are version 1, the only one that existed
+        ALTER TABLE fingerprints ADD COLUMN fingerprint_version INTEGER NOT NULL DEFAULT 1
+            CHECK (fingerprint_version >= 1);
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 INSERT_FINGERPRINT = (
     "INSERT INTO fingerprints (request_id, session_id, kind, step, think_phase, manifold, model,"
-    " timestamp, received_at, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " timestamp, received_at, vector, fingerprint_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -172,7 +182,7 @@ def insert_messages(conn: sqlite3.Connection, msgs: Sequence[FingerprintMessage]
     if not msgs:
         return
     pack = VECTOR_STRUCT.pack
-    rows = [(*m[:9], pack(*m.vector)) for m in msgs]
+    rows = [(*m[:9], pack(*m.vector), m.fingerprint_version) for m in msgs]
     sessions: dict[str, tuple[str | None, float]] = {}
     for m in msgs:
         if m.session_id is not None:
@@ -200,6 +210,14 @@ def count_fingerprints(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0])
 
 
+def fingerprint_versions(conn: sqlite3.Connection, *, kind: str | None = None) -> dict[int, int]:
+    """{fingerprint version: number of rows} (of ``kind`` when given), e.g. {1: 5213, 2: 800}."""
+    where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
+    rows = conn.execute(f"SELECT fingerprint_version, COUNT(*) FROM fingerprints {where}"
+                        " GROUP BY fingerprint_version ORDER BY fingerprint_version", params)
+    return {int(v): int(n) for v, n in rows}
+
+
 @dataclass
 class FingerprintTable:
     """Columns loaded for a discovery run."""
@@ -214,11 +232,17 @@ class FingerprintTable:
 
 def load_fingerprints(
     conn: sqlite3.Connection, *, kind: str | None = None, limit: int | None = None, progress: Any = None,
-    chunk: int = 50000,
+    chunk: int = 50000, fingerprint_version: int | None = None,
 ) -> FingerprintTable:
-    """Read fingerprints (most recent ``limit`` if given) in chunks; ``progress`` is a tqdm bar or None."""
-    where = "WHERE kind = ?" if kind else ""
-    params: list[Any] = [kind] if kind else []
+    """Read fingerprints (most recent ``limit`` if given) in chunks; ``progress`` is a tqdm bar or None.
+    ``fingerprint_version``: only rows of that version (None: every row, whatever its version)."""
+    conds: list[str] = []
+    params: list[Any] = []
+    if kind:
+        conds.append("kind = ?"); params.append(kind)
+    if fingerprint_version is not None:
+        conds.append("fingerprint_version = ?"); params.append(int(fingerprint_version))
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
     total = conn.execute(f"SELECT COUNT(*) FROM fingerprints {where}", params).fetchone()[0]
     if limit is not None:
         total = min(total, limit)

@@ -3,10 +3,12 @@
 One frame per message, a UTF-8 JSON object::
 
     {"version": 1, "kind": "step" | "request", "request_id", "vector": [20 floats],
-     "manifold", "step", "think_phase", "model", "timestamp"}
+     "fingerprint_version": 1 | 2, "manifold", "step", "think_phase", "model", "timestamp"}
 
 Only ``vector`` is required. ``session_id`` is accepted as an optional extension (it fills the
-``sessions`` table). Anything malformed raises :class:`RejectedMessage` with a short reason
+``sessions`` table). ``version`` is the wire format's version; ``fingerprint_version`` is the
+definition of the vector (``sgl_kernel.zones.FINGERPRINT_VERSIONS``: 1 = over every key, 2 =
+sink-aware); a message without it is version 1, the only one that existed before it was sent. Anything malformed raises :class:`RejectedMessage` with a short reason
 that the receivers count in ``/stats``; nothing here may raise anything else.
 
 This runs once per message at tens of thousands of messages per second, so it avoids numpy
@@ -19,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sgl_kernel.zones import FINGERPRINT_DIM
+from sgl_kernel.zones import FINGERPRINT_DIM, FINGERPRINT_VERSIONS
 
 try:  # orjson is ~3x faster; it rejects NaN/Infinity tokens, which we reject anyway
     import orjson
@@ -31,6 +33,7 @@ except ImportError:  # pragma: no cover - the server extra installs orjson
     _loads = json.loads
 
 WIRE_VERSION = 1
+UNVERSIONED_FINGERPRINT = 1  # the fingerprint version of a message that does not say
 KINDS = ("step", "request")
 THINK_PHASES = ("think", "output")
 VECTOR_STRUCT = struct.Struct(f"<{FINGERPRINT_DIM}d")  # SQLite BLOB layout: 20 little-endian float64
@@ -58,6 +61,7 @@ class FingerprintMessage(NamedTuple):
     timestamp: float | None
     received_at: float
     vector: list[float]  # 20 finite numbers (JSON ints stay ints)
+    fingerprint_version: int = UNVERSIONED_FINGERPRINT  # 1 or 2 (sgl_kernel.zones.FINGERPRINT_VERSIONS)
 
 
 def _opt_str(obj: dict[str, Any], key: str, max_len: int = 512) -> str | None:
@@ -117,6 +121,12 @@ def parse_frame(frame: bytes, received_at: float) -> FingerprintMessage:
     if version != WIRE_VERSION or isinstance(version, bool):
         raise RejectedMessage("unsupported_version", repr(version)[:40])
     vector = check_vector(obj["vector"])
+    fingerprint_version = obj.get("fingerprint_version")
+    if fingerprint_version is None:
+        fingerprint_version = UNVERSIONED_FINGERPRINT
+    elif type(fingerprint_version) is not int or fingerprint_version not in FINGERPRINT_VERSIONS:
+        raise RejectedMessage("unsupported_fingerprint_version",
+                              f"{repr(fingerprint_version)[:40]}, expected one of {list(FINGERPRINT_VERSIONS)}")
     kind = obj.get("kind") or "step"
     if kind not in KINDS:
         raise RejectedMessage("bad_field", "kind")
@@ -146,6 +156,7 @@ def parse_frame(frame: bytes, received_at: float) -> FingerprintMessage:
         ts,
         received_at,
         vector,
+        fingerprint_version,
     )
 
 

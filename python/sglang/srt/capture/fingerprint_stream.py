@@ -7,6 +7,10 @@ docs/architecture.md#wire-format. The scheduler only puts device tensors on a bo
 queue; a background thread copies them to the host, serializes and sends with NOBLOCK.
 A full queue or a sidecar that does not read drops messages and counts them
 (``dropped``, exported in /metrics): generation never waits for the sidecar.
+
+Every message says its ``fingerprint_version`` (the request's: 1 = over every key, 2 =
+sink-aware), and its ``manifold`` is the zone read with that version's thresholds; the sidecars
+store, cluster and classify each version on its own.
 """
 from __future__ import annotations
 
@@ -42,11 +46,14 @@ class FingerprintStream:
         except queue.Full:
             self.dropped += 1
 
-    def step(self, rid: str, step: int, vector: Any) -> None:
-        self._put(("step", rid, step, vector, time.time()))
+    def step(self, rid: str, step: int, vector: Any, version: int = zones.DEFAULT_FINGERPRINT_VERSION) -> None:
+        """One decode step's fingerprint, of fingerprint ``version`` (the request's)."""
+        self._put(("step", rid, step, vector, version, time.time()))
 
-    def request_summary(self, rid: str, vector: Any, steps: int) -> None:
-        self._put(("request", rid, steps, vector, time.time()))
+    def request_summary(self, rid: str, vector: Any, steps: int,
+                        version: int = zones.DEFAULT_FINGERPRINT_VERSION) -> None:
+        """The request's mean fingerprint over ``steps`` steps, of fingerprint ``version``."""
+        self._put(("request", rid, steps, vector, version, time.time()))
 
     def _run(self) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -56,12 +63,13 @@ class FingerprintStream:
         sock.connect(self.url)
         while not self._stop.is_set():
             try:
-                kind, rid, step, vec, ts = self.q.get(timeout=0.5)
+                kind, rid, step, vec, version, ts = self.q.get(timeout=0.5)
             except queue.Empty:
                 continue
             v = [float(x) for x in vec.cpu().tolist()] if hasattr(vec, "cpu") else [float(x) for x in vec]
-            msg = {"version": 1, "kind": kind, "request_id": rid, "vector": v, "manifold": zones.classify(v).zone,
-                   "model": self.model, "timestamp": ts}
+            # "version" is the wire format's; "fingerprint_version" the vector's definition
+            msg = {"version": 1, "kind": kind, "request_id": rid, "vector": v, "fingerprint_version": version,
+                   "manifold": zones.classify(v, version).zone, "model": self.model, "timestamp": ts}
             msg["step" if kind == "step" else "steps"] = step
             try:
                 sock.send_string(json.dumps(msg), flags=zmq.NOBLOCK)

@@ -540,7 +540,7 @@ class CaptureBatch:
                 fp = rows_of(self._fingerprints(gi, layers)).mean(1)
             arrays["fingerprint"] = fp
             if self.hook.hints is not None:
-                assigned = self.hook.hints.assign(fp)
+                assigned = self.hook.hints.assign(fp, rows_of(g.version))
                 if assigned is not None:
                     arrays["cluster_idx"], blk.snapshot = assigned
         blk.moe_layers = [l for l in layers if l in self.moe]
@@ -730,7 +730,7 @@ class CaptureHook:
         # the scheduler never waits on a device-to-host copy for the sidecar.
         st = req.capture_state
         v = v.detach().double()
-        self.sidecar.step(req.rid, step, v)
+        self.sidecar.step(req.rid, step, v, st.params.fingerprint_version)
         st.fp_sum = v.clone() if st.fp_sum is None else st.fp_sum + v
         st.fp_count += 1
 
@@ -756,7 +756,7 @@ class CaptureHook:
     def on_finish(self, req: "Req") -> None:
         st = req.capture_state
         if self.sidecar is not None and st is not None and st.fp_count:
-            self.sidecar.request_summary(req.rid, st.fp_sum / st.fp_count, st.fp_count)
+            self.sidecar.request_summary(req.rid, st.fp_sum / st.fp_count, st.fp_count, st.params.fingerprint_version)
 
     def take_lens(self, req: "Req") -> list[dict[str, Any]] | None:
         st = req.capture_state

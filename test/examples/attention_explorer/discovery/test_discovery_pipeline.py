@@ -77,7 +77,8 @@ def test_too_few_fingerprints_is_a_clean_error(tmp_path) -> None:
     db = tmp_path / "small.db"
     synthetic.write_db(str(db), X, y)
     r = subprocess.run([sys.executable, SCRIPT, "--db", str(db), "--output-dir", str(tmp_path / "out"),
-                        "--min-samples", "100"], capture_output=True, text=True, timeout=120)
+                        "--min-samples", "100", "--fingerprint-version", "1"],  # write_db stores version 1
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "only 50 fingerprints" in r.stderr and "--min-samples" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out" / "manifest.json").exists()
     row = sqlite3.connect(db).execute("SELECT status, error FROM discovery_runs").fetchall()
