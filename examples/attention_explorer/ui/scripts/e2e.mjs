@@ -114,6 +114,10 @@ try {
       return raw.reduce((a, e) => a + e.sink_mass, 0) / raw.length;
     }, Number(await page.locator(".msg-assistant .tokens.output .tok").nth(2).getAttribute("data-pos")));
     assert(Math.abs(parseFloat(sinkText) - wantSink * 100) < 0.06, `Signal sink mass ${sinkText}, entries ${wantSink}`);
+    // the default server sends fingerprint_version 2: the raw estimate is sink-aware and the note says so
+    const note = page.getByTestId("signal-source-note");
+    const noteVersion = await note.getAttribute("data-version");
+    assert(noteVersion === "2" && /position 0 left out/.test(await note.innerText()), `Signal note v${noteVersion}: ${await note.innerText()}`);
     await shot(page, "03-signal");
     await page.locator('.lens [data-tab="moe"]').click();
     const moeText = await page.locator('.lens [data-panel="moe"]').innerText();

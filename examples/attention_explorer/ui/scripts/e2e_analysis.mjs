@@ -163,6 +163,9 @@ try {
     // the saved session's sink mass, shown as its own quantity next to the fingerprint's masses
     const sinkRow = await details.getByTestId("details-sink-mass").innerText();
     assert(/sink mass.*\d+(\.\d)?%/.test(sinkRow), `no sink mass in the details: ${sinkRow}`);
+    // the server's default fingerprint version is 2: the saved session's mean is read sink-aware
+    const detailsVersion = await details.getByTestId("details-version").getAttribute("data-version");
+    assert(detailsVersion === "2", `details read the point as fingerprint v${detailsVersion}, expected v2`);
     const selected = await page.getByLabel("session").locator("option:checked").innerText();
     assert(/^Saved: /.test(selected), `session selector shows ${selected}`);
     await shot(page, "03-manifold-saved");
@@ -215,6 +218,12 @@ try {
     const interp = await fetch(`${sidecar.url}/pca/interpretation`).then((r) => r.json());
     pcaNames = interp.components.slice(0, 4).map((c) => c.name);
     assert(JSON.stringify(rows) === JSON.stringify(pcaNames), `PCA rows ${rows} vs sidecar ${pcaNames}`);
+    // both saved runs came from the default (version-2) server: their digests are sink-aware, and the text says so
+    const measured = page.getByTestId("compare-measured");
+    const va = await measured.getAttribute("data-version-a");
+    const vb = await measured.getAttribute("data-version-b");
+    assert(va === "2" && vb === "2", `Compare reads A as v${va}, B as v${vb}`);
+    assert(/sink-aware: position 0 left out/.test(await measured.innerText()), "Compare does not say what was measured");
     await shot(page, "06-compare");
   });
 
@@ -222,6 +231,8 @@ try {
     // the active session is the saved one the Manifold click opened: a replayed trace
     await page.locator('[data-view="router"]').click();
     const zone = await page.getByTestId("router-zone").getAttribute("data-zone");
+    const routerVersion = await page.getByTestId("router-measured").getAttribute("data-version");
+    assert(routerVersion === "2", `Router reads the window as fingerprint v${routerVersion}, expected v2`);
     // five zone meters and the sink mass (its own quantity, no threshold)
     assert((await page.locator(".router .ev-meter").count()) === 6 && (await page.getByTestId("meter-sink").count()) === 1, "evidence meters");
     const conf = parseFloat(await page.getByTestId("router-confidence").innerText()) / 100;

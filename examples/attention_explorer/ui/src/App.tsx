@@ -320,7 +320,7 @@ export function App() {
           ) : view === "router" ? (
             <RouterView session={session} version={version} sidecar={sidecar} pending={pending} onApply={onApply} onCancel={onCancelApply} />
           ) : view === "compare" ? (
-            <CompareView saved={saved} pca={sidecar.pca} />
+            <CompareView saved={saved} pca={sidecar.pcaSource === "sidecar" ? sidecar.pca : null} />
           ) : view === "saved" ? (
             <SavedView
               saved={saved}

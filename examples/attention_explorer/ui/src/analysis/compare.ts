@@ -2,8 +2,8 @@
 // plain sentences, and the PCA reading of the difference. test/analysis.test.ts checks the
 // numbers against numpy (test/fixtures/make_analysis_expectations.py).
 import { type Zone, ZONES } from "../zones/zones";
-import type { Digest } from "./digest";
-import { type PcaModel, type PcReading, readComponents, SHIPPED_PCA } from "./pca";
+import { type Digest, digestVersion } from "./digest";
+import { type PcaModel, type PcReading, readComponents, shippedPca } from "./pca";
 
 export const WEIGHTS = { cosine: 0.5, zoneAgreement: 0.3, entropy: 0.2 } as const;
 export const MASS_THRESHOLD = 0.05;
@@ -98,8 +98,16 @@ export function differenceSentences(a: Digest, b: Digest, names: [string, string
   return out;
 }
 
-/** PC1..PC4 reading of mean(B) - mean(A): which named directions the difference points along. */
-export function pcaDifference(a: Digest, b: Digest, model: PcaModel = SHIPPED_PCA): PcReading[] {
+/** The fingerprint version two digests share: 2 when both are sink-aware (v2), else 1. */
+export function pairVersion(a: Digest, b: Digest): 1 | 2 {
+  return digestVersion(a) === 2 && digestVersion(b) === 2 ? 2 : 1;
+}
+
+/**
+ * PC1..PC4 reading of mean(B) - mean(A): which named directions the difference points along.
+ * Without a model (no sidecar interpretation), the shipped PCA of the pair's version.
+ */
+export function pcaDifference(a: Digest, b: Digest, model: PcaModel = shippedPca(pairVersion(a, b))): PcReading[] {
   return readComponents(
     b.mean.map((x, i) => x - a.mean[i]),
     model,

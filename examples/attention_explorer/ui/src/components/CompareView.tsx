@@ -2,8 +2,8 @@
 // sentences, a metrics diff with coloured bars, both distance histograms overlaid, and the
 // PCA reading (PC1..PC4 with their names) of the difference of their mean fingerprints.
 import { useEffect, useState } from "react";
-import { differenceSentences, FORMULA, pcaDifference, similarity, WEIGHTS } from "../analysis/compare";
-import type { Digest } from "../analysis/digest";
+import { differenceSentences, FORMULA, pairVersion, pcaDifference, similarity, WEIGHTS } from "../analysis/compare";
+import { type Digest, digestVersion, digestVersionLabel } from "../analysis/digest";
 import type { PcaModel } from "../analysis/pca";
 import type { SavedMeta } from "../storage/savedSessions";
 
@@ -67,7 +67,8 @@ function metricsOf(a: Digest, b: Digest): Metric[] {
   ];
 }
 
-export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca: PcaModel }) {
+/** `pca`: the sidecar's PCA interpretation when it serves one; without it, the shipped PCA of the pair's version. */
+export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca?: PcaModel | null }) {
   const [ia, setA] = useState<string>("");
   const [ib, setB] = useState<string>("");
   useEffect(() => {
@@ -102,7 +103,15 @@ export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca: PcaModel 
     if (!A.digest.nSteps || !B.digest.nSteps) return <div className="empty">One of the two has no captured fingerprints (capture was off): nothing to compare.</div>;
     const sim = similarity(A.digest, B.digest);
     const sentences = differenceSentences(A.digest, B.digest, ["A", "B"]);
-    const pcs = pcaDifference(A.digest, B.digest, pca);
+    const version = pairVersion(A.digest, B.digest);
+    const pcs = pcaDifference(A.digest, B.digest, pca ?? undefined);
+    const sameVersion = digestVersion(A.digest) === digestVersion(B.digest) && !A.digest.mixedVersions && !B.digest.mixedVersions;
+    const measuredOf = (d: Digest) =>
+      d.mixedVersions
+        ? "mixed v1/v2 steps, so its mean mixes two definitions"
+        : digestVersion(d) === 2
+          ? "v2, sink-aware: position 0 left out, the rest renormalized"
+          : "v1: every key, the sink (position 0) counted in local/mid/long";
     return (
       <div className="compare-grid">
         <section className="score-card">
@@ -126,10 +135,17 @@ export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca: PcaModel 
               <li key={i}>{s}</li>
             ))}
           </ul>
-          <p className="muted small" data-testid="compare-measured">
-            Measured: the mean step fingerprint of each saved session (A: {A.digest.nSteps} steps, B: {B.digest.nSteps}), as captured: server fingerprints,
-            exact sketch histograms, or raw top-k estimates (those miss the attention outside the top-k). Local/mid/long include the sink unless the
-            fingerprints are sink-aware (v2); the sink mass row is the server's own measurement.
+          <p className="muted small" data-testid="compare-measured" data-version-a={digestVersion(A.digest)} data-version-b={digestVersion(B.digest)}>
+            Measured: the mean step fingerprint of each saved session (A: {A.digest.nSteps} steps, {measuredOf(A.digest)}; B: {B.digest.nSteps} steps,{" "}
+            {measuredOf(B.digest)}), as captured: server fingerprints, exact sketch histograms, or raw top-k estimates (those miss the attention outside
+            the top-k). The sink mass row is the server's own measurement.
+            {!sameVersion && (
+              <b data-testid="compare-version-mismatch">
+                {" "}
+                A is {digestVersionLabel(A.digest)} and B is {digestVersionLabel(B.digest)}: their masses measure different things, so part of the
+                difference is the definition, not the attention.
+              </b>
+            )}
           </p>
         </section>
         <section>
@@ -190,7 +206,10 @@ export function CompareView({ saved, pca }: { saved: SavedMeta[]; pca: PcaModel 
               ))}
             </tbody>
           </table>
-          <p className="muted small">z = (mean B − mean A) · loadings / √(explained variance); |z| ≥ 1.5 strong, ≥ 0.5 moderate.</p>
+          <p className="muted small" data-testid="compare-pca-source" data-pca={pca ? "sidecar" : `shipped-v${version}`}>
+            z = (mean B − mean A) · loadings / √(explained variance); |z| ≥ 1.5 strong, ≥ 0.5 moderate. Loadings:{" "}
+            {pca ? "the sidecar's discovery run" : `the shipped v${version} PCA (${version === 2 ? "fitted on sink-aware fingerprints" : "fitted on v1 fingerprints"})`}.
+          </p>
         </section>
       </div>
     );

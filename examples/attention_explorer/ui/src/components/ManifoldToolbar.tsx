@@ -25,7 +25,7 @@ export function ManifoldToolbar({ scope, onScope, set, busy, sidecar, discoveryT
     return c;
   }, [set]);
 
-  const mapLabel = set?.projection === "sidecar" ? `sidecar map (discovery run ${sidecar.status?.current?.run_id ?? "?"}, UMAP)` : `PCA (PC1 × PC2, ${sidecar.pcaSource} loadings)`;
+  const mapLabel = set?.projection === "sidecar" ? `sidecar map (discovery run ${sidecar.status?.current?.run_id ?? "?"}, UMAP)` : `PCA (PC1 × PC2, ${set?.pcaVersion ? `shipped v${set.pcaVersion}` : sidecar.pcaSource} loadings)`;
 
   return (
     <div className="toolbar">

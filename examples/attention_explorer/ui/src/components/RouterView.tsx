@@ -3,12 +3,12 @@
 // (sgl_kernel/zones.py SAMPLING_HINTS + CAPTURE_MODE_HINTS, the ones the sidecars serve).
 // "Apply to next run" stores the recommendation; the next request uses it once.
 import { useEffect, useMemo, useState } from "react";
-import { digestOf, meanSinkMass, stepPoints } from "../analysis/digest";
+import { digestOf, digestVersion, meanSinkMass, stepPoints } from "../analysis/digest";
 import type { ClassifyResult } from "../api/sidecar";
 import type { RouterApply } from "../state/routerApply";
 import type { SidecarState } from "../state/sidecar";
 import type { Run, TraceSession } from "../trace/session";
-import { classify, FOCUSED_ENTROPY, hintsForZone, ripple, THRESHOLDS, type Zone, ZONE_DESCRIPTIONS, ZONES } from "../zones/zones";
+import { classify, ripple, samplingHints, thresholdsFor, type Zone, ZONE_DESCRIPTIONS, ZONES } from "../zones/zones";
 import { PALETTE } from "../manifold/PointCloud";
 
 export const WINDOW = 16;
@@ -49,10 +49,13 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
     return run ? stepPoints(session, [run.id]) : [];
   }, [session, run, version]);
   const recent = pts.slice(-WINDOW);
-  const digest = recent.length ? digestOf(recent.map((p) => p.fingerprint)) : null;
-  const result = digest ? classify(digest.mean) : null;
+  // The window's mean is read with its version's thresholds: 2 when every step in it is sink-aware.
+  const digest = recent.length ? digestOf(recent.map((p) => p.fingerprint), undefined, { versions: recent.map((p) => p.version) }) : null;
+  const fpVersion = digest ? digestVersion(digest) : 1;
+  const result = digest ? classify(digest.mean, fpVersion) : null;
   const zone: Zone | null = result?.zone ?? null;
-  const hint = zone ? hintsForZone(zone) : null;
+  const hint = digest && zone ? samplingHints(digest.mean, fpVersion) : null;
+  const { thresholds: TH, focused: FOCUSED } = thresholdsFor(fpVersion);
 
   // The sidecar's view of the same window (cluster of the discovery run), at most once a second.
   const [remote, setRemote] = useState<ClassifyResult | null>(null);
@@ -109,10 +112,16 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
           confidence <b data-testid="router-confidence">{(result.confidence * 100).toFixed(0)}%</b>
         </div>
         <p className="muted">{ZONE_DESCRIPTIONS[zone]}</p>
-        <p className="muted small" data-testid="router-measured">
+        <p className="muted small" data-testid="router-measured" data-version={fpVersion} data-mixed={digest.mixedVersions ? "1" : "0"}>
           Measured: the mean of the last {recent.length} step fingerprints of this run,{" "}
-          {source === "server" ? "as the server sent them (over all keys)" : source === "sketch" ? "from the sketches (exact over all keys)" : "estimated from the raw top-k (attention outside the top-k is not counted)"}
-          ; the zone is the rule-based classify() of that mean.
+          {source === "server" ? "as the server sent them" : source === "sketch" ? "from the sketches (exact)" : "estimated from the raw top-k (attention outside the top-k is not counted)"}
+          {"; "}
+          {digest.mixedVersions
+            ? "the window mixes v1 and v2 steps, so its mean mixes two definitions and is read with the v1 thresholds"
+            : fpVersion === 2
+              ? "fingerprint v2, sink-aware: position 0 left out, the rest renormalized to sum 1"
+              : "fingerprint v1: over every key, the sink (position 0) counted in local/mid/long"}
+          ; the zone is the rule-based classify() of that mean with the v{fpVersion} thresholds.
         </p>
         <div className="zone-strip" title="zone of each step (oldest left)">
           {pts.slice(-120).map((p, i) => (
@@ -122,11 +131,11 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
       </section>
       <section className="router-evidence">
         <h3>Evidence (mean of the window)</h3>
-        <Meter testId="meter-local" label="local mass (d < 8)" value={m[0]} threshold={THRESHOLDS.syntax_floor} note={`syntax_floor at ≥ ${THRESHOLDS.syntax_floor}`} />
-        <Meter testId="meter-mid" label="mid mass (8 ≤ d < 256)" value={m[1]} threshold={THRESHOLDS.semantic_bridge} note={`semantic_bridge at ≥ ${THRESHOLDS.semantic_bridge}`} />
-        <Meter testId="meter-long" label="long mass (d ≥ 256)" value={m[2]} threshold={THRESHOLDS.long_range} note={`long_range at ≥ ${THRESHOLDS.long_range}`} />
-        <Meter testId="meter-entropy" label="entropy (normalized)" value={m[3]} threshold={THRESHOLDS.diffuse} note={`diffuse at ≥ ${THRESHOLDS.diffuse}, focused at ≤ ${FOCUSED_ENTROPY}`} />
-        <Meter testId="meter-periodicity" label="periodicity (ripple)" value={rip} threshold={THRESHOLDS.structure_ripple} note={`structure_ripple at ≥ ${THRESHOLDS.structure_ripple}`} />
+        <Meter testId="meter-local" label="local mass (d < 8)" value={m[0]} threshold={TH.syntax_floor} note={`syntax_floor at ≥ ${TH.syntax_floor}`} />
+        <Meter testId="meter-mid" label="mid mass (8 ≤ d < 256)" value={m[1]} threshold={TH.semantic_bridge} note={`semantic_bridge at ≥ ${TH.semantic_bridge}`} />
+        <Meter testId="meter-long" label="long mass (d ≥ 256)" value={m[2]} threshold={TH.long_range} note={`long_range at ≥ ${TH.long_range}`} />
+        <Meter testId="meter-entropy" label="entropy (normalized)" value={m[3]} threshold={TH.diffuse} note={`diffuse at ≥ ${TH.diffuse}, focused at ≤ ${FOCUSED}`} />
+        <Meter testId="meter-periodicity" label="periodicity (ripple)" value={rip} threshold={TH.structure_ripple} note={`structure_ripple at ≥ ${TH.structure_ripple}`} />
         {sink !== null && (
           <div className="ev-meter" data-testid="meter-sink" data-value={sink.toFixed(4)}>
             <div className="meter-head">
@@ -137,7 +146,8 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
               <div className="meter-fill" style={{ width: `${Math.min(1, sink) * 100}%`, background: "var(--sink)" }} />
             </div>
             <div className="muted small">
-              the server's exact sink_mass, mean of the window; no zone uses it{m[0] + m[1] + m[2] > 0.999 && sink > 0.05 ? " (here local/mid/long still include it)" : ""}
+              the server's exact sink_mass, mean of the window; no zone uses it
+              {fpVersion === 2 ? " (the masses above leave it out)" : m[0] + m[1] + m[2] > 0.999 && sink > 0.05 ? " (here local/mid/long still include it)" : ""}
             </div>
           </div>
         )}
@@ -157,7 +167,10 @@ export function RouterView({ session, version, sidecar, pending, onApply, onCanc
             <tr><td>capture mode</td><td data-testid="rec-capture">{hint.capture_mode}</td></tr>
           </tbody>
         </table>
-        <p className="muted small">From the zone rules in sgl_kernel/zones.py (SAMPLING_HINTS, CAPTURE_MODE_HINTS), the same the sidecars serve.</p>
+        <p className="muted small">
+          From the zone rules in sgl_kernel/zones.py (SAMPLING_HINTS, CAPTURE_MODE_HINTS), the same the sidecars serve, for the zone read with the v
+          {fpVersion} thresholds.
+        </p>
         <button
           className="btn primary"
           onClick={() =>

@@ -207,23 +207,27 @@ function SignalTab({ session, run, pos, opts }: { session: TraceSession; run: Ru
   if (!sig) return <p className="muted">No capture for this step.</p>;
   const fp = sig.fingerprint;
   const sc = run.steps.get(step)!;
-  const version = sc.fingerprint?.fingerprint_version ?? sc.sketch?.fingerprint_version ?? sc.raw[0]?.fingerprint_version;
-  // the server's fingerprint is read with its version's thresholds; the dashboard's own
-  // estimates (sketch, raw top-k) keep the sink in like version 1
-  const readAs = sig.source === "server" && version === 2 ? 2 : 1;
+  // every reading is classified with the definition its fingerprint follows (StepSignal.version):
+  // the server's version, or the dashboard's own sink-aware reading of v2 sketches and raw entries
+  const readAs = sig.version;
   const z = classify(fp, readAs);
   const zone: Zone = sc.fingerprint ? (sc.fingerprint.manifold as Zone) : z.zone;
   const conf = sc.fingerprint ? sc.fingerprint.manifold_confidence : z.confidence;
+  const excl = opts.excludeSinks ? "; “exclude sinks” is on, so the heuristic sink positions are dropped too and the rest renormalized" : "";
   const sourceNote =
     sig.source === "server"
-      ? version === 2
-        ? "Fingerprint v2 computed by the server over all keys, sink-aware: local/mid/long and the histogram are over the non-sink keys, renormalized; the sink's share is the separate sink mass."
-        : "Fingerprint (v1) computed by the server over all keys; the sink (position 0) counts in local/mid/long like any key."
+      ? readAs === 2
+        ? "Fingerprint v2 computed by the server over all keys, sink-aware: local/mid/long and the histogram are over the non-sink keys, renormalized; the sink's share is the separate sink mass. Zone read with the v2 thresholds."
+        : "Fingerprint (v1) computed by the server over all keys; the sink (position 0) counts in local/mid/long like any key. Zone read with the v1 thresholds."
       : sig.source === "sketch"
-        ? "From the per-layer sketches (exact histogram over all keys, sink included, averaged over layers)."
-        : `Estimated from the top-k links only (raw mode): attention outside the top-k is not counted${
-            opts.excludeSinks ? "; “exclude sinks” is on, so the sink positions are dropped and the rest renormalized" : "; the sink positions are included"
-          }.`;
+        ? readAs === 2
+          ? "Sink-aware (v2) reading of the per-layer sketches: in each layer the sink's sink_mass is taken out of the histogram bin at distance = query position (position 0; the dashboard assumes the default of one sink position, since entries do not carry the request's attention_sink_tokens), the rest renormalized to sum 1, then averaged over layers. The entropy is the sketch's, over all keys with the sink included. Zone read with the v2 thresholds."
+          : "From the per-layer sketches (exact histogram over all keys, sink included, averaged over layers; v1). Zone read with the v1 thresholds."
+        : readAs === 2
+          ? `Estimated from the top-k links only (raw mode), sink-aware (v2): position 0 left out (the default one sink position assumed), the rest renormalized; attention outside the top-k is not counted${excl}. Zone read with the v2 thresholds.`
+          : `Estimated from the top-k links only (raw mode, v1): attention outside the top-k is not counted${
+              opts.excludeSinks ? "; “exclude sinks” is on, so the sink positions are dropped and the rest renormalized" : "; the sink positions are included"
+            }. Zone read with the v1 thresholds.`;
   return (
     <div className="signal" data-zone={zone}>
       <div className={`zone-card zone-${zone}`}>
@@ -253,7 +257,9 @@ function SignalTab({ session, run, pos, opts }: { session: TraceSession; run: Ru
       </table>
       <h4>Distance histogram</h4>
       <HistogramChart hist={sig.hist} />
-      <p className="muted small">{sourceNote}</p>
+      <p className="muted small" data-testid="signal-source-note" data-version={readAs}>
+        {sourceNote}
+      </p>
     </div>
   );
 }

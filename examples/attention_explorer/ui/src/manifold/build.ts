@@ -44,6 +44,10 @@ export interface Group {
   colors?: Uint8Array;
   /** fixed map position, interleaved x, y (centroids' centroid_2d, discovery points): no /classify */
   fixedXY?: Float32Array;
+  /** fingerprint version per point (1 or 2); absent: all version 1 */
+  versions?: Uint8Array;
+  /** the point's own server sink_mass (a step's mean over its layers); NaN or absent: none */
+  sinkMasses?: Float32Array;
 }
 
 export interface ManifoldSet {
@@ -59,13 +63,41 @@ export interface ManifoldSet {
   starts: Int32Array;
   /** Points of discovery groups (KIND.discovery). */
   discoveryCount: number;
+  /** Fingerprint version of each point (1 or 2; 1 where unknown). */
+  version: Uint8Array;
+  /** Each point's own server sink_mass (NaN: none). */
+  sinkMass: Float32Array;
   projection: "sidecar" | "pca";
+  /** Version of the shipped PCA that placed the points (null: the sidecar's interpretation). */
+  pcaVersion?: 1 | 2 | null;
+}
+
+/** 2 when every fingerprint point of the groups (steps, session means) is version 2, else 1. */
+export function groupsVersion(groups: Group[]): 1 | 2 {
+  let n = 0;
+  for (const g of groups) {
+    if (g.kind !== KIND.step && g.kind !== KIND.session) continue;
+    for (let i = 0; i < g.zones.length; i++) {
+      if (g.versions?.[i] !== 2) return 1;
+      n += 1;
+    }
+  }
+  return n > 0 ? 2 : 1;
 }
 
 const SIZE: Record<Kind, number> = { 0: 1, 1: 4, 2: 5, 3: 1, 4: 1 };
 
-export function groupFromSteps(fps: Float32Array, zones: Uint8Array, owner: Owner, steps?: Int32Array): Group {
-  return { fps, zones, kind: KIND.step, owner, steps };
+export function groupFromSteps(
+  fps: Float32Array,
+  zones: Uint8Array,
+  owner: Owner,
+  steps?: Int32Array,
+  perPoint: { versions?: Uint8Array; sinkMasses?: Float32Array } = {},
+): Group {
+  const g: Group = { fps, zones, kind: KIND.step, owner, steps };
+  if (perPoint.versions) g.versions = perPoint.versions;
+  if (perPoint.sinkMasses) g.sinkMasses = perPoint.sinkMasses;
+  return g;
 }
 
 /** One point per saved session at its mean fingerprint. */
@@ -75,6 +107,7 @@ export function savedMeans(saved: SavedMeta[]): Group[] {
     zones: new Uint8Array([m.digest.dominantZone ? ZONES.indexOf(m.digest.dominantZone) : NOISE]),
     kind: KIND.session,
     owner: { label: m.name, savedId: m.id, sinkMass: m.digest?.sinkMass ?? null },
+    versions: new Uint8Array([m.digest?.version === 2 ? 2 : 1]),
   }));
 }
 
@@ -82,7 +115,12 @@ export function savedSteps(points: SavedPoints[], saved: SavedMeta[]): Group[] {
   const byId = new Map(saved.map((m) => [m.id, m]));
   return points
     .filter((p) => byId.has(p.id))
-    .map((p) => groupFromSteps(p.fps, p.zones, { label: byId.get(p.id)!.name, savedId: p.id, sinkMass: byId.get(p.id)!.digest?.sinkMass ?? null }));
+    .map((p) =>
+      groupFromSteps(p.fps, p.zones, { label: byId.get(p.id)!.name, savedId: p.id, sinkMass: byId.get(p.id)!.digest?.sinkMass ?? null }, undefined, {
+        versions: p.versions,
+        sinkMasses: p.sinkMasses,
+      }),
+    );
 }
 
 export function centroidGroup(clusters: SidecarCluster[]): Group | null {
@@ -177,6 +215,8 @@ export async function buildSet(groups: Group[], pca: PcaModel, sidecar: SidecarC
   const color = new Uint8Array(n);
   const size = new Uint8Array(n);
   const fixed = new Float32Array(n * 2).fill(NaN);
+  const version = new Uint8Array(n).fill(1);
+  const sinkMass = new Float32Array(n).fill(NaN);
   const owners: Owner[] = [];
   const starts = new Int32Array(groups.length);
   let discoveryCount = 0;
@@ -196,6 +236,8 @@ export async function buildSet(groups: Group[], pca: PcaModel, sidecar: SidecarC
       size[o + i] = g.sizes ? g.sizes[i] : SIZE[g.kind];
       if (g.steps) step[o + i] = g.steps[i];
       if (g.clusters) cluster[o + i] = g.clusters[i];
+      if (g.versions?.[i] === 2) version[o + i] = 2;
+      if (g.sinkMasses) sinkMass[o + i] = g.sinkMasses[i];
       if (g.fixedXY) {
         fixed[2 * (o + i)] = g.fixedXY[2 * i];
         fixed[2 * (o + i) + 1] = g.fixedXY[2 * i + 1];
@@ -236,5 +278,5 @@ export async function buildSet(groups: Group[], pca: PcaModel, sidecar: SidecarC
   } else {
     ({ x, y } = projectFlat(fps, n, pca));
   }
-  return { data: { n, x, y, color, size }, fps, kind, ownerIdx, owners, step, cluster, zone, starts, discoveryCount, projection };
+  return { data: { n, x, y, color, size }, fps, kind, ownerIdx, owners, step, cluster, zone, starts, discoveryCount, projection, version, sinkMass };
 }

@@ -4,12 +4,13 @@
 // most every 500 ms while it streams.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { meanSinkMass, stepPoints } from "../analysis/digest";
+import { shippedPca } from "../analysis/pca";
 import { DISCOVERY_POINTS_LIMIT, type DiscoveryPoints, type SidecarClient } from "../api/sidecar";
 import type { SidecarState } from "../state/sidecar";
 import { loadPoints, type SavedMeta, type SavedPoints } from "../storage/savedSessions";
 import type { TraceSession } from "../trace/session";
 import { FINGERPRINT_DIM, ZONES } from "../zones/zones";
-import { buildSet, centroidGroup, discoveryGroup, type Group, groupFromSteps, type ManifoldSet, savedMeans, savedSteps, type Scope, syntheticGroup } from "./build";
+import { buildSet, centroidGroup, discoveryGroup, type Group, groupFromSteps, groupsVersion, type ManifoldSet, savedMeans, savedSteps, type Scope, syntheticGroup } from "./build";
 
 /** Saved sessions whose step points a scope draws (read from IndexedDB); null: the scope reads none. */
 export function savedIdsOf(scope: Scope, saved: SavedMeta[]): string[] | null {
@@ -66,7 +67,10 @@ export function sessionStepsGroup(source: TraceSession, label: string): Group | 
   if (!pts.length) return null;
   const fps = new Float32Array(pts.length * FINGERPRINT_DIM);
   pts.forEach((p, i) => fps.set(p.fingerprint, i * FINGERPRINT_DIM));
-  return groupFromSteps(fps, new Uint8Array(pts.map((p) => ZONES.indexOf(p.zone))), { label, sinkMass: meanSinkMass(source) }, new Int32Array(pts.map((p) => p.step)));
+  return groupFromSteps(fps, new Uint8Array(pts.map((p) => ZONES.indexOf(p.zone))), { label, sinkMass: meanSinkMass(source) }, new Int32Array(pts.map((p) => p.step)), {
+    versions: new Uint8Array(pts.map((p) => p.version)),
+    sinkMasses: new Float32Array(pts.map((p) => p.sinkMass ?? NaN)),
+  });
 }
 
 /** The note under the toolbar when the sidecar sent only part of the run's points. */
@@ -169,7 +173,11 @@ export function useManifoldData({ scope, session, live, version, sessionLabel, s
         centroids: scope === "all" && useSidecarMap ? centroidGroup(sidecar.clusters) : null,
         synthetic: synthetic > 0 ? syntheticGroup(synthetic) : null,
       });
-      const s = await buildSet(groups, sidecar.pca, useSidecarMap ? sidecar.client : null, ctrl.signal);
+      // Without the sidecar's interpretation, the shipped PCA of the points' version (v2 when every
+      // point with a fingerprint is sink-aware).
+      const pcaVersion = sidecar.pcaSource === "sidecar" ? null : groupsVersion(groups);
+      const s = await buildSet(groups, pcaVersion === null ? sidecar.pca : shippedPca(pcaVersion), useSidecarMap ? sidecar.client : null, ctrl.signal);
+      s.pcaVersion = pcaVersion;
       if (!alive) return;
       buildMs.current = performance.now() - t0;
       setSet(s);

@@ -31,6 +31,10 @@ export interface SavedPoints {
   fps: Float32Array;
   /** Zone index (ZONES order) of each step. */
   zones: Uint8Array;
+  /** Fingerprint version of each step (absent on sessions saved before versions were read: all 1). */
+  versions?: Uint8Array;
+  /** Each step's own server sink_mass (NaN: none; absent on older saves). */
+  sinkMasses?: Float32Array;
 }
 
 function req<T>(r: IDBRequest<T>): Promise<T> {
@@ -80,11 +84,15 @@ export function pointsOf(session: TraceSession, id: string): SavedPoints {
   }
   const fps = new Float32Array(pts.length * 20);
   const zones = new Uint8Array(pts.length);
+  const versions = new Uint8Array(pts.length);
+  const sinkMasses = new Float32Array(pts.length);
   pts.forEach((p, i) => {
     fps.set(p.fingerprint, i * 20);
     zones[i] = ZONES.indexOf(p.zone);
+    versions[i] = p.version;
+    sinkMasses[i] = p.sinkMass ?? NaN;
   });
-  return { id, fps, zones };
+  return { id, fps, zones, versions, sinkMasses };
 }
 
 /**

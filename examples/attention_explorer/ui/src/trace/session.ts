@@ -25,7 +25,7 @@ import type {
 import { entryKind } from "../api/wire";
 import type { RouterAppliedInfo } from "./schema";
 import { classify, type Zone, ZONES } from "../zones/zones";
-import { signalFromRaw, signalFromSketch, trueProbs, type StepSignal } from "./attention";
+import { signalFromRaw, signalFromSketch, trueProbs, versionOf, type StepSignal } from "./attention";
 
 export type Role = "system" | "user" | "assistant";
 
@@ -593,16 +593,24 @@ export class TraceSession {
     return t ? { kind: "output", token: t } : null;
   }
 
-  /** The signal (fingerprint + zone input) of one step, from whatever capture it has. */
+  /**
+   * The signal (fingerprint + zone input) of one step, from whatever capture it has, with the
+   * fingerprint version it follows (classify it with classify(sig.fingerprint, sig.version)):
+   * a server fingerprint: the entry's fingerprint_version (absent: 1); a sketch: 2 when it says
+   * fingerprint_version 2 and every layer has sink_mass (the sink is then taken out of the
+   * histogram); raw entries: 2 when they say fingerprint_version 2 (position 0 is then dropped and
+   * the rest renormalized). Entries without a version read as before (version 1).
+   */
   stepSignal(run: Run, step: number, excludeSinks = false): StepSignal | null {
     const sc = run.steps.get(step);
     if (!sc) return null;
     if (sc.fingerprint) {
       const f = sc.fingerprint.fingerprint;
-      return { fingerprint: f, source: "server", entropy: null, massCaptured: null, hist: f.slice(4) };
+      return { fingerprint: f, source: "server", version: versionOf(sc.fingerprint.fingerprint_version), entropy: null, massCaptured: null, hist: f.slice(4) };
     }
     if (sc.sketch) return signalFromSketch(sc.sketch);
-    // Raw top-k estimate: "exclude sinks" drops the run's sink positions of each layer and renormalizes.
+    // Raw top-k estimate: "exclude sinks" drops the run's sink positions of each layer and renormalizes
+    // (on top of the version-2 reading, which always leaves position 0 out).
     if (excludeSinks && sc.raw.length) {
       const drop = new Set<number>();
       for (const r of sc.raw) for (const p of this.sinks(run, r.layer_id)) drop.add(p);
@@ -632,7 +640,7 @@ export class TraceSession {
       if (!sig) continue;
       let zone: Zone;
       if (sc.fingerprint && (ZONES as readonly string[]).includes(sc.fingerprint.manifold)) zone = sc.fingerprint.manifold as Zone;
-      else zone = classify(sig.fingerprint).zone;
+      else zone = classify(sig.fingerprint, sig.version).zone;
       zoneCounts[zone] = (zoneCounts[zone] ?? 0) + 1;
       entSum += sig.fingerprint[3];
       entN += 1;
