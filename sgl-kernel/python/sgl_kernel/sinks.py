@@ -42,6 +42,14 @@ class SinkTerms:
         """[N] the reported sink_mass: unmasked sink probability, mean over heads."""
         return self.mass.mean(-1)
 
+    @staticmethod
+    def cat(terms: "list[SinkTerms]") -> "SinkTerms":
+        """The rows of several SinkTerms, in order (one per layer of a layer-major batch)."""
+        if len(terms) == 1:
+            return terms[0]
+        return SinkTerms(*(torch.cat([getattr(t, f) for t in terms]) for f in
+                           ("mass", "bins", "all_mass", "all_plogp", "count")))
+
     def index_select(self, dim: int, idx: torch.Tensor) -> "SinkTerms":
         return SinkTerms(*(t.index_select(dim, idx) for t in (self.mass, self.bins, self.all_mass, self.all_plogp,
                                                                 self.count)))

@@ -350,8 +350,7 @@ class CaptureBatch:
             terms = [self.sinks[(gi, l)] for l in layers]
             if 2 in g.versions:
                 n, n_l = n_keys.numel(), len(layers)
-                cat = SinkTerms(*(torch.cat([getattr(t, f) for t in terms]) for f in
-                                  ("mass", "bins", "all_mass", "all_plogp", "count")))
+                cat = SinkTerms.cat(terms)
                 fp2 = fingerprint_v2(mean[..., :16].reshape(n_l * n, -1), stats[..., 17].reshape(n_l * n, -1),
                                      n_keys.repeat(n_l), cat).view(n_l, n, -1)
             fp = self._by_version(g.version, g.versions, fp1, fp2)
@@ -489,10 +488,7 @@ class CaptureBatch:
             fp1 = res.fingerprint if 1 in g.versions else None
             fp2 = None
             if 2 in g.versions:
-                terms = [self.sinks[(gi, l)] for l in order]
-                fp2 = res.fingerprint_v2(terms[0] if len(terms) == 1 else SinkTerms(
-                    *(torch.cat([getattr(t, f) for t in terms]) for f in
-                      ("mass", "bins", "all_mass", "all_plogp", "count"))))
+                fp2 = res.fingerprint_v2(SinkTerms.cat([self.sinks[(gi, l)] for l in order]))
             return self._by_version(g.version.repeat(len(order)), g.versions, fp1, fp2)
 
         return self._derived(gi, layers, fp)
