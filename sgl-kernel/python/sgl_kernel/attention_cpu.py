@@ -32,6 +32,8 @@ _failed = False
 
 def _load() -> Any:
     global _module, _failed
+    if _module is not None:  # built: no lock on the per-layer path
+        return _module
     with _lock:
         if _module is None and not _failed:
             try:

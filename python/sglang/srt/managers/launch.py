@@ -72,7 +72,9 @@ def launch_engine_processes(args: ServerArgs) -> TokenizerManager:
     files = materialize(locate_model(args.model_path))
     ipc = _ipc_names()
     # OpenMP threads that spin while waiting are catastrophic when another process shares
-    # the cores (measured: a 0.4 ms matmul took 10-23 ms): let them sleep instead.
+    # the cores (measured: a 0.4 ms matmul took 10-23 ms): let them sleep instead. On a
+    # machine of its own, GOMP_SPINCOUNT=20000 (a bounded spin) speeds up batch-1 decode
+    # ~1.5x; under contention it halved it (docs/performance.md), so it stays opt-in.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ctx = mp.get_context("spawn")
     from sglang.srt.distributed import free_port

@@ -18,6 +18,7 @@ from sglang.srt.distributed import divide, init_tensor_parallel
 from sglang.srt.layers.attention.base import AttentionBackend
 from sglang.srt.mem_cache.memory_pool import KVPool, ReqToTokenPool, TokenAllocator
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.layers import cpu_fused
 from sglang.srt.layers.cpu_gemm import prepack_linear_weights
 from sglang.srt.model_loader.loader import load_hf_config, load_model
 from sglang.srt.model_loader.gguf_cache import materialize
@@ -82,6 +83,8 @@ class ModelRunner:
             packed = prepack_linear_weights(self.model, self.device, self.dtype)
             if packed:
                 logger.info("oneDNN-prepacked %d linear weights for CPU", packed)
+        if cpu_fused.prepare(self.device, self.dtype):  # builds the fused C++ ops before serving
+            logger.info("fused C++ CPU ops on (norms, rotary, activation, greedy argmax)")
         cfg = self.model_config
         self.num_kv_heads = divide(cfg.num_kv_heads, self.tp_size, "the number of KV heads")  # this rank's
         self.num_heads = divide(cfg.num_heads, self.tp_size, "the number of attention heads")

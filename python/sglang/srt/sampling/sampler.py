@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sglang.srt.layers import cpu_fused
 from sglang.srt.constrained.base_grammar_backend import Grammar, GrammarBackend
 from sglang.srt.sampling.sampling_params import SamplingParams
 
@@ -150,6 +151,16 @@ def _draw(logits: torch.Tensor, info: SamplingInfo, greedy: int) -> int:
     return int(torch.multinomial(probs, 1, generator=info.generator).item())
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """torch.argmax over the last dim; on CPU float32 the fused row argmax (for [32, 49152]
+    logits on the 2-core VM: torch's 1.1 ms, 1.9 ms per step under load; the fused one 0.6 ms)."""
+    if logits.dim() == 2 and logits.stride(-1) == 1 and cpu_fused.applies(logits):
+        from sgl_kernel import cpu_ops
+
+        return cpu_ops.argmax_rows(logits)
+    return torch.argmax(logits, dim=-1)
+
+
 def sample(logits: torch.Tensor, infos: list[SamplingInfo],
            grammars: GrammarBackend | None = None) -> tuple[list[int | None], torch.Tensor]:
     """logits [B, V] float32 -> (next token ids, logits after penalties, bias and grammar masks).
@@ -174,7 +185,7 @@ def sample(logits: torch.Tensor, infos: list[SamplingInfo],
             _apply_grammars(logits, infos, constrained, grammars)
         for row in needs_bias:
             _apply_bias(logits[row], infos[row])
-    greedy = torch.argmax(logits, dim=-1).tolist()
+    greedy = _argmax(logits).tolist()
     out: list[int | None] = []
     for row, info in enumerate(infos):
         if info.error is not None:

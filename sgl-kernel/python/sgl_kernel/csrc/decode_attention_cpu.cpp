@@ -10,10 +10,33 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 namespace {
+
+// exp(x) for x <= 0 (scores minus their maximum), max error ~2 ulp, 0 below -87; branch-free
+// so the softmax loop vectorizes (std::exp does not without -ffast-math).
+inline float exp_nonpos(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float l2e = 1.44269504088896341f;
+  const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  const float n = std::nearbyint(x * l2e);
+  float r = x - n * ln2_hi;
+  r = r - n * ln2_lo;
+  float p = 1.9875691500e-4f;  // Cephes expf polynomial on [-ln2/2, ln2/2]
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
 
 template <typename idx_t>
 void run(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
@@ -23,7 +46,13 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
   const int64_t G = Hq / Hkv;
   // ATen's intra-op pool (the threads torch itself uses), not a second OpenMP runtime:
   // two runtimes on the same cores spin against each other.
-  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+  // Small batches run on the calling thread: waking the pool's sleeping threads
+  // (OMP_WAIT_POLICY=PASSIVE) costs more than a few thousand keys of work.
+  int64_t keys = 0;
+  for (int64_t b = 0; b < B; ++b) keys += seq_lens[b];
+  const int64_t per_task = std::max<int64_t>(1, keys * G * D / std::max<int64_t>(1, B));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / per_task);  // batch 1, 128 keys: serial
+  at::parallel_for(0, B * Hkv, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
       {
@@ -32,7 +61,12 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
         const idx_t* slots = table + req_rows[b] * table_stride;
         scores.resize(static_cast<size_t>(G * L));
         const float* qh = q + (b * Hq + h * G) * D;
+        constexpr int64_t kAhead = 8;  // rows are scattered over the pool: fetch ahead
         for (int64_t j = 0; j < L; ++j) {
+          if (j + kAhead < L) {
+            const char* nk = reinterpret_cast<const char*>(k + static_cast<int64_t>(slots[j + kAhead]) * pool_stride + h * D);
+            for (int64_t c = 0; c < D * 4; c += 64) __builtin_prefetch(nk + c);
+          }
           const float* kr = k + static_cast<int64_t>(slots[j]) * pool_stride + h * D;
           for (int64_t g = 0; g < G; ++g) {
             const float* qg = qh + g * D;
@@ -45,11 +79,14 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
         for (int64_t g = 0; g < G; ++g) {
           float* sg = scores.data() + g * L;
           float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
           for (int64_t j = 0; j < L; ++j) m = std::max(m, sg[j]);
           float sum = 0.f, es = 0.f;
+#pragma omp simd reduction(+ : sum, es)
           for (int64_t j = 0; j < L; ++j) {
-            const float e = std::exp(sg[j] - m);
-            es += e * (sg[j] - m);
+            const float z = sg[j] - m;
+            const float e = exp_nonpos(z);
+            es += e * z;
             sg[j] = e;
             sum += e;
           }
@@ -84,6 +121,10 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
         float* oh = out + (b * Hq + h * G) * D;
         std::fill(oh, oh + G * D, 0.f);
         for (int64_t j = 0; j < L; ++j) {
+          if (j + kAhead < L) {
+            const char* nv = reinterpret_cast<const char*>(v + static_cast<int64_t>(slots[j + kAhead]) * pool_stride + h * D);
+            for (int64_t c = 0; c < D * 4; c += 64) __builtin_prefetch(nv + c);
+          }
           const float* vr = v + static_cast<int64_t>(slots[j]) * pool_stride + h * D;
           for (int64_t g = 0; g < G; ++g) {
             const float p = scores[g * L + j];
@@ -117,11 +158,12 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
   auto rows = req_rows.to(torch::kInt64).contiguous();
   auto lens = seq_lens.to(torch::kInt64).contiguous();
   TORCH_CHECK(rows.numel() == B && lens.numel() == B, "req_rows and seq_lens must have B entries");
-  if (B > 0) {
-    TORCH_CHECK(lens.min().item<int64_t>() >= 1 && lens.max().item<int64_t>() <= req_to_token.size(1),
-                "seq_lens must be in [1, max_ctx]");
-    TORCH_CHECK(rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < req_to_token.size(0),
-                "req_rows must index req_to_token");
+  {  // bounds, on the host arrays (no tensor reductions: this runs once per layer)
+    const int64_t *lp = lens.data_ptr<int64_t>(), *rp = rows.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK(lp[b] >= 1 && lp[b] <= req_to_token.size(1), "seq_lens must be in [1, max_ctx]");
+      TORCH_CHECK(rp[b] >= 0 && rp[b] < req_to_token.size(0), "req_rows must index req_to_token");
+    }
   }
   auto out = torch::empty_like(qc);
   auto lse = torch::empty({B, Hq}, q.options());

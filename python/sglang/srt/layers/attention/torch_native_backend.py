@@ -61,6 +61,10 @@ class TorchNativeAttnBackend(AttentionBackend):
 
                 cpp_decode = attention_cpu.available()
         self.cpp_decode = cpp_decode
+        if cpp_decode:
+            from sgl_kernel.attention_cpu import decode_attention
+
+            self._cpp_decode = decode_attention
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if not fb.is_decode:
@@ -89,8 +93,7 @@ class TorchNativeAttnBackend(AttentionBackend):
     def forward_decode(self, q, layer, fb):
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
         if self.cpp_decode:
-            from sgl_kernel.attention_cpu import decode_attention
-
+            decode_attention = self._cpp_decode
             args = (q, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens,
                     layer.scaling)
             mp = fb.capture.fused_mask_prefix(layer.layer_id) if fb.capture is not None else None

@@ -1,0 +1,109 @@
+"""sgl_kernel's fused C++ CPU ops against their torch references (and float64 where the
+reference's own rounding is the question)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sgl_kernel import cpu_ops
+
+pytestmark = pytest.mark.skipif(not cpu_ops.available(), reason="no C++ compiler to build the CPU ops")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 37, 700])
+def test_rms_norm_and_residual_add(rows: int) -> None:
+    g = torch.Generator().manual_seed(rows)
+    h = 576
+    x = torch.randn(rows, h, generator=g) * 3
+    res = torch.randn(rows, h, generator=g)
+    w = torch.randn(h, generator=g)
+    x0, res0 = x.clone(), res.clone()
+    torch.testing.assert_close(cpu_ops.rms_norm(x, w, 1e-5), cpu_ops.rms_norm_ref(x, w, 1e-5), rtol=2e-6, atol=2e-6)
+    out, s = cpu_ops.add_rms_norm(x, res, w, 1e-5)
+    ref_out, ref_s = cpu_ops.add_rms_norm_ref(x, res, w, 1e-5)
+    assert torch.equal(s, ref_s)  # the residual sum is the same float add
+    torch.testing.assert_close(out, ref_out, rtol=2e-6, atol=2e-6)
+    xd = s.double()
+    exact = w.double() * xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(out.double(), exact, rtol=1e-6, atol=1e-6)
+    assert torch.equal(x, x0) and torch.equal(res, res0)  # the inputs are not written
+
+
+def test_rms_norm_strided_rows_and_3d() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(5, 2, 64, generator=g)
+    x = base[:, 0]  # rows with a stride of 128
+    w = torch.rand(64, generator=g)
+    torch.testing.assert_close(cpu_ops.rms_norm(x, w, 1e-6), cpu_ops.rms_norm_ref(x, w, 1e-6), rtol=2e-6, atol=2e-6)
+    q = torch.randn(4, 9, 64, generator=g)
+    got = cpu_ops.rms_norm(q, w, 1e-6)
+    assert got.shape == q.shape
+    torch.testing.assert_close(got, cpu_ops.rms_norm_ref(q, w, 1e-6), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("tokens", [1, 5, 300])
+def test_rotary_is_bit_identical_to_torch(tokens: int) -> None:
+    from sglang.srt.layers.rotary_embedding import RotaryEmbedding
+
+    g = torch.Generator().manual_seed(tokens)
+    rope = RotaryEmbedding(64, 2048, 10000.0)
+    hq, hk, d = 9, 3, 64
+    qkv = torch.randn(tokens, (hq + 2 * hk) * d, generator=g)
+    q, k, _ = qkv.split([hq * d, hk * d, hk * d], dim=-1)
+    q, k = q.reshape(tokens, hq, d), k.reshape(tokens, hk, d)  # strided rows, as in the model
+    pos = torch.randint(0, 2048, (tokens,), generator=g)
+    got_q, got_k = cpu_ops.rotary(pos, q, k, rope.cos_cache, rope.sin_cache)
+    ref_q, ref_k = cpu_ops.rotary_ref(pos, q, k, rope.cos_cache, rope.sin_cache)
+    assert got_q.is_contiguous() and got_k.is_contiguous()
+    assert torch.equal(got_q, ref_q) and torch.equal(got_k, ref_k)
+
+
+def test_rotary_refuses_positions_past_the_cache() -> None:
+    cos = torch.ones(8, 4)
+    q = torch.randn(1, 2, 4)
+    with pytest.raises(RuntimeError, match="position"):
+        cpu_ops.rotary(torch.tensor([8]), q, q, cos, cos)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 200])
+def test_silu_and_mul(rows: int) -> None:
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 2 * 1536, generator=g) * 4
+    x[0, :8] = torch.tensor([0.0, -0.0, 90.0, -90.0, 200.0, -200.0, 1e-30, -1e-30])
+    got = cpu_ops.silu_and_mul(x)
+    ref = cpu_ops.silu_and_mul_ref(x)
+    torch.testing.assert_close(got, ref, rtol=3e-6, atol=1e-6)
+    gate, up = x.double().chunk(2, -1)
+    torch.testing.assert_close(got.double(), gate * torch.sigmoid(gate) * up, rtol=3e-6, atol=1e-6)
+    assert torch.isfinite(got).all()
+
+
+def test_argmax_rows_matches_torch() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(33, 49152 + 3, generator=g)
+    x[1, 100] = x[1, 7] = 50.0  # ties: the first index
+    x[2] = -torch.inf
+    x[3, 5:] = x[3, 4]  # a flat tail
+    x[4, 1000] = torch.nan
+    x[5, 9] = torch.inf
+    x[6, 49152 + 2] = 99.0  # the maximum in the scalar tail
+    got = cpu_ops.argmax_rows(x)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, torch.argmax(x, dim=-1))
+    assert got[1] == 7 and got[4] == 1000
+    strided = x[:, :1000]
+    assert torch.equal(cpu_ops.argmax_rows(strided), torch.argmax(strided, dim=-1))
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_ops.rms_norm(torch.randn(2, 4).double(), torch.ones(4), 1e-6)
+    with pytest.raises(RuntimeError, match="hidden size"):
+        cpu_ops.rms_norm(torch.randn(2, 4), torch.ones(5), 1e-6)
+    with pytest.raises(RuntimeError, match="even"):
+        cpu_ops.silu_and_mul(torch.randn(2, 5))
+
+
+def test_env_switch_turns_it_off(monkeypatch) -> None:
+    monkeypatch.setenv("SGLANG_CPU_FUSED_OPS", "0")
+    assert not cpu_ops.available()
