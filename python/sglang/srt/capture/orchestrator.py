@@ -16,19 +16,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from sglang.srt.capture.logit_lens import LensBatch, LensRow
-from sglang.srt.capture.payload import CaptureBlock, Record, blocks_to_host, own_rows, take_payload
+from sglang.srt.capture.payload import blocks_to_host, own_rows, take_payload
+from sglang.srt.capture.wire import MOE_FIELDS, Block, Payload, RowRef, block_fields
 from sglang.srt.layers.moe import SparseMoE
 from sglang.srt.managers.io_struct import CaptureParams
 
 if TYPE_CHECKING:
     from sgl_kernel.sinks import SinkTerms
 
-    from sglang.srt.capture.wire import RowRefs
     from sglang.srt.layers.radix_attention import RadixAttention
     from sglang.srt.managers.req import Req
     from sglang.srt.managers.scheduler import Scheduler
@@ -57,7 +57,7 @@ class ReqCaptureState:
     # prompt positions below this were already considered for prompt rows: a request that
     # is prefilled again (retracted, or retried after a failed step) does not repeat them
     prompt_pos_next: int = 0
-    records: list[Record] = field(default_factory=list)  # not yet sent
+    rows: list[RowRef] = field(default_factory=list)  # captured rows not yet sent
     lens: list[dict[str, Any]] = field(default_factory=list)  # logit lens entries not yet sent
     fp_sum: torch.Tensor | None = None  # running sum of step fingerprints, on the device
     fp_count: int = 0
@@ -437,26 +437,26 @@ class CaptureBatch:
                 assert weights is not None  # SparseMoE.forward sets both
                 self.moe[lid] = (mlp.last_topk_ids, weights)
 
-    def finalize(self) -> tuple[list[CaptureBlock], list[Record]]:
-        """One record per captured row, pointing at its row of a CaptureBlock: the results
-        are stacked per (head group, layer list) with a few batched ops, not per row, and
-        reach the host together after sampling (CaptureHook.after_step). Returns the
-        step's blocks and the records that wait for a later step (non-streaming requests)."""
-        blocks: list[CaptureBlock] = []
-        waiting: list[Record] = []
+    def finalize(self) -> tuple[list[Block], list[tuple[str, RowRef]]]:
+        """One RowRef per captured row, pointing at its row of a Block: the results are
+        stacked per (head group, layer list) with a few batched ops, not per row, and reach
+        the host together after sampling (CaptureHook.after_step). Returns the step's blocks
+        and the rows (with their mode) that wait for a later step (non-streaming requests)."""
+        blocks: list[Block] = []
+        waiting: list[tuple[str, RowRef]] = []
         for gi, g in enumerate(self.groups):
             for layers, places in g.by_layers.items():
                 blk = self._block(gi, list(layers), places)
-                blk.head = g.each_head
                 blocks.append(blk)
                 for b, j in enumerate(places):
                     row = self.rows[g.rows[j]]
                     p = row.req.capture
                     assert p is not None  # a capture row's request captures
-                    rec = Record(blk, b, row.decode_step, row.pos, kernel_top_k(p), p.mode)
-                    row.req.capture_state.records.append(rec)
+                    ref = RowRef(blk, b, -1 if row.decode_step is None else row.decode_step, row.pos,
+                                 kernel_top_k(p))
+                    row.req.capture_state.rows.append(ref)
                     if not row.req.stream:
-                        waiting.append(rec)
+                        waiting.append((p.mode, ref))
                     if g.each_head is None or p.heads_each is None or g.each_head == p.heads_each[0]:
                         self._after_record(row, blk, b)  # once per row, not once per head
         return blocks, waiting
@@ -499,8 +499,9 @@ class CaptureBatch:
             return torch.stack([self.fused_sink_mass[:, self.fused_layers.index(l)] for l in layers], 1)
         return torch.stack([self.sinks[(gi, l)].sink_mass for l in layers], 1)
 
-    def _block(self, gi: int, layers: list[int], places: list[int]) -> CaptureBlock:
-        """The rows ``places`` of group gi, which all capture ``layers``."""
+    def _block(self, gi: int, layers: list[int], places: list[int]) -> Block:
+        """The rows ``places`` of group gi, which all capture ``layers``: the arrays of their
+        modes (``wire.block_fields``)."""
         g = self.groups[gi]
         if len(places) == len(g.rows):
             modes = g.modes
@@ -515,38 +516,35 @@ class CaptureBatch:
         def rows_of(t: torch.Tensor) -> torch.Tensor:
             return t if sel is None else t.index_select(0, sel)
 
-        def stacked(name: str) -> torch.Tensor:  # [rows, layers, ...]
-            return rows_of(self._layers_of(gi, name, layers))
-
-        arrays: dict[str, torch.Tensor] = {}
-        if modes - {"fingerprint"}:
-            for name in ("topk_pos", "topk_prob", "topk_logit", "lse_ref", "masked_mass"):
-                arrays[name] = stacked(name)
-        arrays["sink_mass"] = rows_of(self._sink_mass(gi, layers))
-        if "sketch" in modes:
-            arrays["hist"], arrays["entropy"] = stacked("hist"), stacked("entropy")
-        blk = CaptureBlock(layers, arrays)
-        if "fingerprint" in modes:
-            if gi == self.fused_gi and (self.fused_fp or self.fused_row_fp is not None):
-                fp = (self.fused_row_fp if self.fused_row_fp is not None
-                      else torch.stack([self.fused_fp[l] if l in self.fused_fp
-                                        else self._fingerprints(gi, [l])[:, 0] for l in layers]).mean(0))
-                fp = rows_of(fp)
-            else:
-                fp = rows_of(self._fingerprints(gi, layers)).mean(1)
-            arrays["fingerprint"] = fp
-            if self.hook.hints is not None:
-                assigned = self.hook.hints.assign(fp, rows_of(g.version))
-                if assigned is not None:
-                    arrays["cluster_idx"], blk.snapshot = assigned
-        blk.moe_layers = [l for l in layers if l in self.moe]
-        if blk.moe_layers:
-            ti = rows_of(g.token_index)
-            arrays["moe_ids"] = torch.stack([self.moe[l][0].index_select(0, ti) for l in blk.moe_layers], 1)
-            arrays["moe_w"] = torch.stack([self.moe[l][1].index_select(0, ti) for l in blk.moe_layers], 1)
+        blk = Block(layers, head=g.each_head, moe_layers=[l for l in layers if l in self.moe])
+        arrays = blk.tensors
+        for name in block_fields(modes, bool(blk.moe_layers)):
+            if name == "sink_mass":
+                arrays[name] = rows_of(self._sink_mass(gi, layers))
+            elif name == "fingerprint":
+                arrays[name] = fp = self._row_fingerprints(gi, layers, rows_of)
+                if self.hook.hints is not None:
+                    assigned = self.hook.hints.assign(fp, rows_of(g.version))
+                    if assigned is not None:
+                        arrays["cluster_idx"], blk.snapshot = assigned
+            elif name in MOE_FIELDS:  # [rows, moe layers, experts per token]: self.moe[l] is (ids, weights)
+                ti, which = rows_of(g.token_index), MOE_FIELDS.index(name)
+                arrays[name] = torch.stack([self.moe[l][which].index_select(0, ti) for l in blk.moe_layers], 1)
+            else:  # a field of the kernel's CaptureResult, [rows, layers, ...]
+                arrays[name] = rows_of(self._layers_of(gi, name, layers))
         return blk
 
-    def _after_record(self, row: _Row, blk: CaptureBlock, b: int) -> None:
+    def _row_fingerprints(self, gi: int, layers: list[int],
+                          rows_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """[rows of the block, 20]: each row's fingerprint, the mean over ``layers``."""
+        if gi == self.fused_gi and (self.fused_fp or self.fused_row_fp is not None):
+            fp = (self.fused_row_fp if self.fused_row_fp is not None
+                  else torch.stack([self.fused_fp[l] if l in self.fused_fp
+                                    else self._fingerprints(gi, [l])[:, 0] for l in layers]).mean(0))
+            return rows_of(fp)
+        return rows_of(self._fingerprints(gi, layers)).mean(1)
+
+    def _after_record(self, row: _Row, blk: Block, b: int) -> None:
         """Step bookkeeping of one captured row; the sidecar and adaptive sampling read
         its fingerprint while it is still on the device."""
         if row.decode_step is None:
@@ -558,9 +556,9 @@ class CaptureBatch:
         if p.mode != "fingerprint":
             return
         if self.hook.sidecar is not None:  # (indexing a row is a device op: only when someone listens)
-            self.hook.on_fingerprint(row.req, row.decode_step, blk.arrays["fingerprint"][b])
-        if p.adaptive_sampling and "cluster_idx" in blk.arrays:
-            self.hook.adapt(row.req, row.decode_step, int(blk.arrays["cluster_idx"][b]), blk.snapshot)
+            self.hook.on_fingerprint(row.req, row.decode_step, blk.tensors["fingerprint"][b])
+        if p.adaptive_sampling and "cluster_idx" in blk.tensors:
+            self.hook.adapt(row.req, row.decode_step, int(blk.tensors["cluster_idx"][b]), blk.snapshot)
 
 
 class CaptureHook:
@@ -572,10 +570,11 @@ class CaptureHook:
         self.current: CaptureBatch | None = None
         self.plan: _Plan | None = None  # the last decode batch's, reused while its rows stay the same
         self._moe_mlps: dict[int, SparseMoE] | None = None
-        # this step's blocks (moved to the host after sampling) and the records that then
-        # copy their rows out, because their request sends them at a later step
-        self.step_blocks: list[CaptureBlock] = []
-        self.step_waiting: list[Record] = []
+        # this step's blocks (moved to the host after sampling) and the rows (with their
+        # request's mode) that then copy their arrays out, because their request sends them
+        # at a later step
+        self.step_blocks: list[Block] = []
+        self.step_waiting: list[tuple[str, RowRef]] = []
         self.lens: LensBatch | None = None  # this step's logit lens rows, read out after sampling
         self.adaptive_steps = sched.args.attention_adaptive_steps
         self.hints = None
@@ -680,12 +679,12 @@ class CaptureHook:
         for r in reqs:
             st = r.capture_state
             if st is not None:
-                cp.append((r, (len(st.records), len(st.lens), st.captured_steps, st.prompt_rows_done, st.prompt_pos_next,
+                cp.append((r, (len(st.rows), len(st.lens), st.captured_steps, st.prompt_rows_done, st.prompt_pos_next,
                                st.fp_sum, st.fp_count, st.cluster_run, r.sampling_switch, r.params)))
         return cp
 
     def rollback(self, cp: list[tuple["Req", tuple]]) -> None:
-        """Forget a failed step: its batch, blocks and records; the requests' capture state
+        """Forget a failed step: its batch, blocks and rows; the requests' capture state
         is as before the step, so their retry captures the same rows once. (Fingerprints
         already handed to the sidecar stream cannot be recalled.)"""
         self.current = None
@@ -693,18 +692,18 @@ class CaptureHook:
         self.lens = None
         self.step_blocks = []
         self.step_waiting = []
-        for r, (n_rec, n_lens, steps, rows, pos_next, fp_sum, fp_count, run, switch, params) in cp:
+        for r, (n_rows, n_lens, steps, rows, pos_next, fp_sum, fp_count, run, switch, params) in cp:
             st = r.capture_state
-            del st.records[n_rec:]
+            del st.rows[n_rows:]
             del st.lens[n_lens:]
             st.captured_steps, st.prompt_rows_done, st.prompt_pos_next = steps, rows, pos_next
             st.fp_sum, st.fp_count, st.cluster_run = fp_sum, fp_count, run
             r.sampling_switch, r.params = switch, params
 
     def after_step(self, reqs: list["Req"], tokens: list[int]) -> None:
-        """After sampling: this step's blocks reach the host in one copy per dtype; records
-        sent later (non-streaming requests) copy their rows out, so no block outlives its step
-        there. Streaming requests pack views of the blocks' rows in this step's output. The
+        """After sampling: this step's blocks reach the host in one copy per dtype; rows
+        sent later (non-streaming requests) copy their arrays out, so no block outlives its
+        step there. Streaming requests' outputs of this step refer to the blocks' rows. The
         logit lens reads out now that the produced ``tokens`` are known."""
         if self.lens is not None:
             lens, self.lens = self.lens, None
@@ -761,9 +760,9 @@ class CaptureHook:
         out, st.lens = st.lens, []
         return out
 
-    def take_payload(self, req: "Req") -> dict[str, Any] | RowRefs | None:
+    def take_payload(self, req: "Req") -> Payload | None:
         st = req.capture_state
-        if st is None or not st.records:
+        if st is None or not st.rows:
             return None
-        recs, st.records = st.records, []
-        return take_payload(st.params, recs, req.stream)
+        rows, st.rows = st.rows, []
+        return take_payload(st.params, rows, req.stream)

@@ -1,46 +1,89 @@
-"""How capture results travel from the scheduler to the front end (numpy only, no torch).
+"""The capture payload schema: what a step's results are, from the scheduler to the front end
+(numpy only: the HTTP process never imports torch).
 
-A decode step's results for the rows of one head group and layer list are one
-``HostBlock`` of [rows, ...] arrays. A request's results are rows of such blocks:
-``(block, row, decode_step, query_pos, top_k)``.
+A result takes three shapes between the kernel's ``CaptureResult`` and the API's entries:
 
-* A streaming request sends ``RowRefs``: its rows, pointing into the step's blocks. Every
-  request of the step points into the same few blocks, and the step's outputs are pickled
-  in one message, so each block is serialized once per step, not once per request; the
-  scheduler does no per-request array work.
-* A request that sends later (non-streaming) keeps copies of its own rows (one-row blocks,
-  so a finished batch's blocks can go) and sends them packed (``pack_rows``).
+* ``Block``: one forward's results for the rows of one head group that share a layer list,
+  [rows, ...] arrays (layers second where there are layers). Made on the device
+  (``CaptureBatch._block``); ``payload.blocks_to_host`` turns its arrays into numpy in place,
+  one device-to-host copy per dtype for all of a step's blocks.
+* ``RowRef``: one captured query row of a request, row ``row`` of ``block``. A request that
+  sends at a later step (non-streaming) makes its rows ``own`` one-row copies, so the step's
+  blocks do not outlive it.
+* ``Payload``: a request's rows in one output message, with the request's mode and k. The
+  step's outputs are pickled in one message, so a block that many streaming requests point
+  into is serialized once per step, not once per request; the scheduler does no
+  per-request array work.
 
-The front end turns either into the packed dict that ``entries.build_entries`` reads.
+``entries.build_entries`` turns a payload's rows into the API's entries. ``MODE_FIELDS`` is the
+one declaration of the arrays each mode carries: it decides what ``_block`` stacks, what a
+row's own copy keeps, and what ``build_entries`` reads.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-# Which block arrays a row of each mode reads (moe_ids / moe_w go with every mode).
+if TYPE_CHECKING:
+    import torch
+
+    from sglang.srt.capture.hints import Snapshot
+
+# Every array a block can carry and its dtype on the way to the entries, in stacking order.
+FIELDS: dict[str, type] = {
+    "topk_pos": np.int32, "topk_prob": np.float32, "topk_logit": np.float32,  # [rows, layers, k]
+    "lse_ref": np.float32, "masked_mass": np.float32,  # [rows, layers]
+    "hist": np.float32,  # [rows, layers, 16]
+    "entropy": np.float32,  # [rows, layers]
+    "fingerprint": np.float32,  # [rows, 20]: the mean over the layers
+    "sink_mass": np.float32,  # [rows, layers]
+    "moe_ids": np.int64, "moe_w": np.float32,  # [rows, moe layers, experts per token]
+}
+# [rows, layers, k] arrays hold the largest k of the block's rows: a row reads its own k
 TOPK_FIELDS = ("topk_pos", "topk_prob", "topk_logit")
+# Which arrays a row of each mode carries (prompt rows are raw rows: the raw fields)
+RAW_FIELDS = (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass")
 MODE_FIELDS: dict[str, tuple[str, ...]] = {
-    "raw": (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass"),
-    "sketch": (*TOPK_FIELDS, "lse_ref", "masked_mass", "sink_mass", "hist", "entropy"),
+    "raw": RAW_FIELDS,
+    "sketch": (*RAW_FIELDS, "hist", "entropy"),
     "fingerprint": ("fingerprint", "sink_mass"),
 }
-MOE_FIELDS = ("moe_ids", "moe_w")
+MOE_FIELDS = ("moe_ids", "moe_w")  # with every mode, in blocks of MoE layers
 
 
-@dataclass
-class HostBlock:
-    """Capture results of some rows on the host: every array is [rows, ...] (layers second
-    where there are layers; top-k arrays hold the largest k of the block's rows)."""
+def block_fields(modes: Iterable[str], moe: bool) -> list[str]:
+    """The arrays of a block whose rows have these modes, in ``FIELDS`` order."""
+    want = {f for m in modes for f in MODE_FIELDS[m]} | (set(MOE_FIELDS) if moe else set())
+    return [f for f in FIELDS if f in want]
+
+
+@dataclass(eq=False)
+class Block:
+    """Capture results of some rows: every array is [rows, ...] (see ``FIELDS``). ``tensors``
+    on the device until ``payload.blocks_to_host`` moves them to ``arrays`` (numpy) and
+    resolves ``cluster_idx`` with the hints ``snapshot`` into ``cluster_ids`` / ``cluster_zones``;
+    only a block on the host travels (pickles)."""
     layers: list[int]
-    arrays: dict[str, np.ndarray]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     moe_layers: list[int] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # the hints snapshot that tensors["cluster_idx"] indexes
+    head: int | None = None  # per-head capture: the one query head of every row (else the head mean)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
     # per row, from the sidecar's centroids (manifold hints): cluster id (-1 = noise) and zone
     cluster_ids: list[int] | None = None
     cluster_zones: list[str | None] | None = None
-    head: int | None = None  # per-head capture: the one query head of every row (else the head mean)
+    on_host: bool = False
+    owned: bool = False  # copies that belong to one request's rows (``RowRef.own``, ``merge_owned``)
+
+    def __getstate__(self) -> dict[str, Any]:
+        assert self.on_host, "a capture block travels once on the host (payload.blocks_to_host)"
+        return {k: v for k, v in self.__dict__.items() if k not in ("tensors", "snapshot")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, tensors={}, snapshot=None)
 
     def row(self, key: str, row: int, top_k: int) -> np.ndarray | None:
         """Row ``row`` of array ``key`` (its own top-k), a view; None if the block has no such array."""
@@ -49,88 +92,83 @@ class HostBlock:
             return None
         return arr[row, :, :top_k] if key in TOPK_FIELDS else arr[row]
 
-    def own_row(self, row: int, top_k: int, mode: str) -> "HostBlock":
-        """A one-row block with copies of this row's fields for ``mode``."""
-        keys = MODE_FIELDS[mode] + (MOE_FIELDS if self.moe_layers else ())
-        arrays = {k: v[None].copy() for k in keys if (v := self.row(k, row, top_k)) is not None}
-        one = HostBlock(self.layers, arrays, self.moe_layers, head=self.head)
-        if self.cluster_ids is not None:
-            zones = self.cluster_zones
-            assert zones is not None  # the hints set cluster_ids and cluster_zones together (payload.blocks_to_host)
-            one.cluster_ids, one.cluster_zones = [self.cluster_ids[row]], [zones[row]]
-        return one
+    def hint(self, row: int) -> tuple[int, str | None] | None:
+        """Row ``row``'s manifold hint (cluster id, zone), if the block has hints."""
+        if self.cluster_ids is None:
+            return None
+        assert self.cluster_zones is not None  # the hints set both lists together (payload.blocks_to_host)
+        return self.cluster_ids[row], self.cluster_zones[row]
+
+    def set_hints(self, hints: list[tuple[int, str | None] | None]) -> None:
+        """Per row hints (all or none of them: ``kind``)."""
+        if hints and hints[0] is not None:
+            self.cluster_ids = [h[0] for h in hints if h is not None]
+            self.cluster_zones = [h[1] for h in hints if h is not None]
+
+    def kind(self) -> tuple[Any, ...]:
+        """Rows of blocks of one kind can share one block (``merge_owned``)."""
+        return (tuple(self.layers), tuple(self.moe_layers), self.head, self.cluster_ids is None,
+                tuple((k, v.shape[1:], v.dtype.str) for k, v in self.arrays.items()))
 
 
-Row = tuple[HostBlock, int, int, int, int]  # (block, row, decode_step or -1 for a prompt row, query_pos, top_k)
+class RowRef:
+    """One captured query row of a request: row ``row`` of ``block``; which decode step
+    (-1: a prompt-attention row) and query position; this request's k (a block holds the
+    largest k of its rows)."""
+    __slots__ = ("block", "row", "decode_step", "query_pos", "top_k")
+
+    def __init__(self, block: Block, row: int, decode_step: int, query_pos: int, top_k: int) -> None:
+        self.block = block
+        self.row = row
+        self.decode_step = decode_step
+        self.query_pos = query_pos
+        self.top_k = top_k
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a few numbers and the (memoized) block
+        return (RowRef, (self.block, self.row, self.decode_step, self.query_pos, self.top_k))
+
+    def get(self, key: str) -> np.ndarray | None:
+        """This row's array ``key`` (its own top-k) in its ``FIELDS`` dtype: a view where the
+        block already has it; None if the block has no such array."""
+        arr = self.block.row(key, self.row, self.top_k)
+        return None if arr is None else arr.astype(FIELDS[key], copy=False)
+
+    def own(self, mode: str) -> None:
+        """Copy this row's arrays of ``mode`` (on the host) out of its block, so the block can go."""
+        blk = self.block
+        if blk.owned:
+            return
+        assert blk.on_host, "own a row once its block is on the host (payload.blocks_to_host)"
+        keys = MODE_FIELDS[mode] + (MOE_FIELDS if blk.moe_layers else ())
+        arrays = {k: v[None].copy() for k in keys if (v := blk.row(k, self.row, self.top_k)) is not None}
+        one = Block(blk.layers, moe_layers=blk.moe_layers, head=blk.head, arrays=arrays, on_host=True, owned=True)
+        one.set_hints([blk.hint(self.row)])
+        self.block, self.row = one, 0
 
 
-class RowRefs(NamedTuple):
-    """A streaming request's capture in one output: rows of the step's shared blocks."""
+class Payload(NamedTuple):
+    """A request's capture in one output: its rows, and what the entries need of its params."""
     mode: str
     top_k: int
     mask_prefix: int
-    rows: list[Row]
-    fingerprint_version: int = 2
+    fingerprint_version: int
+    rows: list[RowRef]
 
 
-def pack_rows(mode: str, top_k: int, mask_prefix: int, rows: list[Row], fingerprint_version: int = 2) -> dict[str, Any]:
-    """A request's rows as [steps, ...] arrays (the dict ``entries.build_entries`` reads)."""
-    if len(rows) == 1:  # one step: views, not np.stack's copies
-        hb0, r0, _, _, k0 = rows[0]
-
-        def stacked(key: str, dtype: Any) -> np.ndarray:
-            arr = hb0.row(key, r0, k0)
-            assert arr is not None, key  # only the fields of the rows' mode are read: their blocks hold them
-            return arr[None].astype(dtype, copy=False)
-    else:
-        def stacked(key: str, dtype: Any) -> np.ndarray:
-            # only the fields of the rows' mode are read: every block of such rows holds them
-            arrs = cast("list[np.ndarray]", [hb.row(key, r, k) for hb, r, _, _, k in rows])
-            return np.stack(arrs).astype(dtype, copy=False)
-
-    first = rows[0][0]
-    out: dict[str, Any] = {
-        "mode": mode,
-        "top_k": top_k,
-        "layers": list(first.layers),
-        "mask_prefix": mask_prefix,
-        "fingerprint_version": fingerprint_version,
-        "decode_step": np.array([ds for _, _, ds, _, _ in rows], np.int64),
-        "query_pos": np.array([qp for _, _, _, qp, _ in rows], np.int64),
-    }
-    if mode != "fingerprint":
-        out["topk_pos"] = stacked("topk_pos", np.int32)
-        out["topk_prob"] = stacked("topk_prob", np.float32)
-        out["topk_logit"] = stacked("topk_logit", np.float32)
-        out["lse_ref"] = stacked("lse_ref", np.float32)
-        out["masked_mass"] = stacked("masked_mass", np.float32)
-    if all("sink_mass" in hb.arrays for hb, _, _, _, _ in rows):  # [steps, layers]
-        out["sink_mass"] = stacked("sink_mass", np.float32)
-    if any(hb.head is not None for hb, _, _, _, _ in rows):
-        out["head_id"] = np.array([-1 if hb.head is None else hb.head for hb, _, _, _, _ in rows], np.int64)
-    if mode == "sketch":
-        out["hist"] = stacked("hist", np.float32)
-        out["entropy"] = stacked("entropy", np.float32)
-    if mode == "fingerprint":
-        out["fingerprint"] = stacked("fingerprint", np.float32)
-        # cluster hints describe generation: decode steps only
-        hinted = [hb.cluster_ids is not None and ds >= 0 for hb, _, ds, _, _ in rows]
-        if any(hinted):
-            # a hinted row's block has both lists (the hints set them together)
-            out["cluster_id"] = [cast("list[int]", hb.cluster_ids)[r] if h else None
-                                 for (hb, r, _, _, _), h in zip(rows, hinted)]
-            out["cluster_zone"] = [cast("list[str | None]", hb.cluster_zones)[r] if h else None
-                                   for (hb, r, _, _, _), h in zip(rows, hinted)]
-    moe = first.moe_layers
-    if moe and all(hb.moe_layers == moe for hb, _, _, _, _ in rows):
-        out["moe_layers"] = list(moe)
-        out["moe_ids"] = stacked("moe_ids", np.int64)
-        out["moe_w"] = stacked("moe_w", np.float32)
-    return out
-
-
-def unpack(payload: dict[str, Any] | RowRefs) -> dict[str, Any]:
-    """The packed dict of either form a request's capture travels in."""
-    if isinstance(payload, RowRefs):
-        return pack_rows(*payload)
-    return payload
+def merge_owned(rows: list[RowRef]) -> None:
+    """Rows that own their copies point into one block per kind instead: the [steps, ...]
+    arrays of a request that sends all its rows at once (non-streaming), a few arrays in the
+    message rather than a few per step."""
+    by_kind: dict[tuple[Any, ...], list[RowRef]] = {}
+    for r in rows:
+        if r.block.owned:
+            by_kind.setdefault(r.block.kind(), []).append(r)
+    for group in by_kind.values():
+        if len(group) < 2:
+            continue
+        b0 = group[0].block
+        one = Block(b0.layers, moe_layers=b0.moe_layers, head=b0.head, on_host=True, owned=True,
+                    arrays={k: np.concatenate([r.block.arrays[k][r.row, None] for r in group]) for k in b0.arrays})
+        one.set_hints([r.block.hint(r.row) for r in group])
+        for i, r in enumerate(group):
+            r.block, r.row = one, i

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sglang.srt.limits import MAX_LOGIT_LENS_TOP_K, MAX_SINK_TOKENS, MAX_TOP_K_ATTENTION
 
 if TYPE_CHECKING:
+    from sglang.srt.capture.wire import Payload
     from sglang.srt.sampling.sampling_params import SamplingParams
 
 CaptureMode = Literal["raw", "sketch", "fingerprint"]
@@ -189,9 +190,9 @@ class ReqOutput:
     input_top_logprobs: list[list[tuple[float, int]] | None] | None = None
     # per new token: (logprob, token_id) of each id of token_ids_logprob
     token_ids_logprobs: list[list[tuple[float, int]]] | None = None
-    # Capture payload for the steps in this message: packed numpy arrays, or (streaming)
-    # RowRefs into the step's shared blocks (see capture/wire.py)
-    capture: Any = None
+    # Capture payload for the steps in this message: the request's rows, references into the
+    # step's shared blocks (streaming) or its own copies (see capture/wire.py)
+    capture: Payload | None = None
     # Logit lens entries of the steps in this message (see capture.logit_lens)
     logit_lens: list[dict[str, Any]] | None = None
     # Adaptive sampling switch {"step", "before", "after", "cluster_id", "zone"}, once it happened.
