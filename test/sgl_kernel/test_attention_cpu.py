@@ -66,12 +66,15 @@ def test_stale_build_lock_is_removed(monkeypatch) -> None:
 
     from torch.utils.cpp_extension import _get_build_directory
 
-    lock = Path(_get_build_directory(attention_cpu._NAME, False)) / "lock"
+    from sgl_kernel import jit
+
+    ext = attention_cpu._EXT
+    lock = Path(_get_build_directory(ext.name, False)) / "lock"
     lock.touch()
-    old = time.time() - attention_cpu._STALE_LOCK_S - 60
+    old = time.time() - jit._STALE_LOCK_S - 60
     os.utime(lock, (old, old))
-    monkeypatch.setattr(attention_cpu, "_module", None)
-    assert attention_cpu._load() is not None
+    monkeypatch.setattr(ext, "_module", None)
+    assert ext.get() is not None
     assert not lock.exists()
 
 

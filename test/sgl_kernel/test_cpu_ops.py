@@ -107,3 +107,60 @@ def test_bad_inputs_raise() -> None:
 def test_env_switch_turns_it_off(monkeypatch) -> None:
     monkeypatch.setenv("SGLANG_CPU_FUSED_OPS", "0")
     assert not cpu_ops.available()
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("n,k", [(960, 576), (49152, 576), (576, 1536), (7, 20), (130, 33)])
+def test_small_linear_matches_float64(m: int, n: int, k: int) -> None:
+    g = torch.Generator().manual_seed(m * 1000 + n + k)
+    base = torch.randn(m, 2 * k, generator=g)
+    x = base[:, :k]  # rows with a stride of 2k, as a slice of a merged projection
+    w, b = torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    for bias in (None, b):
+        got = cpu_ops.small_linear(x, w, bias)
+        want = torch.nn.functional.linear(x.double(), w.double(), None if bias is None else bias.double())
+        assert got.shape == (m, n) and got.dtype == torch.float32
+        # float32 dot products of k terms: error ~ sqrt(k) ulps of the terms' magnitude
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-5 * k ** 0.5)
+
+
+def test_small_linear_refuses_what_it_does_not_handle() -> None:
+    w = torch.randn(8, 16)
+    with pytest.raises(RuntimeError, match="1..4 rows"):
+        cpu_ops.small_linear(torch.randn(5, 16), w)
+    with pytest.raises(RuntimeError, match="columns"):
+        cpu_ops.small_linear(torch.randn(1, 15), w)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        cpu_ops.small_linear(torch.randn(1, 16), torch.randn(16, 8).t())
+
+
+def test_small_linear_from_threads_and_a_forked_child() -> None:
+    """Concurrent callers share the pool (one runs it, the others run serially), and a
+    forked child, which has none of the parent's worker threads, starts a pool of its own."""
+    import multiprocessing as mp
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(4096, 576, generator=g)
+    xs = [torch.randn(1 + i % 4, 576, generator=g) for i in range(64)]
+    want = [x @ w.t() for x in xs]
+    cpu_ops.small_linear(xs[0], w)  # the parent's pool exists before the fork
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda x: cpu_ops.small_linear(x, w), xs))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_small_linear, args=(q, xs[3], w))
+    p.start()
+    out = q.get(timeout=60)  # before join: the child's put blocks until the pipe is read
+    p.join(60)
+    assert p.exitcode == 0
+    torch.testing.assert_close(torch.tensor(out), want[3], rtol=1e-4, atol=1e-3)
+
+
+def _child_small_linear(q: "object", x: torch.Tensor, w: torch.Tensor) -> None:
+    out = cpu_ops.small_linear(x, w)
+    for _ in range(50):  # many jobs: a dead inherited worker would hang one of them
+        out = cpu_ops.small_linear(x, w)
+    q.put(out.tolist())  # type: ignore[attr-defined]  (plain data: no shared-memory handles)

@@ -3,55 +3,19 @@
 Reads each key and value row of a request straight from the paged pool: no padded
 gather, so a decode step at batch 32 moves about a third of the bytes that gather + SDPA
 move. float32 only; everything else (and a machine without a C++ compiler, or
-``SGLANG_CPU_DECODE_ATTENTION=sdpa``) keeps the torch path. The build lands in torch's
-extension cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) and
-takes about a minute the first time.
+``SGLANG_CPU_DECODE_ATTENTION=sdpa``) keeps the torch path (build: ``sgl_kernel.jit``).
 """
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import threading
-import time
-from pathlib import Path
-from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
-_SRC = Path(__file__).with_name("csrc") / "decode_attention_cpu.cpp"
-# The source's hash is part of the name: a changed source always gets its own build
-# (torch's own staleness check missed a rebuild when the same name was built elsewhere).
-_NAME = "sgl_kernel_cpu_" + hashlib.sha1(_SRC.read_bytes()).hexdigest()[:12]
-_STALE_LOCK_S = 600
-_lock = threading.Lock()
-_module: Any = None
-_failed = False
+from sgl_kernel.jit import Extension
 
-
-def _load() -> Any:
-    global _module, _failed
-    if _module is not None:  # built: no lock on the per-layer path
-        return _module
-    with _lock:
-        if _module is None and not _failed:
-            try:
-                from torch.utils.cpp_extension import _get_build_directory, load
-
-                # torch serialises builds with a lock file; one left by a build that was
-                # killed would make every later load wait forever. No build takes this long.
-                lock = Path(_get_build_directory(_NAME, False)) / "lock"
-                if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
-                    logger.warning("removing a stale build lock %s", lock)
-                    lock.unlink(missing_ok=True)
-                _module = load(name=_NAME, sources=[str(_SRC)],
-                               extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                               verbose=False)
-            except Exception as e:  # no compiler, no headers: the caller keeps the torch path
-                _failed = True
-                logger.warning("C++ CPU decode attention unavailable (%s); using gather + SDPA", e)
-    return _module
+_EXT = Extension("sgl_kernel_cpu_", ["decode_attention_cpu.cpp"], ["-O3", "-march=native", "-fopenmp"], ["-fopenmp"],
+                 fallback="gather + SDPA")
+_load = _EXT.get
 
 
 def available() -> bool:

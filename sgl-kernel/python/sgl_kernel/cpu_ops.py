@@ -13,47 +13,18 @@ expression; the norms and silu within a few float32 ulps (tests: test/sgl_kernel
 """
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import threading
-import time
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-logger = logging.getLogger(__name__)
-_SRC = Path(__file__).with_name("csrc") / "cpu_ops.cpp"
-_NAME = "sgl_kernel_cpu_ops_" + hashlib.sha1(_SRC.read_bytes()).hexdigest()[:12]
-_STALE_LOCK_S = 600
-_lock = threading.Lock()
-_module: Any = None
-_failed = False
+from sgl_kernel.jit import Extension
 
-
-def _load() -> Any:
-    global _module, _failed
-    if _module is not None:  # built: no lock on the per-layer path
-        return _module
-    with _lock:
-        if _module is None and not _failed:
-            try:
-                from torch.utils.cpp_extension import _get_build_directory, load
-
-                lock = Path(_get_build_directory(_NAME, False)) / "lock"
-                if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
-                    logger.warning("removing a stale build lock %s", lock)
-                    lock.unlink(missing_ok=True)
-                # -ffp-contract=off: a*b + c rounds as ATen's separate mul and add
-                _module = load(name=_NAME, sources=[str(_SRC)],
-                               extra_cflags=["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off"],
-                               verbose=False)
-            except Exception as e:  # no compiler, no headers: the callers keep the torch ops
-                _failed = True
-                logger.warning("fused C++ CPU ops unavailable (%s); using torch ops", e)
-    return _module
+SMALL_ROWS = 4  # small_linear's largest batch (kSmallGemmMaxRows)
+# -ffp-contract=off: a*b + c rounds as ATen's separate mul and add
+_EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp", "small_gemm_cpu.cpp"],
+                 ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off"], fallback="torch ops")
+_load = _EXT.get
 
 
 def available() -> bool:
@@ -117,6 +88,13 @@ def rotary(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_cache:
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return _load().silu_and_mul(x)
+
+
+def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` for 1..SMALL_ROWS float32 rows [M, K] (contiguous last dim) and a
+    contiguous weight [N, K]: each weight byte read once, shared with the pool's workers,
+    which spin between the GEMVs of a step instead of sleeping (csrc/small_gemm_cpu.cpp)."""
+    return _load().small_linear(x, weight, bias)
 
 
 def argmax_rows(logits: torch.Tensor) -> torch.Tensor:

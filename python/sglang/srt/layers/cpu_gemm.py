@@ -16,10 +16,14 @@ missing or fail a self-check the layer silently keeps ``F.linear``.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
+from sgl_kernel import cpu_ops
 from torch import nn
+
+from sglang.srt.layers import cpu_fused
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +34,24 @@ _PACK_HINT_ROWS = 32
 # (576x576: 0.11 vs 0.03 ms) and wins on large ones (the LM head: 5 vs 10 ms).
 _GEMV_MAX_ELEMENTS = 1 << 22
 _DTYPES = (torch.float32, torch.bfloat16)
+# Up to this many float32 rows go through sgl_kernel's small GEMM (cpu_ops.small_linear):
+# each weight read once by a pool whose workers stay awake across a step's GEMVs, where
+# MKL's and oneDNN's OpenMP regions each pay a thread wake-up under the passive wait.
+# SGLANG_CPU_SMALL_GEMM=0 turns it off (then MKL / oneDNN as before).
+_SMALL_ROWS = 0 if os.environ.get("SGLANG_CPU_SMALL_GEMM", "1") in ("0", "false", "off") else cpu_ops.SMALL_ROWS
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` through the packed weight when one exists."""
+    """``F.linear(x, weight, bias)``: a few float32 rows (decode at batch 1..4) through the
+    fused ops' small GEMM, else through the packed weight when one exists."""
+    rows = x.numel() // x.shape[-1]
+    if 0 < rows <= _SMALL_ROWS and weight.dtype == torch.float32 and cpu_fused.applies(x) and weight.is_contiguous():
+        x2 = x.reshape(rows, x.shape[-1])
+        out = cpu_ops.small_linear(x2 if x2.stride(-1) == 1 else x2.contiguous(), weight, bias)
+        return out.reshape(*x.shape[:-1], weight.shape[0])
     if packed is None:
         return F.linear(x, weight, bias)
-    rows = x.numel() // x.shape[-1]
     if rows == 0 or (rows == 1 and weight.numel() <= _GEMV_MAX_ELEMENTS):
         return F.linear(x, weight, bias)
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, x.shape[-1]), packed, bias, "none", [], "")

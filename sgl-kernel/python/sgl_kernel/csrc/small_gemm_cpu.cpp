@@ -1,0 +1,250 @@
+// y = x W^T (+ b) for a few rows of x (decode at batch 1..4), float32, on a small
+// spin-then-sleep thread pool.
+//
+// Why: at batch 1 a decode step is ~120 GEMVs that read the weights once, so its floor is
+// weight bytes / memory bandwidth. Through ATen each GEMV is an OpenMP region, and with
+// OMP_WAIT_POLICY=PASSIVE (which the engine needs on shared machines) the second thread
+// sleeps between regions: every GEMV pays a futex wake-up, ~0.1 ms in a VM, 10 ms of a
+// 40 ms step (docs/performance.md). This pool's workers spin for a bounded time after a
+// job (SGLANG_CPU_SPIN_US, default 1000 us), so they stay awake across the GEMVs of one
+// step and sleep between steps. Work is claimed block by block from one atomic word, so a
+// worker that is descheduled (another process on the cores) or absent (after a fork)
+// only means the caller does more blocks itself: nothing ever waits for a sleeping thread.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <pthread.h>
+#include <thread>
+#include <vector>
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+using Task = void (*)(const void* ctx, int64_t block);
+
+// state word: generation (bits 63..32) | block count (31..16) | next unclaimed block (15..0)
+constexpr uint64_t kMaxBlocks = 0xFFFF;
+inline uint32_t gen_of(uint64_t s) { return static_cast<uint32_t>(s >> 32); }
+inline uint64_t total_of(uint64_t s) { return (s >> 16) & 0xFFFF; }
+inline uint64_t next_of(uint64_t s) { return s & 0xFFFF; }
+
+class SpinPool {
+ public:
+  SpinPool(int workers, int64_t spin_us) : spin_(std::chrono::microseconds(spin_us)) {
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { loop(); });
+  }
+
+  // Runs task(ctx, b) for b in [0, n_blocks); returns when all are done.
+  void run(Task task, const void* ctx, int64_t n_blocks) {
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy.owns_lock() || threads_.empty() || n_blocks < 2 || solo_ > 0) {
+      // another caller holds the pool, or the cores are contended (below): on this thread
+      if (busy.owns_lock() && solo_ > 0) --solo_;
+      for (int64_t b = 0; b < n_blocks; ++b) task(ctx, b);
+      return;
+    }
+    TORCH_CHECK(static_cast<uint64_t>(n_blocks) <= kMaxBlocks, "too many blocks");
+    task_ = task;
+    ctx_ = ctx;
+    done_.store(0, std::memory_order_relaxed);
+    ++gen_;
+    // publishes task_ and ctx_ to whoever claims a block of this generation
+    state_.store((static_cast<uint64_t>(gen_) << 32) | (static_cast<uint64_t>(n_blocks) << 16),
+                 std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lk(m_);
+      cv_.notify_all();
+    }
+    drain(gen_);
+    if (done_.load(std::memory_order_acquire) == n_blocks) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (uint32_t i = 1; done_.load(std::memory_order_acquire) < n_blocks; ++i) {
+      cpu_relax();
+      if ((i & 255) == 0) std::this_thread::yield();  // a claimed block's worker was descheduled
+    }
+    // A block takes ~10-20 us: waiting longer means a worker lost its core to another
+    // process. When that keeps happening, run alone for a while (a descheduled worker
+    // would hold every job hostage) and then try the workers again.
+    late_ += std::chrono::steady_clock::now() - t0 > kLate;
+    if (++calls_ == kWindow) {
+      if (late_ >= kMaxLate) solo_ = kSoloCalls;
+      calls_ = late_ = 0;
+    }
+  }
+
+ private:
+  void drain(uint32_t g) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    while (gen_of(s) == g && next_of(s) < total_of(s)) {
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        task_(ctx_, static_cast<int64_t>(next_of(s)));  // claimed: task_/ctx_ stay until done_ counts it
+        done_.fetch_add(1, std::memory_order_release);
+        s = state_.load(std::memory_order_acquire);
+      }
+    }
+  }
+
+  [[noreturn]] void loop() {
+    uint32_t seen = 0;
+    while (true) {
+      auto deadline = std::chrono::steady_clock::now() + spin_;
+      uint64_t s;
+      for (uint32_t i = 1;; ++i) {
+        s = state_.load(std::memory_order_acquire);
+        if (gen_of(s) != seen) break;
+        cpu_relax();
+        if ((i & 63) != 0) continue;
+        std::this_thread::yield();  // cheap when the core is idle; gives it away when it is not
+        if (std::chrono::steady_clock::now() > deadline) {
+          std::unique_lock<std::mutex> lk(m_);
+          sleepers_.fetch_add(1, std::memory_order_seq_cst);
+          // seq_cst on both sides: either run() sees the sleeper and notifies, or this sees the new gen
+          cv_.wait(lk, [&] { return gen_of(state_.load(std::memory_order_seq_cst)) != seen; });
+          sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+          deadline = std::chrono::steady_clock::now() + spin_;
+        }
+      }
+      seen = gen_of(s);
+      drain(seen);
+    }
+  }
+
+  std::chrono::microseconds spin_;
+  std::vector<std::thread> threads_;
+  std::mutex run_mu_, m_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<int> sleepers_{0};
+  // written by the caller holding run_mu_ only
+  uint32_t gen_ = 0;
+  int calls_ = 0, late_ = 0, solo_ = 0;
+  static constexpr auto kLate = std::chrono::microseconds(200);
+  static constexpr int kWindow = 128, kMaxLate = 8, kSoloCalls = 4096;
+  Task task_ = nullptr;
+  const void* ctx_ = nullptr;
+};
+
+SpinPool* g_pool = nullptr;
+std::mutex g_pool_mu;
+
+SpinPool& pool() {
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  if (g_pool == nullptr) {
+    // workers: one fewer than torch's intra-op threads (the caller is the other one)
+    const char* v = std::getenv("SGLANG_CPU_SPIN_US");
+    const long spin = v ? std::max(0L, std::atol(v)) : 1000L;
+    // never destroyed: worker threads end with the process
+    g_pool = new SpinPool(std::max(0, at::get_num_threads() - 1), spin);
+    // a forked child has none of the parent's threads (and maybe a mutex held by one):
+    // it starts a pool of its own on first use
+    static bool registered = [] {
+      return pthread_atfork(nullptr, nullptr, [] {
+        g_pool = nullptr;
+        new (&g_pool_mu) std::mutex();
+      }) == 0;
+    }();
+    (void)registered;
+  }
+  return *g_pool;
+}
+
+typedef float v16 __attribute__((vector_size(64)));
+
+inline v16 load16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
+  return v;
+}
+
+inline float hsum(v16 v) {
+  float s = 0.f;
+  for (int l = 0; l < 16; ++l) s += v[l];
+  return s;
+}
+
+struct Gemm {
+  const float* x;
+  int64_t x_stride;
+  const float* w;  // [N, K] contiguous
+  const float* bias;  // [N] or null
+  float* y;  // [M, N] contiguous
+  int64_t M, N, K, rows_per_block;
+};
+
+// rows [n0, n0 + R) of W against all M rows of x: each weight byte is read once
+template <int M, int R>
+inline void tile(const Gemm& g, int64_t n0) {
+  v16 acc[M][R];
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = v16{};
+  const int64_t K = g.K, K16 = K & ~int64_t(15);
+  for (int64_t k = 0; k < K16; k += 16) {
+    v16 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load16(g.w + (n0 + r) * K + k);
+    for (int m = 0; m < M; ++m) {
+      const v16 xv = load16(g.x + m * g.x_stride + k);
+      for (int r = 0; r < R; ++r) acc[m][r] += xv * wv[r];
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    for (int r = 0; r < R; ++r) {
+      float s = hsum(acc[m][r]);
+      for (int64_t k = K16; k < K; ++k) s += g.x[m * g.x_stride + k] * g.w[(n0 + r) * K + k];
+      if (g.bias) s += g.bias[n0 + r];
+      g.y[m * g.N + n0 + r] = s;
+    }
+  }
+}
+
+template <int M>
+void gemm_block(const void* p, int64_t block) {
+  const Gemm& g = *static_cast<const Gemm*>(p);
+  const int64_t n0 = block * g.rows_per_block, n1 = std::min(g.N, n0 + g.rows_per_block);
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) tile<M, 4>(g, n);
+  for (; n < n1; ++n) tile<M, 1>(g, n);
+}
+
+}  // namespace
+
+constexpr int64_t kSmallGemmMaxRows = 4;
+
+// x [M, K] (rows may be strided), weight [N, K], bias [N] or None -> [M, N]; M <= 4
+torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.stride(1) == 1,
+              "x must be float32 [M, K] with contiguous rows");
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat32 && weight.is_contiguous(),
+              "weight must be contiguous float32 [N, K]");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  TORCH_CHECK(weight.size(1) == K, "x has ", K, " columns, weight ", weight.size(1));
+  TORCH_CHECK(M >= 1 && M <= kSmallGemmMaxRows, "small_linear takes 1..", kSmallGemmMaxRows, " rows, got ", M);
+  const float* b = nullptr;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->is_contiguous() && bias->numel() == N,
+                "bias must be contiguous float32 [N]");
+    b = bias->data_ptr<float>();
+  }
+  auto y = torch::empty({M, N}, x.options());
+  // blocks of >= 64 weight rows (~150 KB at K=576): enough to share, few enough to claim cheaply
+  const int64_t rows = std::max<int64_t>(64, (N + kMaxBlocks - 1) / static_cast<int64_t>(kMaxBlocks));
+  Gemm g{x.data_ptr<float>(), x.stride(0), weight.data_ptr<float>(), b, y.data_ptr<float>(), M, N, K, rows};
+  static constexpr Task tasks[] = {gemm_block<1>, gemm_block<2>, gemm_block<3>, gemm_block<4>};
+  pool().run(tasks[M - 1], &g, (N + rows - 1) / rows);
+  return y;
+}
