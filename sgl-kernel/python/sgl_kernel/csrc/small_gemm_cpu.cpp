@@ -10,6 +10,8 @@
 // step and sleep between steps. Work is claimed block by block from one atomic word, so a
 // worker that is descheduled (another process on the cores) or absent (after a fork)
 // only means the caller does more blocks itself: nothing ever waits for a sleeping thread.
+// When the cores stay contended the jobs go to torch's OpenMP threads for a while (run()).
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -22,7 +24,10 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <string>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -45,17 +50,24 @@ inline uint64_t next_of(uint64_t s) { return s & 0xFFFF; }
 
 class SpinPool {
  public:
-  SpinPool(int workers, int64_t spin_us) : spin_(std::chrono::microseconds(spin_us)) {
+  SpinPool(int workers, int64_t spin_us, int64_t max_prefetch)
+      : spin_(std::chrono::microseconds(spin_us)), max_prefetch_(max_prefetch) {
     for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { loop(); });
   }
 
-  // Runs task(ctx, b) for b in [0, n_blocks); returns when all are done.
-  void run(Task task, const void* ctx, int64_t n_blocks) {
+  // Runs task(ctx, b) for b in [0, n_blocks); returns when all are done. ``key`` names
+  // the job's input (bytes long, e.g. the weight) for the prefetch hints (hint_next).
+  void run(Task task, const void* ctx, int64_t n_blocks, const char* key = nullptr, int64_t bytes = 0) {
     std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
-    if (!busy.owns_lock() || threads_.empty() || n_blocks < 2 || solo_ > 0) {
-      // another caller holds the pool, or the cores are contended (below): on this thread
-      if (busy.owns_lock() && solo_ > 0) --solo_;
+    if (!busy.owns_lock() || threads_.empty() || n_blocks < 2) {  // e.g. another caller holds the pool
       for (int64_t b = 0; b < n_blocks; ++b) task(ctx, b);
+      return;
+    }
+    if (contended_ > 0) {  // (below) torch's OpenMP threads, which sleep between jobs
+      --contended_;
+      at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) task(ctx, b);
+      });
       return;
     }
     TORCH_CHECK(static_cast<uint64_t>(n_blocks) <= kMaxBlocks, "too many blocks");
@@ -71,6 +83,7 @@ class SpinPool {
       cv_.notify_all();
     }
     drain(gen_);
+    hint_next(key, bytes);
     if (done_.load(std::memory_order_acquire) == n_blocks) return;
     const auto t0 = std::chrono::steady_clock::now();
     for (uint32_t i = 1; done_.load(std::memory_order_acquire) < n_blocks; ++i) {
@@ -78,16 +91,48 @@ class SpinPool {
       if ((i & 255) == 0) std::this_thread::yield();  // a claimed block's worker was descheduled
     }
     // A block takes ~10-20 us: waiting longer means a worker lost its core to another
-    // process. When that keeps happening, run alone for a while (a descheduled worker
-    // would hold every job hostage) and then try the workers again.
+    // process. When that keeps happening, the spinning worker is the wrong tool (it is
+    // always runnable, so the kernel's scheduler ranks it behind the other process, and a
+    // descheduled worker holds jobs hostage): hand the next jobs to torch's OpenMP threads,
+    // then try the pool again.
     late_ += std::chrono::steady_clock::now() - t0 > kLate;
     if (++calls_ == kWindow) {
-      if (late_ >= kMaxLate) solo_ = kSoloCalls;
+      if (late_ >= kMaxLate) contended_ = kContendedCalls;
       calls_ = late_ = 0;
     }
   }
 
  private:
+  // Decode runs the same GEMVs in the same order every step. The pool learns which input
+  // follows which and, once it has done its blocks of a job, a worker prefetches the
+  // input of the job that comes next while the caller runs the ops in between (attention,
+  // norms, Python): those bytes then come from cache. Prefetch instructions never fault,
+  // so a hint about freed memory is harmless; a new job interrupts the prefetch.
+  void hint_next(const char* key, int64_t bytes) {
+    if (key == nullptr) return;
+    if (prev_key_ != nullptr) {
+      if (next_.size() > 4096) next_.clear();  // not a fixed model's weights: start over
+      next_[prev_key_] = {key, bytes};
+    }
+    prev_key_ = key;
+    // (prefetching two or more inputs ahead measured no faster: the gaps are short)
+    auto it = next_.find(key);
+    if (it == next_.end() || it->second.second > max_prefetch_) return;
+    pf_ptr_.store(it->second.first, std::memory_order_relaxed);
+    pf_bytes_.store(it->second.second, std::memory_order_relaxed);
+    pf_seq_.fetch_add(1, std::memory_order_release);
+  }
+
+  // (a hint that changes while it is read only prefetches the wrong bytes)
+  void prefetch(uint32_t seen) {
+    const char* p = pf_ptr_.load(std::memory_order_relaxed);
+    const int64_t n = pf_bytes_.load(std::memory_order_relaxed);
+    for (int64_t off = 0; off < n; off += 64) {
+      __builtin_prefetch(p + off, 0, 2);
+      if ((off & 8191) == 0 && gen_of(state_.load(std::memory_order_relaxed)) != seen) return;
+    }
+  }
+
   void drain(uint32_t g) {
     uint64_t s = state_.load(std::memory_order_acquire);
     while (gen_of(s) == g && next_of(s) < total_of(s)) {
@@ -101,12 +146,19 @@ class SpinPool {
 
   [[noreturn]] void loop() {
     uint32_t seen = 0;
+    uint64_t pf_seen = 0;
     while (true) {
       auto deadline = std::chrono::steady_clock::now() + spin_;
       uint64_t s;
       for (uint32_t i = 1;; ++i) {
         s = state_.load(std::memory_order_acquire);
         if (gen_of(s) != seen) break;
+        const uint64_t q = pf_seq_.load(std::memory_order_acquire);
+        if (q != pf_seen) {
+          pf_seen = q;
+          prefetch(seen);
+          continue;
+        }
         cpu_relax();
         if ((i & 63) != 0) continue;
         std::this_thread::yield();  // cheap when the core is idle; gives it away when it is not
@@ -133,9 +185,15 @@ class SpinPool {
   std::atomic<int> sleepers_{0};
   // written by the caller holding run_mu_ only
   uint32_t gen_ = 0;
-  int calls_ = 0, late_ = 0, solo_ = 0;
+  int calls_ = 0, late_ = 0, contended_ = 0;
   static constexpr auto kLate = std::chrono::microseconds(200);
-  static constexpr int kWindow = 128, kMaxLate = 8, kSoloCalls = 4096;
+  static constexpr int kWindow = 128, kMaxLate = 8, kContendedCalls = 4096;
+  int64_t max_prefetch_;  // larger inputs (an LM head) are not hinted
+  const char* prev_key_ = nullptr;
+  std::unordered_map<const char*, std::pair<const char*, int64_t>> next_;
+  std::atomic<const char*> pf_ptr_{nullptr};
+  std::atomic<int64_t> pf_bytes_{0};
+  std::atomic<uint64_t> pf_seq_{0};
   Task task_ = nullptr;
   const void* ctx_ = nullptr;
 };
@@ -149,8 +207,10 @@ SpinPool& pool() {
     // workers: one fewer than torch's intra-op threads (the caller is the other one)
     const char* v = std::getenv("SGLANG_CPU_SPIN_US");
     const long spin = v ? std::max(0L, std::atol(v)) : 1000L;
+    const char* pf = std::getenv("SGLANG_CPU_PREFETCH");  // 0: no prefetch hints
+    const int64_t max_prefetch = pf && std::string(pf) == "0" ? 0 : int64_t(32) << 20;
     // never destroyed: worker threads end with the process
-    g_pool = new SpinPool(std::max(0, at::get_num_threads() - 1), spin);
+    g_pool = new SpinPool(std::max(0, at::get_num_threads() - 1), spin, max_prefetch);
     // a forked child has none of the parent's threads (and maybe a mutex held by one):
     // it starts a pool of its own on first use
     static bool registered = [] {
@@ -245,6 +305,6 @@ torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<
   const int64_t rows = std::max<int64_t>(64, (N + kMaxBlocks - 1) / static_cast<int64_t>(kMaxBlocks));
   Gemm g{x.data_ptr<float>(), x.stride(0), weight.data_ptr<float>(), b, y.data_ptr<float>(), M, N, K, rows};
   static constexpr Task tasks[] = {gemm_block<1>, gemm_block<2>, gemm_block<3>, gemm_block<4>};
-  pool().run(tasks[M - 1], &g, (N + rows - 1) / rows);
+  pool().run(tasks[M - 1], &g, (N + rows - 1) / rows, reinterpret_cast<const char*>(g.w), N * K * 4);
   return y;
 }
