@@ -43,10 +43,11 @@ _SMALL_ROWS = 0 if os.environ.get("SGLANG_CPU_SMALL_GEMM", "1") in ("0", "false"
 
 def linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``: a few float32 rows (decode at batch 1..4) through the
-    fused ops' small GEMM, else through the packed weight when one exists."""
+    """``F.linear(x, weight, bias)``: a few float32 rows (decode at batch 1..16) through
+    sgl_kernel's small GEMM, else through the packed weight when one exists."""
     rows = x.numel() // x.shape[-1]
-    if 0 < rows <= _SMALL_ROWS and weight.dtype == torch.float32 and cpu_fused.applies(x) and weight.is_contiguous():
+    if (0 < rows <= _SMALL_ROWS and weight.dtype == torch.float32 and cpu_fused.applies(x)
+            and weight.is_contiguous() and cpu_ops.small_gemm_available()):
         x2 = x.reshape(rows, x.shape[-1])
         out = cpu_ops.small_linear(x2 if x2.stride(-1) == 1 else x2.contiguous(), weight, bias)
         return out.reshape(*x.shape[:-1], weight.shape[0])

@@ -246,15 +246,10 @@ torch::Tensor argmax_rows(torch::Tensor logits) {
   return out;
 }
 
-// small_gemm_cpu.cpp
-torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> bias);
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows");
   m.def("add_rms_norm", &add_rms_norm, "residual add + RMSNorm of float32 rows: (normed, sum)");
   m.def("rotary", &rotary, "neox RoPE of q and k (new contiguous tensors)");
   m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of merged float32 rows");
   m.def("argmax_rows", &argmax_rows, "first index of each row's maximum (float32)");
-  m.def("small_linear", &small_linear, "x W^T (+ b) for 1..4 float32 rows on a spin-then-sleep pool",
-        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none());
 }
