@@ -16,7 +16,7 @@ import argparse
 import time
 from typing import Any
 
-from sglang.bench_utils import hf_generate_time, hf_model, make_prompts, run_cli
+from sglang.bench_utils import engine_from_cli, hf_generate_time, hf_model, make_prompts, run_cli
 from sglang.srt.server_args import ServerArgs
 
 
@@ -51,17 +51,8 @@ def main() -> dict[str, Any]:
                     help="interleaved runs of engine and baseline; the fastest of each is reported "
                          "(robust to other processes sharing the cores)")
     a = ap.parse_args()
+    sched, tok = engine_from_cli(a)
     import torch
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    args = ServerArgs.from_cli_args(a)
-    args.validate()
-    from sglang.srt.managers.scheduler import Scheduler
-    from sglang.srt.model_loader.tokenizer import load_tokenizer
-
-    sched = Scheduler(args)
-    tok = load_tokenizer(sched.runner.files)
     hf = hf_model(sched.runner.files.folder, sched.runner.dtype) if a.baseline == "transformers" else None
     results = []
     for bs in a.batch_size:

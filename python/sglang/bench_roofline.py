@@ -32,7 +32,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterator
 
-from sglang.bench_utils import make_prompts, run_cli
+from sglang.bench_utils import engine_from_cli, make_prompts, run_cli
 from sglang.srt.server_args import ServerArgs
 
 
@@ -208,17 +208,8 @@ def main() -> dict[str, Any]:
                          "of 16-256 tokens)")
     ap.add_argument("--profile-steps", type=int, default=16)
     a = ap.parse_args()
+    sched, tok = engine_from_cli(a)
     import torch
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    args = ServerArgs.from_cli_args(a)
-    args.validate()
-    from sglang.srt.managers.scheduler import Scheduler
-    from sglang.srt.model_loader.tokenizer import load_tokenizer
-
-    sched = Scheduler(args)
-    tok = load_tokenizer(sched.runner.files)
     wbytes = weight_bytes(sched.runner.model)
     prompt = make_prompts(tok, 1, a.input_len, a.input_len, seed=1)
     decode_step_s(sched, [p[:16] for p in prompt], 4)  # warm-up

@@ -24,6 +24,23 @@ def make_prompts(tokenizer: Any, n: int, min_len: int, max_len: int, seed: int =
     return out
 
 
+def engine_from_cli(a: Any) -> tuple[Any, Any]:
+    """(Scheduler, tokenizer) for a benchmark's parsed command line (ServerArgs' flags, and
+    ``--threads``: torch's thread count, 0 = torch's default)."""
+    import torch
+
+    from sglang.srt.managers.scheduler import Scheduler
+    from sglang.srt.model_loader.tokenizer import load_tokenizer
+    from sglang.srt.server_args import ServerArgs
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    args = ServerArgs.from_cli_args(a)
+    args.validate()
+    sched = Scheduler(args)
+    return sched, load_tokenizer(sched.runner.files)
+
+
 def hf_model(model_folder: str, dtype: Any) -> Any:
     from transformers import AutoModelForCausalLM
 

@@ -109,7 +109,7 @@ def test_env_switch_turns_it_off(monkeypatch) -> None:
     assert not cpu_ops.available()
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 13, 16])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 13, 16, 32, 64])
 @pytest.mark.parametrize("n,k", [(960, 576), (49152, 576), (576, 1536), (7, 20), (130, 33)])
 def test_small_linear_matches_float64(m: int, n: int, k: int) -> None:
     if not cpu_ops.small_gemm_available():
@@ -128,8 +128,8 @@ def test_small_linear_matches_float64(m: int, n: int, k: int) -> None:
 
 def test_small_linear_refuses_what_it_does_not_handle() -> None:
     w = torch.randn(8, 16)
-    with pytest.raises(RuntimeError, match="1..16 rows"):
-        cpu_ops.small_linear(torch.randn(17, 16), w)
+    with pytest.raises(RuntimeError, match="1..64 rows"):
+        cpu_ops.small_linear(torch.randn(65, 16), w)
     with pytest.raises(RuntimeError, match="columns"):
         cpu_ops.small_linear(torch.randn(1, 15), w)
     with pytest.raises(RuntimeError, match="contiguous"):

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from sgl_kernel.jit import Extension
 
-# small_linear's largest batch (kSmallGemmMaxRows): against oneDNN's prepacked GEMM, SmolLM2's
-# layer shapes measured 1.7x faster at 1 row, 1.2x at 8, 1.1x at 16, 0.95x at 32
+# The largest batch the layers send to small_linear (which takes up to 64 rows): against
+# oneDNN's prepacked GEMM, SmolLM2's layer shapes measured 1.9x faster at 1 row, 1.2x at 8,
+# 1.1x at 16, and in the engine even at 32 rows (bench_one_batch, docs/performance.md)
 SMALL_ROWS = 16
 # -ffp-contract=off: a*b + c rounds as ATen's separate mul and add
 _EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp"], ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off"],
@@ -101,7 +102,7 @@ def small_gemm_available() -> bool:
 
 
 def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` for 1..SMALL_ROWS float32 rows [M, K] (contiguous last dim) and a
+    """``F.linear`` for 1..64 float32 rows [M, K] (contiguous last dim) and a
     contiguous weight [N, K]: each weight byte read once, shared with the pool's workers,
     which spin between the GEMVs of a step instead of sleeping (csrc/small_gemm_cpu.cpp)."""
     return _GEMM_EXT.get().small_linear(x, weight, bias)
