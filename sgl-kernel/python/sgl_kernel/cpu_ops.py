@@ -108,6 +108,12 @@ def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return _GEMM_EXT.get().small_linear(x, weight, bias)
 
 
+def small_gemm_park() -> None:
+    """Before a large GEMM on torch's OpenMP threads: the small GEMM's workers, which spin
+    for a while after their last job, go to sleep now and leave the cores to it."""
+    _GEMM_EXT.get().park()
+
+
 def argmax_rows(logits: torch.Tensor) -> torch.Tensor:
     """[B, V] float32 -> [B] int64, as ``torch.argmax(logits, -1)``."""
     return _load().argmax_rows(logits)

@@ -51,6 +51,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None,
         x2 = x.reshape(rows, x.shape[-1])
         out = cpu_ops.small_linear(x2 if x2.stride(-1) == 1 else x2.contiguous(), weight, bias)
         return out.reshape(*x.shape[:-1], weight.shape[0])
+    if _SMALL_ROWS and rows > _SMALL_ROWS and x.device.type == "cpu" and cpu_ops.small_gemm_available():
+        cpu_ops.small_gemm_park()  # its spinning workers would take cores from the OpenMP threads
     if packed is None:
         return F.linear(x, weight, bias)
     if rows == 0 or (rows == 1 and weight.numel() <= _GEMV_MAX_ELEMENTS):

@@ -102,6 +102,10 @@ class SpinPool {
     }
   }
 
+  // The caller is about to run work on torch's OpenMP threads (a large GEMM): workers stop
+  // spinning now instead of at their deadline, so they do not take cores from that work.
+  void park() { park_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
   // Decode runs the same GEMVs in the same order every step. The pool learns which input
   // follows which and, once it has done its blocks of a job, a worker prefetches the
@@ -146,7 +150,7 @@ class SpinPool {
 
   [[noreturn]] void loop() {
     uint32_t seen = 0;
-    uint64_t pf_seen = 0;
+    uint64_t pf_seen = 0, parked = 0;
     while (true) {
       auto deadline = std::chrono::steady_clock::now() + spin_;
       uint64_t s;
@@ -162,7 +166,9 @@ class SpinPool {
         cpu_relax();
         if ((i & 63) != 0) continue;
         std::this_thread::yield();  // cheap when the core is idle; gives it away when it is not
-        if (std::chrono::steady_clock::now() > deadline) {
+        const uint64_t pk = park_.load(std::memory_order_relaxed);
+        if (pk != parked || std::chrono::steady_clock::now() > deadline) {
+          parked = pk;
           std::unique_lock<std::mutex> lk(m_);
           sleepers_.fetch_add(1, std::memory_order_seq_cst);
           // seq_cst on both sides: either run() sees the sleeper and notifies, or this sees the new gen
@@ -172,6 +178,7 @@ class SpinPool {
         }
       }
       seen = gen_of(s);
+      parked = park_.load(std::memory_order_relaxed);  // a park() before this job is not for the spin after it
       drain(seen);
     }
   }
@@ -194,6 +201,7 @@ class SpinPool {
   std::atomic<const char*> pf_ptr_{nullptr};
   std::atomic<int64_t> pf_bytes_{0};
   std::atomic<uint64_t> pf_seq_{0};
+  std::atomic<uint64_t> park_{0};
   Task task_ = nullptr;
   const void* ctx_ = nullptr;
 };
@@ -352,7 +360,12 @@ torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<
   return y;
 }
 
+void park() {
+  if (g_pool != nullptr) g_pool->park();  // (no pool yet: nothing spins)
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("small_linear", &small_linear, "x W^T (+ b) for 1..64 float32 rows on a spin-then-sleep pool",
         py::arg("x"), py::arg("weight"), py::arg("bias") = py::none());
+  m.def("park", &park, "workers stop spinning now (before work on torch's OpenMP threads)");
 }
