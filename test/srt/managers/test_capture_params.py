@@ -29,3 +29,26 @@ def test_resolved_normalizes():
 def test_resolved_refuses_naming_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
         CaptureParams(**kw).resolved(30, 9, prompt_len=10)
+
+
+def test_resolved_params_are_trusted_later():
+    """The door resolves once; the scheduler's CaptureHook.on_add keeps params resolved for
+    the request's prompt as they are and resolves (checks) any others."""
+    from types import SimpleNamespace
+
+    from sglang.srt.capture.orchestrator import CaptureHook
+
+    r = CaptureParams(layers=[3, 3], mask_prefix=99).resolved(30, 9, 40)
+    assert r.resolved_for == 40 and CaptureParams().resolved_for == -1
+    assert r.resolved(30, 9, 40) == r  # idempotent: trusting a resolved copy changes nothing
+    hook = CaptureHook.__new__(CaptureHook)  # on_add reads only the model's shape
+    hook.num_layers, hook.sched = 30, SimpleNamespace(runner=SimpleNamespace(num_heads=9))
+    req = SimpleNamespace(capture=r, prompt_len=40, capture_state=None)
+    hook.on_add(req)
+    assert req.capture is r and req.capture_state.layers == [3]
+    other = SimpleNamespace(capture=CaptureParams(layers=[3, 3], mask_prefix=99), prompt_len=20, capture_state=None)
+    hook.on_add(other)
+    assert other.capture.layers == [3] and other.capture.mask_prefix == 20 and other.capture.resolved_for == 20
+    bad = SimpleNamespace(capture=CaptureParams(layers=[30]), prompt_len=40, capture_state=None)
+    with pytest.raises(ValueError, match="attention_capture_layers"):
+        hook.on_add(bad)

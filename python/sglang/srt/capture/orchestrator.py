@@ -605,9 +605,10 @@ class CaptureHook:
         p = req.capture
         if p is None:
             return
-        # already resolved at the front end's door; an in-process driver's params get the same
-        # one check here (CaptureParams.resolved)
-        p = req.capture = p.resolved(self.num_layers, self.sched.runner.num_heads, req.prompt_len)
+        if p.resolved_for != req.prompt_len:
+            # the front end's door resolves every request it sends; an in-process driver's
+            # params get the same one check here (CaptureParams.resolved)
+            p = req.capture = p.resolved(self.num_layers, self.sched.runner.num_heads, req.prompt_len)
         req.capture_state = ReqCaptureState(p, p.layers, req.prompt_len)
 
     def prepare(self, reqs: list["Req"], fb: "ForwardBatch") -> CaptureBatch | None:

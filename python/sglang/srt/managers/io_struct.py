@@ -50,6 +50,9 @@ class CaptureParams:
     # logit lens at these layers of every captured decode step (empty: off), top-k tokens
     logit_lens_layers: list[int] = field(default_factory=list)
     logit_lens_top_k: int = 5
+    # the prompt length ``resolved`` checked these params for (-1: not resolved): later
+    # stages trust resolved params instead of checking them again
+    resolved_for: int = -1
 
     def resolved(self, num_layers: int, num_heads: int, prompt_len: int) -> "CaptureParams":
         """These params checked against the model and the prompt, in final form: layers sorted
@@ -82,7 +85,7 @@ class CaptureParams:
              "attention_adaptive_sampling: needs fingerprint capture (attention_fingerprint_mode)")
         need(not (self.heads_each and self.mode != "raw"), "attention_capture_heads: per-head capture is raw mode")
         return dataclasses.replace(self, layers=layers, logit_lens_layers=lens,
-                                   mask_prefix=min(max(0, self.mask_prefix), prompt_len))
+                                   mask_prefix=min(max(0, self.mask_prefix), prompt_len), resolved_for=prompt_len)
 
 
 @dataclass
