@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 _enabled: bool | None = None
+_small_gemm: bool | None = None
 
 
 def enabled() -> bool:
@@ -21,6 +22,19 @@ def enabled() -> bool:
         except Exception:  # noqa: BLE001 - sgl_kernel missing or broken: the torch ops remain
             _enabled = False
     return _enabled
+
+
+def small_gemm() -> bool:
+    """True when the layers' few-row matmuls use sgl_kernel's small GEMM (decided once: the
+    layers ask per matmul, and an environment lookup there costs a few us)."""
+    global _small_gemm
+    if _small_gemm is None:
+        _small_gemm = False
+        if enabled():
+            from sgl_kernel import cpu_ops
+
+            _small_gemm = cpu_ops.small_gemm_available()
+    return _small_gemm
 
 
 def applies(x: torch.Tensor) -> bool:

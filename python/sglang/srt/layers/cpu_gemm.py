@@ -47,11 +47,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None,
     sgl_kernel's small GEMM, else through the packed weight when one exists."""
     rows = x.numel() // x.shape[-1]
     if (0 < rows <= _SMALL_ROWS and weight.dtype == torch.float32 and cpu_fused.applies(x)
-            and weight.is_contiguous() and cpu_ops.small_gemm_available()):
+            and weight.is_contiguous() and cpu_fused.small_gemm()):
         x2 = x.reshape(rows, x.shape[-1])
         out = cpu_ops.small_linear(x2 if x2.stride(-1) == 1 else x2.contiguous(), weight, bias)
         return out.reshape(*x.shape[:-1], weight.shape[0])
-    if _SMALL_ROWS and rows > _SMALL_ROWS and x.device.type == "cpu" and cpu_ops.small_gemm_available():
+    if _SMALL_ROWS and rows > _SMALL_ROWS and x.device.type == "cpu" and cpu_fused.small_gemm():
         cpu_ops.small_gemm_park()  # its spinning workers would take cores from the OpenMP threads
     if packed is None:
         return F.linear(x, weight, bias)
