@@ -39,6 +39,32 @@ def test_decode_attention_matches_dense(hq: int, hkv: int, table_dtype: torch.dt
         torch.testing.assert_close(lse[i].double(), torch.logsumexp(s, -1), rtol=1e-5, atol=1e-5)
 
 
+def test_new_keys_and_values_are_written_first() -> None:
+    """kv=(k_new, v_new, loc): the kernel copies the new rows into their slots before it
+    attends (the step's own key included), the same as writing them first in Python."""
+    g = torch.Generator().manual_seed(3)
+    hq, hkv, d, lens = 9, 3, 64, [5, 130]
+    k = torch.randn(400, hkv, d, generator=g)
+    v = torch.randn(400, hkv, d, generator=g)
+    table = torch.zeros(2, 200, dtype=torch.int32)
+    table[0, :5] = torch.arange(10, 15, dtype=torch.int32)
+    table[1, :130] = torch.arange(100, 230, dtype=torch.int32)
+    rows, seq = torch.tensor([0, 1]), torch.tensor(lens)
+    q = torch.randn(2, hq, d, generator=g)
+    qkv = torch.randn(2, (hq + 2 * hkv) * d, generator=g)  # new k/v as strided views, as the model has them
+    k_new = qkv[:, hq * d:(hq + hkv) * d].view(2, hkv, d)
+    v_new = qkv[:, (hq + hkv) * d:].view(2, hkv, d)
+    loc = torch.tensor([14, 229])  # each request's last position
+    k2, v2 = k.clone(), v.clone()
+    out, lse = attention_cpu.decode_attention(q, k2, v2, table, rows, seq, 0.125, kv=(k_new, v_new, loc))
+    k[loc], v[loc] = k_new, v_new
+    assert torch.equal(k2, k) and torch.equal(v2, v)
+    want_out, want_lse = attention_cpu.decode_attention(q, k, v, table, rows, seq, 0.125)
+    assert torch.equal(out, want_out) and torch.equal(lse, want_lse)
+    with pytest.raises(RuntimeError, match="loc must index"):
+        attention_cpu.decode_attention(q, k2, v2, table, rows, seq, 0.125, kv=(k_new, v_new, torch.tensor([0, 400])))
+
+
 def test_bad_inputs_raise() -> None:
     q = torch.randn(1, 4, 8)
     k = torch.randn(10, 2, 8)

@@ -27,7 +27,8 @@ def available() -> bool:
 
 def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, scale: float,
-                     mask_prefix: torch.Tensor | None = None, per_head: bool = False) -> tuple[torch.Tensor, ...]:
+                     mask_prefix: torch.Tensor | None = None, per_head: bool = False,
+                     kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
     """(out [B, Hq, D], lse [B, Hq]) of one query per request over keys 0..seq_len-1.
 
     q [B, Hq, D] float32, k/v_buffer [slots, Hkv, D] float32, req_to_token [R, max_ctx].
@@ -35,11 +36,14 @@ def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Te
     capture statistics of every row over all heads (docs/architecture.md#capture-definitions):
     (out, lse, hist [B, 16], masked_mass [B], entropy [B]); keys at positions < mask_prefix
     count in masked_mass instead of the histogram. ``per_head=True`` returns them per head in
-    the decode stats layout instead: (out, lse, stats [B, Hq, 18]) as attention_triton's."""
+    the decode stats layout instead: (out, lse, stats [B, Hq, 18]) as attention_triton's.
+    ``kv`` = (k_new, v_new [B, Hkv, D], loc [B]): the new tokens' keys and values, written
+    into slots ``loc`` of the buffers first."""
     mod = _load()
     if mod is None:
         raise RuntimeError("the C++ CPU decode attention could not be built")
-    res = mod.decode_attention(q, k_buffer, v_buffer, req_to_token, req_rows, seq_lens, float(scale), mask_prefix)
+    res = mod.decode_attention(q, k_buffer, v_buffer, req_to_token, req_rows, seq_lens, float(scale), mask_prefix,
+                               *(kv or (None, None, None)))
     if mask_prefix is None:
         return res[0], res[1]
     out, lse, hist, masked, entropy = res

@@ -146,7 +146,9 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
 std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
                                             torch::Tensor req_to_token, torch::Tensor req_rows,
                                             torch::Tensor seq_lens, double scale,
-                                            c10::optional<torch::Tensor> mask_prefix) {
+                                            c10::optional<torch::Tensor> mask_prefix,
+                                            c10::optional<torch::Tensor> k_new, c10::optional<torch::Tensor> v_new,
+                                            c10::optional<torch::Tensor> loc) {
   TORCH_CHECK(q.dim() == 3 && q.scalar_type() == torch::kFloat32, "q must be float32 [B, Hq, D]");
   TORCH_CHECK(k_buffer.scalar_type() == torch::kFloat32 && v_buffer.scalar_type() == torch::kFloat32,
               "the KV buffers must be float32");
@@ -165,9 +167,30 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
       TORCH_CHECK(rp[b] >= 0 && rp[b] < req_to_token.size(0), "req_rows must index req_to_token");
     }
   }
+  const int64_t pool_stride = Hkv * D;
+  if (k_new.has_value()) {
+    // the new tokens' K and V go into their slots first (one call instead of two row
+    // copies per layer in Python; upstream's CPU decode kernel takes them the same way)
+    TORCH_CHECK(v_new.has_value() && loc.has_value(), "k_new needs v_new and loc");
+    const auto &kn = *k_new, &vn = *v_new;
+    for (const auto* t : {&kn, &vn}) {
+      TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == Hkv && t->size(2) == D &&
+                      t->scalar_type() == torch::kFloat32 && t->stride(2) == 1 && t->stride(1) == D,
+                  "k_new and v_new must be float32 [B, Hkv, D] with dense heads");
+    }
+    auto lc = loc->to(torch::kInt64).contiguous();
+    TORCH_CHECK(lc.numel() == B, "loc must have B entries");
+    const int64_t* lp = lc.data_ptr<int64_t>();
+    const int64_t slots = k_buffer.size(0);
+    float *kb = k_buffer.data_ptr<float>(), *vb = v_buffer.data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK(lp[b] >= 0 && lp[b] < slots, "loc must index the KV buffers");
+      std::memcpy(kb + lp[b] * pool_stride, kn.data_ptr<float>() + b * kn.stride(0), pool_stride * sizeof(float));
+      std::memcpy(vb + lp[b] * pool_stride, vn.data_ptr<float>() + b * vn.stride(0), pool_stride * sizeof(float));
+    }
+  }
   auto out = torch::empty_like(qc);
   auto lse = torch::empty({B, Hq}, q.options());
-  const int64_t pool_stride = Hkv * D;
   // With mask_prefix [B]: also the per-(row, KV group) capture partial sums (hist [B, Hkv, 16],
   // masked [B, Hkv]) and each query head's entropy [B, Hq].
   torch::Tensor mp, hist, masked, entropy;
@@ -203,5 +226,6 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "paged decode attention on CPU (float32)",
         py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
-        py::arg("seq_lens"), py::arg("scale"), py::arg("mask_prefix") = py::none());
+        py::arg("seq_lens"), py::arg("scale"), py::arg("mask_prefix") = py::none(), py::arg("k_new") = py::none(),
+        py::arg("v_new") = py::none(), py::arg("loc") = py::none());
 }

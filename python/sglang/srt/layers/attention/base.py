@@ -45,11 +45,11 @@ class AttentionBackend(ABC):
         q = q.view(T, layer.num_heads, layer.head_dim)
         k = k.view(T, layer.num_kv_heads, layer.head_dim)
         v = v.view(T, layer.num_kv_heads, layer.head_dim)
-        fb.kv_pool.set_kv(layer.layer_id, fb.out_cache_loc, k, v)
-        if fb.is_decode:
-            o, lse = self.forward_decode(q, layer, fb)
+        if fb.is_decode and self.decode_writes_kv(layer, fb):
+            o, lse = self.forward_decode(q, layer, fb, kv=(k, v))
         else:
-            o, lse = self.forward_extend(q, layer, fb)
+            fb.kv_pool.set_kv(layer.layer_id, fb.out_cache_loc, k, v)
+            o, lse = self.forward_decode(q, layer, fb) if fb.is_decode else self.forward_extend(q, layer, fb)
         if fb.capture is not None:
             fb.capture.on_layer(layer, q, lse, fb)
         return o.reshape(T, layer.num_heads * layer.head_dim)
@@ -59,7 +59,13 @@ class AttentionBackend(ABC):
                        fb: "ForwardBatch") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Causal attention of the new tokens over prefix + new keys. Returns (o, lse or None)."""
 
+    def decode_writes_kv(self, layer: "RadixAttention", fb: "ForwardBatch") -> bool:
+        """True when ``forward_decode`` writes the new tokens' K/V into the cache itself
+        (it is then given them as ``kv``)."""
+        return False
+
     @abstractmethod
-    def forward_decode(self, q: torch.Tensor, layer: "RadixAttention",
-                       fb: "ForwardBatch") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One query per request over all its keys. Returns (o, lse or None)."""
+    def forward_decode(self, q: torch.Tensor, layer: "RadixAttention", fb: "ForwardBatch",
+                       kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One query per request over all its keys. Returns (o, lse or None). ``kv``: the new
+        tokens' k/v [B, Hkv, D], to write first (only where ``decode_writes_kv``)."""

@@ -90,17 +90,22 @@ class TorchNativeAttnBackend(AttentionBackend):
             self._buckets.append(_DecodeBucket(None if len(groups) == 1 else rows, kv_rows, valid[:, None, None, :],
                                                (len(group), num_kv_heads, max_len)))
 
-    def forward_decode(self, q, layer, fb):
+    def decode_writes_kv(self, layer, fb):
+        # the C++ kernel copies the new rows into a float32 pool (the kernel's only dtype)
+        return self.cpp_decode and fb.kv_pool.get_kv(layer.layer_id)[0].dtype == torch.float32
+
+    def forward_decode(self, q, layer, fb, kv=None):
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
         if self.cpp_decode:
             decode_attention = self._cpp_decode
             args = (q, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens,
                     layer.scaling)
+            new = None if kv is None else (kv[0], kv[1], fb.out_cache_loc)
             mp = fb.capture.fused_mask_prefix(layer.layer_id) if fb.capture is not None else None
             if mp is None or layer.logit_softcap:
-                return decode_attention(*args)
+                return decode_attention(*args, kv=new)
             # fingerprint capture from the kernel's own probabilities: no second read of K
-            o, lse, stats = decode_attention(*args, mask_prefix=mp, per_head=True)
+            o, lse, stats = decode_attention(*args, mask_prefix=mp, per_head=True, kv=new)
             fb.capture.fused_stats[layer.layer_id] = stats  # [B, Hq, 18]
             return o, lse
         k_rows, v_rows = k_buf.view(-1, k_buf.shape[-1]), v_buf.view(-1, v_buf.shape[-1])

@@ -66,8 +66,9 @@ class TritonAttnBackend(AttentionBackend):
             return CPU_KV_SPLITS
         return decode_kv_splits(batch_size, num_kv_heads, self.sm_count)
 
-    def forward_decode(self, q: torch.Tensor, layer: "RadixAttention",
-                       fb: "ForwardBatch") -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_decode(self, q: torch.Tensor, layer: "RadixAttention", fb: "ForwardBatch",
+                       kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        assert kv is None  # the cache is written before (decode_writes_kv is False)
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
         o = torch.empty(q.shape[0], q.shape[1], v_buf.shape[2], dtype=q.dtype, device=q.device)
         # fingerprint capture: the kernel also computes the statistics from its own
