@@ -26,9 +26,11 @@ class Extension:
     when it cannot build (no compiler, no headers), after one warning naming ``fallback``."""
 
     def __init__(self, prefix: str, sources: list[str], cflags: list[str], ldflags: list[str] | None = None,
-                 fallback: str = "the torch ops") -> None:
+                 fallback: str = "the torch ops", headers: tuple[str, ...] = ("vec_math.h",)) -> None:
         self.paths = [CSRC / s for s in sources]
-        self.name = prefix + hashlib.sha1(b"".join(p.read_bytes() for p in self.paths)).hexdigest()[:12]
+        # the headers they include count too: a changed header is a new build
+        hashed = self.paths + [CSRC / h for h in headers]
+        self.name = prefix + hashlib.sha1(b"".join(p.read_bytes() for p in hashed)).hexdigest()[:12]
         self.cflags, self.ldflags, self.fallback = cflags, ldflags or [], fallback
         self._lock = threading.Lock()
         self._module: Any = None

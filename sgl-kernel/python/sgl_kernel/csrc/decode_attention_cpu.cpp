@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "vec_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,27 +18,8 @@
 
 namespace {
 
-// exp(x) for x <= 0 (scores minus their maximum), max error ~2 ulp, 0 below -87; branch-free
-// so the softmax loop vectorizes (std::exp does not without -ffast-math).
-inline float exp_nonpos(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float l2e = 1.44269504088896341f;
-  const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-  const float n = std::nearbyint(x * l2e);
-  float r = x - n * ln2_hi;
-  r = r - n * ln2_lo;
-  float p = 1.9875691500e-4f;  // Cephes expf polynomial on [-ln2/2, ln2/2]
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
+// exp(x) for x <= 0 (scores minus their maximum), 0 below -87 (vec_math.h's polynomial)
+inline float exp_nonpos(float x) { return sgl_cpu::exp_poly(x < -87.0f ? -87.0f : x); }
 
 template <typename idx_t>
 void run(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
