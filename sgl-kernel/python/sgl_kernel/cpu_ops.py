@@ -40,11 +40,6 @@ def available() -> bool:
     return _load() is not None
 
 
-def applies(x: torch.Tensor) -> bool:
-    """Whether the fused ops handle this tensor (float32 on CPU, when available)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and available()
-
-
 # ---------------------------------------------------------------- torch references
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     dtype = x.dtype

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgl_kernel import cpu_ops
+
 from sglang.srt.layers import cpu_fused
 
 
@@ -12,8 +14,6 @@ class SiluAndMul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if cpu_fused.applies(x) and x.stride(-1) == 1:
-            from sgl_kernel import cpu_ops
-
             return cpu_ops.silu_and_mul(x)
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up

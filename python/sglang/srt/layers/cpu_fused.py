@@ -7,6 +7,7 @@ made once per process (``prepare`` at model load builds the extension before ser
 from __future__ import annotations
 
 import torch
+from sgl_kernel import cpu_ops
 
 _enabled: bool | None = None
 _small_gemm: bool | None = None
@@ -16,10 +17,8 @@ def enabled() -> bool:
     global _enabled
     if _enabled is None:
         try:
-            from sgl_kernel import cpu_ops
-
             _enabled = cpu_ops.available()
-        except Exception:  # noqa: BLE001 - sgl_kernel missing or broken: the torch ops remain
+        except Exception:  # noqa: BLE001 - a broken build environment: the torch ops remain
             _enabled = False
     return _enabled
 
@@ -31,8 +30,6 @@ def small_gemm() -> bool:
     if _small_gemm is None:
         _small_gemm = False
         if enabled():
-            from sgl_kernel import cpu_ops
-
             _small_gemm = cpu_ops.small_gemm_available()
     return _small_gemm
 

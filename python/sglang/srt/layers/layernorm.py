@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sgl_kernel import cpu_ops
+
 from sglang.srt.layers import cpu_fused
 
 
@@ -24,8 +26,7 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if cpu_fused.applies(x) and self.weight.dtype == torch.float32 and x.stride(-1) == 1:
-            from sgl_kernel import cpu_ops  # fused add + norm: one pass, one call
-
+            # fused add + norm: one pass, one call
             if residual is None:
                 return cpu_ops.rms_norm(x, self.weight, self.eps)
             if residual.dtype == torch.float32 and residual.shape == x.shape and residual.stride(-1) == 1:

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sgl_kernel import cpu_ops
+
 from sglang.srt.layers import cpu_fused
 
 
@@ -55,8 +57,7 @@ class RotaryEmbedding(nn.Module):
         """q: [T, Hq, D], k: [T, Hkv, D]; positions: [T]."""
         if (cpu_fused.applies(q) and k.dtype == torch.float32 and q.dim() == 3 and k.dim() == 3
                 and q.stride(2) == 1 and k.stride(2) == 1 and q.stride(1) == q.shape[2] and k.stride(1) == k.shape[2]):
-            from sgl_kernel import cpu_ops  # bit-identical to the expression below, one call
-
+            # bit-identical to the expression below, one call
             return cpu_ops.rotary(positions, q, k, self.cos_cache, self.sin_cache)
         cos = self.cos_cache[positions].unsqueeze(1).to(q.dtype)
         sin = self.sin_cache[positions].unsqueeze(1).to(q.dtype)
