@@ -63,6 +63,7 @@ def test_new_keys_and_values_are_written_first() -> None:
     assert torch.equal(out, want_out) and torch.equal(lse, want_lse)
     with pytest.raises(RuntimeError, match="loc must index"):
         attention_cpu.decode_attention(q, k2, v2, table, rows, seq, 0.125, kv=(k_new, v_new, torch.tensor([0, 400])))
+    assert torch.equal(k2, k) and torch.equal(v2, v)  # a refused call writes no row
 
 
 def test_bad_inputs_raise() -> None:

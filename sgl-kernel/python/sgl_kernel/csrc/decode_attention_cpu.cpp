@@ -166,8 +166,10 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
     const int64_t* lp = lc.data_ptr<int64_t>();
     const int64_t slots = k_buffer.size(0);
     float *kb = k_buffer.data_ptr<float>(), *vb = v_buffer.data_ptr<float>();
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = 0; b < B; ++b) {  // all checked before any row is written
       TORCH_CHECK(lp[b] >= 0 && lp[b] < slots, "loc must index the KV buffers");
+    }
+    for (int64_t b = 0; b < B; ++b) {
       std::memcpy(kb + lp[b] * pool_stride, kn.data_ptr<float>() + b * kn.stride(0), pool_stride * sizeof(float));
       std::memcpy(vb + lp[b] * pool_stride, vn.data_ptr<float>() + b * vn.stride(0), pool_stride * sizeof(float));
     }
