@@ -136,6 +136,69 @@ def test_small_linear_refuses_what_it_does_not_handle() -> None:
         cpu_ops.small_linear(torch.randn(1, 16), torch.randn(16, 8).t())
 
 
+@pytest.mark.parametrize("m", [1, 5, 8, 13, 32, 64, 300])
+@pytest.mark.parametrize("n,k", [(960, 576), (49152, 576), (576, 1536), (7, 20), (130, 33), (48, 4096)])
+def test_packed_linear_matches_float64(m: int, n: int, k: int) -> None:
+    """Every tile height (8-row tiles and tails of 1..7), a panel tail (n not a multiple of
+    48), strided rows, bias or none, and x taller than one m-block (300 rows at k=4096)."""
+    if not cpu_ops.small_gemm_available():
+        pytest.skip("the small GEMM extension does not build here")
+    if m == 300 and n == 49152:
+        pytest.skip("a 300-row LM head adds nothing here but time")
+    g = torch.Generator().manual_seed(m * 1000 + n + k)
+    base = torch.randn(m, 2 * k, generator=g)
+    x = base[:, :k]  # rows with a stride of 2k, as a slice of a merged projection
+    w, b = torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    panels = cpu_ops.pack_panels(w)
+    assert panels.shape == (-(-n // 48), k, 48)
+    assert torch.equal(panels.reshape(-1, k, 48).transpose(1, 2).reshape(-1, k)[:n], w)  # K-major columns
+    assert not panels.reshape(-1, k, 48).transpose(1, 2).reshape(-1, k)[n:].any()  # zero padding
+    for bias in (None, b):
+        got = cpu_ops.packed_linear(x, panels, n, bias)
+        want = torch.nn.functional.linear(x.double(), w.double(), None if bias is None else bias.double())
+        assert got.shape == (m, n) and got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-5 * k ** 0.5)
+
+
+def test_packed_linear_row_results_do_not_depend_on_the_batch() -> None:
+    """A row's output has the same bits alone, in any tile position of a batch of any size,
+    or in an m-block after the first: the sum runs over k in order whatever the batch."""
+    if not cpu_ops.small_gemm_available():
+        pytest.skip("the small GEMM extension does not build here")
+    g = torch.Generator().manual_seed(3)
+    w, b = torch.randn(960, 576, generator=g), torch.randn(960, generator=g)
+    panels = cpu_ops.pack_panels(w)
+    x = torch.randn(600, 576, generator=g)
+    full = cpu_ops.packed_linear(x, panels, 960, b)  # 600 rows: several m-blocks and a tail tile
+    for rows in ([0], [5], [0, 1, 2], list(range(9, 26)), list(range(37, 69)), [599, 3, 450]):
+        part = cpu_ops.packed_linear(x[rows], panels, 960, b)
+        assert torch.equal(part, full[rows]), rows
+    # and it is the k-ordered float32 sum from the bias (a reference that checks the claim)
+    ref = b.clone()
+    for k in range(576):
+        ref = torch.addcmul(ref, x[7, k].expand(960), w[:, k])  # one rounding per step, as an FMA's
+    torch.testing.assert_close(full[7], ref, rtol=0, atol=1e-5)
+
+
+def test_packed_linear_refuses_what_it_does_not_handle() -> None:
+    panels = cpu_ops.pack_panels(torch.randn(100, 16))  # 3 panels
+    with pytest.raises(RuntimeError, match="columns"):
+        cpu_ops.packed_linear(torch.randn(2, 15), panels, 100)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        cpu_ops.packed_linear(torch.randn(2, 16), panels, 200)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        cpu_ops.packed_linear(torch.randn(2, 16), panels, 96)
+    with pytest.raises(RuntimeError, match="pack_panels"):
+        cpu_ops.packed_linear(torch.randn(2, 16), torch.randn(100, 16), 100)
+    with pytest.raises(RuntimeError, match="bias"):
+        cpu_ops.packed_linear(torch.randn(2, 16), panels, 100, torch.randn(99))
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_ops.packed_linear(torch.randn(2, 16).double(), panels, 100)
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_ops.pack_panels(torch.randn(8, 16).double())
+    assert cpu_ops.packed_linear(torch.randn(0, 16), panels, 100).shape == (0, 100)
+
+
 def test_small_linear_from_threads_and_a_forked_child() -> None:
     """Concurrent callers share the pool (one runs it, the others run serially), and a
     forked child, which has none of the parent's worker threads, starts a pool of its own."""

@@ -180,8 +180,8 @@ class ServerArgs:
         g.add_argument("--disable-cuda-graph", action="store_true",
                        help="never use CUDA graphs (capturing batches always run eagerly anyway)")
         g.add_argument("--disable-cpu-weight-prepack", action="store_true",
-                       help="on CPU, keep plain F.linear instead of oneDNN-prepacked weights (saves a copy of "
-                            "the weights' memory, costs decode speed at batch > 1)")
+                       help="on CPU, keep the weights as loaded instead of a packed copy for the decode GEMMs "
+                            "(saves a copy of the weights' memory, costs decode speed)")
         g = p.add_argument_group("attention capture")
         g.add_argument("--return-attention-tokens", action="store_true", help="allow requests to capture attention")
         g.add_argument("--attention-tokens-top-k", type=int, default=5, help="top-k positions per entry (max 64)")

@@ -29,8 +29,9 @@ _EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp"], ["-O3", "-march=native"
                  fallback="torch ops")
 _load = _EXT.get
 # the GEMM wants fused multiply-adds (its sums have no torch expression to match bit for bit)
-_GEMM_EXT = Extension("sgl_kernel_small_gemm_", ["small_gemm_cpu.cpp"], ["-O3", "-march=native", "-ffp-contract=fast"],
-                      fallback="MKL / oneDNN")
+_GEMM_EXT = Extension("sgl_kernel_small_gemm_", ["small_gemm_cpu.cpp", "packed_gemm_cpu.cpp", "gemm_bindings.cpp"],
+                      ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"], ["-fopenmp"], fallback="MKL / oneDNN",
+                      headers=("spin_pool.h", "gemm_cpu.h"))
 
 
 def available() -> bool:
@@ -101,6 +102,21 @@ def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     contiguous weight [N, K]: each weight byte read once, shared with the pool's workers,
     which spin between the GEMVs of a step instead of sleeping (csrc/small_gemm_cpu.cpp)."""
     return _GEMM_EXT.get().small_linear(x, weight, bias)
+
+
+def pack_panels(weight: torch.Tensor) -> torch.Tensor:
+    """A float32 weight [N, K] -> its K-major panels [ceil(N / 48), K, 48] (zero-padded), the
+    layout ``packed_linear`` reads; done once at model load."""
+    return _GEMM_EXT.get().pack_panels(weight)
+
+
+def packed_linear(x: torch.Tensor, panels: torch.Tensor, n: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for float32 rows [M, K] (contiguous last dim) with the
+    weight [n, K] given as ``pack_panels(weight)``: 8-row tiles against 48-column panels on
+    the small GEMM's pool, the next panel prefetched while a panel's tiles run
+    (csrc/packed_gemm_cpu.cpp). Each output is the k-ordered sum from the bias, so a row's
+    result does not depend on the batch it is in."""
+    return _GEMM_EXT.get().packed_linear(x, panels, n, bias)
 
 
 def small_gemm_park() -> None:
