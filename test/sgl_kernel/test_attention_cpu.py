@@ -93,9 +93,9 @@ def test_stale_build_lock_is_removed(monkeypatch) -> None:
 
     from torch.utils.cpp_extension import _get_build_directory
 
-    from sgl_kernel import jit
+    from sgl_kernel import cpu_kernels, jit
 
-    ext = attention_cpu._EXT
+    ext = cpu_kernels.EXT
     lock = Path(_get_build_directory(ext.name, False)) / "lock"
     lock.touch()
     old = time.time() - jit._STALE_LOCK_S - 60

@@ -3,7 +3,7 @@
 Reads each key and value row of a request straight from the paged pool: no padded
 gather, so a decode step at batch 32 moves about a third of the bytes that gather + SDPA
 move. float32 only; everything else (and a machine without a C++ compiler, or
-``SGLANG_CPU_DECODE_ATTENTION=sdpa``) keeps the torch path (build: ``sgl_kernel.jit``).
+``SGLANG_CPU_DECODE_ATTENTION=sdpa``) keeps the torch path (build: ``sgl_kernel.cpu_kernels``).
 """
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import os
 
 import torch
 
-from sgl_kernel.jit import Extension
+from sgl_kernel import cpu_kernels
 
-_EXT = Extension("sgl_kernel_cpu_", ["decode_attention_cpu.cpp"], ["-O3", "-march=native", "-fopenmp"], ["-fopenmp"],
-                 fallback="gather + SDPA")
-_load = _EXT.get
+_load = cpu_kernels.EXT.get  # built with the GEMMs: one spin pool for both
 
 
 def available() -> bool:

@@ -18,6 +18,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from sgl_kernel import cpu_kernels
 from sgl_kernel.jit import Extension
 
 # The largest batch the layers send to small_linear (which takes up to 64 rows): against
@@ -28,10 +29,7 @@ SMALL_ROWS = 16
 _EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp"], ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off"],
                  fallback="torch ops")
 _load = _EXT.get
-# the GEMM wants fused multiply-adds (its sums have no torch expression to match bit for bit)
-_GEMM_EXT = Extension("sgl_kernel_small_gemm_", ["small_gemm_cpu.cpp", "packed_gemm_cpu.cpp", "gemm_bindings.cpp"],
-                      ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"], ["-fopenmp"], fallback="MKL / oneDNN",
-                      headers=("spin_pool.h", "gemm_cpu.h"))
+_GEMM_EXT = cpu_kernels.EXT  # the GEMMs share the spin pool with the decode attention
 
 
 def available() -> bool:

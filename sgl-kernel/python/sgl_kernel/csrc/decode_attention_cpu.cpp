@@ -4,9 +4,10 @@
 // (slot from req_to_token) and scores the G query heads of the group; pass 2 reads each
 // value row once and accumulates the softmax-weighted sum. A padded gather + SDPA reads
 // the keys twice and writes a padded copy; this reads K and V exactly once.
-#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "cpu_kernels.h"
+#include "spin_pool.h"
 #include "vec_math.h"
 
 #include <algorithm>
@@ -21,22 +22,123 @@ namespace {
 // exp(x) for x <= 0 (scores minus their maximum), 0 below -87 (vec_math.h's polynomial)
 inline float exp_nonpos(float x) { return sgl_cpu::exp_poly(x < -87.0f ? -87.0f : x); }
 
+using sgl_cpu::hsum4;
+using sgl_cpu::load16;
+using sgl_cpu::v16;
+
+// Key and value rows are scattered over the pool (one slot per token): prefetch a few ahead.
+constexpr int64_t kAhead = 8;
+
+inline void prefetch_row(const float* row, int64_t D) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t c = 0; c < D * 4; c += 64) __builtin_prefetch(p + c);
+}
+
+// scores[g * L + j] = scale * q_g . k_j for the G query heads of one KV head (qh [G, D]);
+// k row j at kh + slots[j] * stride. D = 16 * DV: four keys at a time, each dot product in
+// DV vector FMAs per head and the four sums in one shuffle tree (a key at a time, a dot
+// product of 64 was a chain of dependent adds: 10x slower than the K bytes it reads).
+template <int DV, typename idx_t>
+void scores_vec(const float* qh, const float* kh, const idx_t* slots, int64_t L, int64_t G, int64_t stride,
+                float scale, float* scores) {
+  constexpr int64_t D = 16 * DV;
+  for (int64_t j = 0; j < L; j += 4) {
+    const int64_t n = std::min<int64_t>(4, L - j);
+    for (int64_t i = 0; i < 4 && j + kAhead + i < L; ++i)
+      prefetch_row(kh + static_cast<int64_t>(slots[j + kAhead + i]) * stride, D);
+    const float* kr[4];
+    for (int64_t i = 0; i < 4; ++i) kr[i] = kh + static_cast<int64_t>(slots[j + std::min(i, n - 1)]) * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = qh + g * D;
+      v16 a[4] = {};
+#pragma GCC unroll 8
+      for (int c = 0; c < DV; ++c) {
+        const v16 qv = load16(qg + 16 * c);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) a[i] += qv * load16(kr[i] + 16 * c);
+      }
+      const v16 t = hsum4(a[0], a[1], a[2], a[3]);
+      for (int64_t i = 0; i < n; ++i) scores[g * L + j + i] = t[4 * i] * scale;
+    }
+  }
+}
+
+template <typename idx_t>
+void scores_any(const float* qh, const float* kh, const idx_t* slots, int64_t L, int64_t G, int64_t D, int64_t stride,
+                float scale, float* scores) {
+  for (int64_t j = 0; j < L; ++j) {
+    if (j + kAhead < L) prefetch_row(kh + static_cast<int64_t>(slots[j + kAhead]) * stride, D);
+    const float* kr = kh + static_cast<int64_t>(slots[j]) * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = qh + g * D;
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t d = 0; d < D; ++d) s += qg[d] * kr[d];
+      scores[g * L + j] = s * scale;
+    }
+  }
+}
+
+// oh[g] = sum_j p[g * L + j] v_j for the G heads: the outputs of up to 16 / DV heads stay in
+// registers while the value rows pass (each row read once per block of heads).
+template <int DV, typename idx_t>
+void values_vec(const float* p, const float* vh, const idx_t* slots, int64_t L, int64_t G, int64_t stride, float* oh) {
+  constexpr int64_t D = 16 * DV;
+  constexpr int GB = DV >= 16 ? 1 : 16 / DV;
+  for (int64_t g0 = 0; g0 < G; g0 += GB) {
+    const int64_t gb = std::min<int64_t>(GB, G - g0);
+    v16 acc[GB][DV] = {};
+    for (int64_t j = 0; j < L; ++j) {
+      if (j + kAhead < L) prefetch_row(vh + static_cast<int64_t>(slots[j + kAhead]) * stride, D);
+      const float* vr = vh + static_cast<int64_t>(slots[j]) * stride;
+      v16 vv[DV];
+#pragma GCC unroll 8
+      for (int c = 0; c < DV; ++c) vv[c] = load16(vr + 16 * c);
+#pragma GCC unroll 4
+      for (int g = 0; g < GB; ++g) {
+        if (g >= gb) break;
+        const float pj = p[(g0 + g) * L + j];
+#pragma GCC unroll 8
+        for (int c = 0; c < DV; ++c) acc[g][c] += pj * vv[c];
+      }
+    }
+    for (int64_t g = 0; g < gb; ++g) std::memcpy(oh + (g0 + g) * D, acc[g], sizeof(acc[g]));
+  }
+}
+
+template <typename idx_t>
+void values_any(const float* p, const float* vh, const idx_t* slots, int64_t L, int64_t G, int64_t D, int64_t stride,
+                float* oh) {
+  std::fill(oh, oh + G * D, 0.f);
+  for (int64_t j = 0; j < L; ++j) {
+    if (j + kAhead < L) prefetch_row(vh + static_cast<int64_t>(slots[j + kAhead]) * stride, D);
+    const float* vr = vh + static_cast<int64_t>(slots[j]) * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      const float pj = p[g * L + j];
+      float* og = oh + g * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) og[d] += pj * vr[d];
+    }
+  }
+}
+
 template <typename idx_t>
 void run(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
          const int64_t* req_rows, const int64_t* seq_lens, float* out, float* lse, int64_t B, int64_t Hq,
          int64_t Hkv, int64_t D, int64_t pool_stride, float scale, const int64_t* mask_prefix, float* hist,
          float* masked, float* entropy) {
   const int64_t G = Hq / Hkv;
-  // ATen's intra-op pool (the threads torch itself uses), not a second OpenMP runtime:
-  // two runtimes on the same cores spin against each other.
-  // Small batches run on the calling thread: waking the pool's sleeping threads
-  // (OMP_WAIT_POLICY=PASSIVE) costs more than a few thousand keys of work.
+  // Tasks (request, KV head) go to the spin pool in blocks of about 32k multiply-adds: its
+  // workers are awake from the step's GEMMs, so even batch 1 shares out (an OpenMP region
+  // here paid a wake-up per layer, and its threads competed with the pool's spinning ones).
   int64_t keys = 0;
   for (int64_t b = 0; b < B; ++b) keys += seq_lens[b];
   const int64_t per_task = std::max<int64_t>(1, keys * G * D / std::max<int64_t>(1, B));
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / per_task);  // batch 1, 128 keys: serial
-  at::parallel_for(0, B * Hkv, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores;
+  const int64_t tasks = B * Hkv;
+  int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / per_task);
+  grain = std::max(grain, (tasks + static_cast<int64_t>(sgl_cpu::kMaxBlocks) - 1) / static_cast<int64_t>(sgl_cpu::kMaxBlocks));
+  const auto body = [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
       {
         const int64_t b = task / Hkv, h = task % Hkv;
@@ -44,20 +146,13 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
         const idx_t* slots = table + req_rows[b] * table_stride;
         scores.resize(static_cast<size_t>(G * L));
         const float* qh = q + (b * Hq + h * G) * D;
-        constexpr int64_t kAhead = 8;  // rows are scattered over the pool: fetch ahead
-        for (int64_t j = 0; j < L; ++j) {
-          if (j + kAhead < L) {
-            const char* nk = reinterpret_cast<const char*>(k + static_cast<int64_t>(slots[j + kAhead]) * pool_stride + h * D);
-            for (int64_t c = 0; c < D * 4; c += 64) __builtin_prefetch(nk + c);
-          }
-          const float* kr = k + static_cast<int64_t>(slots[j]) * pool_stride + h * D;
-          for (int64_t g = 0; g < G; ++g) {
-            const float* qg = qh + g * D;
-            float s = 0.f;
-#pragma omp simd reduction(+ : s)
-            for (int64_t d = 0; d < D; ++d) s += qg[d] * kr[d];
-            scores[g * L + j] = s * scale;
-          }
+        const float* kh = k + h * D;
+        if (D == 64) {
+          scores_vec<4>(qh, kh, slots, L, G, pool_stride, scale, scores.data());
+        } else if (D == 128) {
+          scores_vec<8>(qh, kh, slots, L, G, pool_stride, scale, scores.data());
+        } else {
+          scores_any(qh, kh, slots, L, G, D, pool_stride, scale, scores.data());
         }
         for (int64_t g = 0; g < G; ++g) {
           float* sg = scores.data() + g * L;
@@ -102,23 +197,27 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
           masked[b * Hkv + h] = mass;
         }
         float* oh = out + (b * Hq + h * G) * D;
-        std::fill(oh, oh + G * D, 0.f);
-        for (int64_t j = 0; j < L; ++j) {
-          if (j + kAhead < L) {
-            const char* nv = reinterpret_cast<const char*>(v + static_cast<int64_t>(slots[j + kAhead]) * pool_stride + h * D);
-            for (int64_t c = 0; c < D * 4; c += 64) __builtin_prefetch(nv + c);
-          }
-          const float* vr = v + static_cast<int64_t>(slots[j]) * pool_stride + h * D;
-          for (int64_t g = 0; g < G; ++g) {
-            const float p = scores[g * L + j];
-            float* og = oh + g * D;
-#pragma omp simd
-            for (int64_t d = 0; d < D; ++d) og[d] += p * vr[d];
-          }
+        const float* vh = v + h * D;
+        if (D == 64) {
+          values_vec<4>(scores.data(), vh, slots, L, G, pool_stride, oh);
+        } else if (D == 128) {
+          values_vec<8>(scores.data(), vh, slots, L, G, pool_stride, oh);
+        } else {
+          values_any(scores.data(), vh, slots, L, G, D, pool_stride, oh);
         }
       }
     }
-  });
+  };
+  struct Job {
+    const decltype(body)* fn;
+    int64_t grain, tasks;
+  } job{&body, grain, tasks};
+  sgl_cpu::pool().run(
+      [](const void* ctx, int64_t block) {
+        const Job& j = *static_cast<const Job*>(ctx);
+        (*j.fn)(block * j.grain, std::min(j.tasks, (block + 1) * j.grain));
+      },
+      &job, (tasks + grain - 1) / grain);
 }
 
 }  // namespace
@@ -206,11 +305,4 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
   }
   if (mask_prefix.has_value()) return {out, lse, hist, masked, entropy};
   return {out, lse};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_attention", &decode_attention, "paged decode attention on CPU (float32)",
-        py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
-        py::arg("seq_lens"), py::arg("scale"), py::arg("mask_prefix") = py::none(), py::arg("k_new") = py::none(),
-        py::arg("v_new") = py::none(), py::arg("loc") = py::none());
 }

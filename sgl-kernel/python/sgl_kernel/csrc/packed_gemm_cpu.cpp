@@ -13,8 +13,9 @@
 // batch (M), the row's place in it or the thread that computes it.
 #include <torch/extension.h>
 
-#include "gemm_cpu.h"
+#include "cpu_kernels.h"
 #include "spin_pool.h"
+#include "vec_math.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -22,15 +23,10 @@
 
 namespace {
 
-// GCC vector extensions rather than intrinsics: AVX-512 registers with -march=native on this
-// project's CPUs, and still a correct build elsewhere
-typedef float v16 __attribute__((vector_size(64)));
-
-inline v16 load16(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
-  return v;
-}
+// GCC vector extensions (vec_math.h) rather than intrinsics: AVX-512 registers with
+// -march=native on this project's CPUs, and still a correct build elsewhere
+using sgl_cpu::load16;
+using sgl_cpu::v16;
 
 constexpr int kVecs = kPanelCols / 16;  // AVX-512 vectors per panel row
 constexpr int kTileRows = 8;  // 8 x 3 = 24 accumulators of the 32 registers, 3 for the panel row, 1 for x

@@ -6,8 +6,9 @@
 // batch, on workers that stay awake across the step's GEMVs (docs/performance.md).
 #include <torch/extension.h>
 
-#include "gemm_cpu.h"
+#include "cpu_kernels.h"
 #include "spin_pool.h"
+#include "vec_math.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -15,39 +16,11 @@
 
 namespace {
 
+using sgl_cpu::hsum;
+using sgl_cpu::hsum4;
 using sgl_cpu::kMaxBlocks;
-
-typedef float v16 __attribute__((vector_size(64)));
-
-inline v16 load16(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
-  return v;
-}
-
-typedef int32_t v16i __attribute__((vector_size(64)));
-
-inline float hsum(v16 v) {
-  float s = 0.f;
-  for (int l = 0; l < 16; ++l) s += v[l];
-  return s;
-}
-
-// The lane sums of a, b, c, d in lanes 0, 4, 8, 12: a tree of shuffles and adds, 12 vector
-// ops for four sums instead of 4 x 15 scalar adds (the sums are a third of a short-K tile).
-inline v16 hsum4(v16 a, v16 b, v16 c, v16 d) {
-  const v16i lo = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-  const v16i hi = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-  const v16 ab = __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);  // a's 8 | b's 8
-  const v16 cd = __builtin_shuffle(c, d, lo) + __builtin_shuffle(c, d, hi);
-  const v16i lo4 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
-  const v16i hi4 = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
-  v16 s = __builtin_shuffle(ab, cd, lo4) + __builtin_shuffle(ab, cd, hi4);  // 4 lanes each of a, b, c, d
-  const v16i sw2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
-  s += __builtin_shuffle(s, sw2);
-  const v16i sw1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
-  return s + __builtin_shuffle(s, sw1);
-}
+using sgl_cpu::load16;
+using sgl_cpu::v16;
 
 struct Gemm {
   const float* x;

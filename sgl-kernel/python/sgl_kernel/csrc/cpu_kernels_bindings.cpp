@@ -1,7 +1,8 @@
-// Python bindings of the small-GEMM extension: two kernels sharing one spin pool.
+// Python bindings of sgl_kernel's CPU kernels extension: the GEMMs and the decode attention,
+// which share one spin pool (spin_pool.h).
 #include <torch/extension.h>
 
-#include "gemm_cpu.h"
+#include "cpu_kernels.h"
 #include "spin_pool.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -11,6 +12,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("weight"));
   m.def("packed_linear", &packed_linear, "x W^T (+ b) with W packed by pack_panels, on the spin pool",
         py::arg("x"), py::arg("panels"), py::arg("n"), py::arg("bias") = py::none());
+  m.def("decode_attention", &decode_attention, "paged decode attention on CPU (float32)",
+        py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
+        py::arg("seq_lens"), py::arg("scale"), py::arg("mask_prefix") = py::none(), py::arg("k_new") = py::none(),
+        py::arg("v_new") = py::none(), py::arg("loc") = py::none());
   m.def("park", &sgl_cpu::park, "workers stop spinning now (before work on torch's OpenMP threads)");
   m.attr("SMALL_MAX_ROWS") = kSmallGemmMaxRows;
   m.attr("PANEL_COLS") = kPanelCols;

@@ -1,0 +1,25 @@
+// sgl_kernel's float32 CPU kernels that share the spin pool (spin_pool.h); one extension,
+// bound in cpu_kernels_bindings.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <cstdint>
+#include <vector>
+
+// small_gemm_cpu.cpp: x [M <= 64, K] times a row-major weight [N, K]
+constexpr int64_t kSmallGemmMaxRows = 64;
+torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> bias);
+
+// packed_gemm_cpu.cpp: the weight packed once into K-major panels of kPanelCols columns
+constexpr int64_t kPanelCols = 48;
+torch::Tensor pack_panels(torch::Tensor weight);
+torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, int64_t n, c10::optional<torch::Tensor> bias);
+
+// decode_attention_cpu.cpp: one query per request over the paged KV cache
+std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
+                                            torch::Tensor req_to_token, torch::Tensor req_rows,
+                                            torch::Tensor seq_lens, double scale,
+                                            c10::optional<torch::Tensor> mask_prefix,
+                                            c10::optional<torch::Tensor> k_new, c10::optional<torch::Tensor> v_new,
+                                            c10::optional<torch::Tensor> loc);
