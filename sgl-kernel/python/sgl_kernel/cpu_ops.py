@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from sgl_kernel import cpu_kernels
 from sgl_kernel.jit import Extension
 
-# The largest batch the layers send to small_linear (which takes up to 64 rows): against
-# oneDNN's prepacked GEMM, SmolLM2's layer shapes measured 1.9x faster at 1 row, 1.2x at 8,
-# 1.1x at 16, and in the engine even at 32 rows (bench_one_batch, docs/performance.md)
+# The largest batch the layers send to small_linear (which takes up to 64 rows) when the
+# weights are not packed (--disable-cpu-weight-prepack; packed weights go to packed_linear):
+# against MKL's F.linear it measured 1.5x at 1 row, 1.1x at 16 (docs/performance.md)
 SMALL_ROWS = 16
-# -ffp-contract=off: a*b + c rounds as ATen's separate mul and add
-_EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp"], ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off"],
+# -ffp-contract=off: a*b + c rounds as ATen's separate mul and add. -fopenmp: ATen's
+# parallel_for is inline OpenMP, so without it every op ran on one thread.
+_EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp"], ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"], ["-fopenmp"],
                  fallback="torch ops")
 _load = _EXT.get
 _GEMM_EXT = cpu_kernels.EXT  # the GEMMs share the spin pool with the decode attention

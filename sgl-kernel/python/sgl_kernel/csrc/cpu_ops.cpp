@@ -23,9 +23,11 @@ namespace {
 
 using sgl_cpu::exp_poly;
 
-inline int64_t grain(int64_t per_row_work) {
-  // rows per task: about 16k elements, so small batches run on one thread (no fork cost)
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, per_row_work));
+// Rows per task: about a million elements (~0.2-1 ms of work), so decode batches run on the
+// calling thread (waking torch's sleeping OpenMP thread costs ~0.1 ms under the passive wait,
+// and the spin pool's workers may be spinning on the other core) and prefill chunks on all.
+inline int64_t grain(int64_t per_row_work, int64_t elements = int64_t(1) << 20) {
+  return std::max<int64_t>(1, elements / std::max<int64_t>(1, per_row_work));
 }
 
 void check_rows(const torch::Tensor& x, const char* name) {
@@ -184,7 +186,7 @@ torch::Tensor argmax_rows(torch::Tensor logits) {
   auto out = torch::empty({B}, logits.options().dtype(torch::kInt64));
   const float* x = logits.data_ptr<float>();
   int64_t* o = out.data_ptr<int64_t>();
-  at::parallel_for(0, B, grain(V), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B, grain(V, int64_t(1) << 22), [&](int64_t begin, int64_t end) {
     constexpr int64_t W = 16;
     for (int64_t b = begin; b < end; ++b) {
       const float* r = x + b * st;
