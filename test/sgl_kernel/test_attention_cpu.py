@@ -1,4 +1,4 @@
-"""sgl_kernel's C++ paged decode attention (CPU, float32) against a float64 reference."""
+"""sgl_kernel's C++ paged attention (CPU, float32), decode and prefill, against a float64 reference."""
 from __future__ import annotations
 
 import math
@@ -13,9 +13,10 @@ pytestmark = pytest.mark.skipif(not attention_cpu.available(), reason="no C++ co
 
 @pytest.mark.parametrize("hq,hkv", [(9, 3), (4, 4), (8, 1)])
 @pytest.mark.parametrize("table_dtype", [torch.int32, torch.int64])
-def test_decode_attention_matches_dense(hq: int, hkv: int, table_dtype: torch.dtype) -> None:
-    g = torch.Generator().manual_seed(hq * 10 + hkv)
-    d, lens = 64, [1, 2, 300, 77, 513]
+@pytest.mark.parametrize("d", [64, 128, 40])  # the two vector paths and the generic one
+def test_decode_attention_matches_dense(hq: int, hkv: int, table_dtype: torch.dtype, d: int) -> None:
+    g = torch.Generator().manual_seed(hq * 10 + hkv + d)
+    lens = [1, 2, 300, 77, 513]
     pool = 2000
     k = torch.randn(pool, hkv, d, generator=g) * 2
     v = torch.randn(pool, hkv, d, generator=g)
@@ -37,6 +38,81 @@ def test_decode_attention_matches_dense(hq: int, hkv: int, table_dtype: torch.dt
         torch.testing.assert_close(out[i].double(), torch.einsum("hn,nhd->hd", torch.softmax(s, -1), vv),
                                    rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(lse[i].double(), torch.logsumexp(s, -1), rtol=1e-5, atol=1e-5)
+
+
+def _extend_case(g: torch.Generator, hq: int, hkv: int, d: int, prefix: list[int], ext: list[int],
+                 table_dtype: torch.dtype = torch.int32) -> tuple[torch.Tensor, ...]:
+    pool = sum(prefix) + sum(ext) + 50
+    k = torch.randn(pool, hkv, d, generator=g) * 2
+    v = torch.randn(pool, hkv, d, generator=g)
+    rows = torch.tensor([3, 0, 2, 1][: len(ext)])
+    table = torch.zeros(4, max(p + e for p, e in zip(prefix, ext)) + 8, dtype=table_dtype)
+    perm = torch.randperm(pool - 1, generator=g) + 1  # scattered slots
+    start = 0
+    for r, p, e in zip(rows.tolist(), prefix, ext):
+        table[r, : p + e] = perm[start : start + p + e].to(table_dtype)
+        start += p + e
+    q = torch.randn(sum(ext), hq, d, generator=g)
+    return q, k, v, table, rows, torch.tensor(prefix), torch.tensor(ext)
+
+
+@pytest.mark.parametrize("hq,hkv", [(9, 3), (4, 4), (8, 1)])
+@pytest.mark.parametrize("d", [64, 128, 40])
+@pytest.mark.parametrize("table_dtype", [torch.int32, torch.int64])
+def test_extend_attention_matches_dense(hq: int, hkv: int, d: int, table_dtype: torch.dtype) -> None:
+    """Causal rows after a cached prefix (none, short, long), extends shorter and longer than
+    a task's 16-row block, one single-token extend, against float64 softmax(q k^T) v."""
+    g = torch.Generator().manual_seed(hq + hkv + d)
+    prefix, ext = [0, 5, 130, 0], [37, 1, 20, 16]
+    q, k, v, table, rows, pre, ex = _extend_case(g, hq, hkv, d, prefix, ext, table_dtype)
+    scale = 1 / math.sqrt(d)
+    out, lse = attention_cpu.extend_attention(q, k, v, table, rows, pre, ex, scale)
+    assert out.shape == q.shape and lse.shape == q.shape[:2]
+    start = 0
+    for r, p, e in zip(rows.tolist(), prefix, ext):
+        slots = table[r, : p + e].long()
+        kk = k[slots].double().repeat_interleave(hq // hkv, dim=1)  # [S, Hq, D]
+        vv = v[slots].double().repeat_interleave(hq // hkv, dim=1)
+        s = torch.einsum("thd,shd->hts", q[start : start + e].double(), kk) * scale
+        causal = torch.arange(p + e)[None, :] <= (p + torch.arange(e))[:, None]  # [e, S]
+        s = s.masked_fill(~causal, -torch.inf)
+        want = torch.einsum("hts,shd->thd", torch.softmax(s, -1), vv)
+        torch.testing.assert_close(out[start : start + e].double(), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(lse[start : start + e].double(), torch.logsumexp(s, -1).T, rtol=1e-5, atol=1e-5)
+        start += e
+
+
+def test_extend_attention_equals_sdpa_path_and_refuses_bad_input() -> None:
+    """The backend's SDPA expression gives the same output; bad lengths, rows and slots are
+    refused before anything is read."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(11)
+    q, k, v, table, rows, pre, ex = _extend_case(g, 9, 3, 64, [0, 40], [70, 9])
+    out, _ = attention_cpu.extend_attention(q, k, v, table, rows, pre, ex, 0.125)
+    start = 0
+    for r, p, e in zip(rows.tolist(), pre.tolist(), ex.tolist()):
+        slots = table[r, : p + e].long()
+        kk, vv = k[slots].transpose(0, 1)[None], v[slots].transpose(0, 1)[None]
+        qi = q[start : start + e].transpose(0, 1)[None]
+        mask = torch.arange(p + e)[None, :] <= (p + torch.arange(e))[:, None]
+        o = F.scaled_dot_product_attention(qi, kk, vv, attn_mask=mask, scale=0.125, enable_gqa=True)
+        torch.testing.assert_close(out[start : start + e], o[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
+        start += e
+    empty = attention_cpu.extend_attention(q[:0], k, v, table, rows[:0], pre[:0], ex[:0], 0.125)
+    assert empty[0].shape == (0, 9, 64)
+    with pytest.raises(RuntimeError, match="sum to"):
+        attention_cpu.extend_attention(q[:-1], k, v, table, rows, pre, ex, 0.125)
+    with pytest.raises(RuntimeError, match="max_ctx"):
+        attention_cpu.extend_attention(q, k, v, table, rows, pre + 1000, ex, 0.125)
+    with pytest.raises(RuntimeError, match="req_rows"):
+        attention_cpu.extend_attention(q, k, v, table, rows + 10, pre, ex, 0.125)
+    bad = table.clone()
+    bad[rows[1], 3] = k.shape[0]  # a slot past the pool
+    with pytest.raises(RuntimeError, match="slot outside"):
+        attention_cpu.extend_attention(q, k, v, bad, rows, pre, ex, 0.125)
+    with pytest.raises(RuntimeError, match="float32"):
+        attention_cpu.extend_attention(q.double(), k, v, table, rows, pre, ex, 0.125)
 
 
 def test_new_keys_and_values_are_written_first() -> None:

@@ -1,8 +1,9 @@
-"""Paged decode attention on CPU in C++ (built once with torch's JIT extension loader).
+"""Paged attention on CPU in C++, decode and prefill (built once with torch's JIT extension loader).
 
 Reads each key and value row of a request straight from the paged pool: no padded
 gather, so a decode step at batch 32 moves about a third of the bytes that gather + SDPA
-move. float32 only; everything else (and a machine without a C++ compiler, or
+move, and a prefill chunk needs no per-request gather, transpose and SDPA call per layer.
+float32 only; everything else (and a machine without a C++ compiler, or
 ``SGLANG_CPU_DECODE_ATTENTION=sdpa``) keeps the torch path (build: ``sgl_kernel.cpu_kernels``).
 """
 from __future__ import annotations
@@ -53,3 +54,20 @@ def decode_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Te
         group = torch.cat([hist, masked[..., None]], -1).div_(g).repeat_interleave(g, dim=1)
         return out, lse, torch.cat([group, entropy[..., None]], -1)
     return out, lse, hist.sum(1) / hq, masked.sum(1) / hq, entropy.sum(1) / hq
+
+
+def extend_attention(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, req_to_token: torch.Tensor,
+                     req_rows: torch.Tensor, prefix_lens: torch.Tensor, extend_lens: torch.Tensor,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out [T, Hq, D], lse [T, Hq]) of a prefill batch: q [T, Hq, D] float32 holds each
+    request's extend rows in batch order (extend_lens [B] of them); row i of request b sits
+    at position prefix_lens[b] + i and attends keys 0..prefix_lens[b] + i (causal), all of
+    which must already be in the pool (k/v_buffer [slots, Hkv, D] float32, slots from
+    req_to_token[req_rows[b]]). The same softmax(q k^T * scale) v as SDPA with is_causal
+    after the prefix, in float32."""
+    mod = _load()
+    if mod is None:
+        raise RuntimeError("the C++ CPU attention could not be built")
+    out, lse = mod.extend_attention(q, k_buffer, v_buffer, req_to_token, req_rows, prefix_lens, extend_lens,
+                                    float(scale))
+    return out, lse

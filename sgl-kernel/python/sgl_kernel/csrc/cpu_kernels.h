@@ -16,10 +16,14 @@ constexpr int64_t kPanelCols = 48;
 torch::Tensor pack_panels(torch::Tensor weight);
 torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, int64_t n, c10::optional<torch::Tensor> bias);
 
-// decode_attention_cpu.cpp: one query per request over the paged KV cache
+// paged_attention_cpu.cpp: attention over the paged KV cache; decode: one query per request
 std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
                                             torch::Tensor req_to_token, torch::Tensor req_rows,
                                             torch::Tensor seq_lens, double scale,
                                             c10::optional<torch::Tensor> mask_prefix,
                                             c10::optional<torch::Tensor> k_new, c10::optional<torch::Tensor> v_new,
                                             c10::optional<torch::Tensor> loc);
+// prefill: each request's extend rows, causal after its cached prefix
+std::vector<torch::Tensor> extend_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
+                                            torch::Tensor req_to_token, torch::Tensor req_rows,
+                                            torch::Tensor prefix_lens, torch::Tensor extend_lens, double scale);

@@ -1,4 +1,4 @@
-// Python bindings of sgl_kernel's CPU kernels extension: the GEMMs and the decode attention,
+// Python bindings of sgl_kernel's CPU kernels extension: the GEMMs and the paged attention,
 // which share one spin pool (spin_pool.h).
 #include <torch/extension.h>
 
@@ -16,6 +16,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
         py::arg("seq_lens"), py::arg("scale"), py::arg("mask_prefix") = py::none(), py::arg("k_new") = py::none(),
         py::arg("v_new") = py::none(), py::arg("loc") = py::none());
+  m.def("extend_attention", &extend_attention, "paged causal prefill attention on CPU (float32)",
+        py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
+        py::arg("prefix_lens"), py::arg("extend_lens"), py::arg("scale"));
   m.def("park", &sgl_cpu::park, "workers stop spinning now (before work on torch's OpenMP threads)");
   m.attr("SMALL_MAX_ROWS") = kSmallGemmMaxRows;
   m.attr("PANEL_COLS") = kPanelCols;

@@ -1,7 +1,8 @@
 """torch_native backend: gathers each request's keys from the paged cache and runs SDPA.
 
-Decode on CPU with a float32 cache instead runs sgl_kernel's C++ paged kernel, which reads
-the pool in place (no padded gather); ``SGLANG_CPU_DECODE_ATTENTION=sdpa`` turns it off.
+Decode and prefill on CPU with a float32 cache instead run sgl_kernel's C++ paged kernels,
+which read the pool in place (no padded gather); ``SGLANG_CPU_DECODE_ATTENTION=sdpa`` turns
+them off.
 
 Runs on CPU and GPU and is the exact reference the Triton backend is tested against.
 """
@@ -62,9 +63,10 @@ class TorchNativeAttnBackend(AttentionBackend):
                 cpp_decode = attention_cpu.available()
         self.cpp_decode = cpp_decode
         if cpp_decode:
-            from sgl_kernel.attention_cpu import decode_attention
+            from sgl_kernel.attention_cpu import decode_attention, extend_attention
 
             self._cpp_decode = decode_attention
+            self._cpp_extend = extend_attention
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if not fb.is_decode:
@@ -124,6 +126,12 @@ class TorchNativeAttnBackend(AttentionBackend):
 
     def forward_extend(self, q, layer, fb):
         k_buf, v_buf = fb.kv_pool.get_kv(layer.layer_id)
+        if self.cpp_decode and q.dtype == torch.float32 and k_buf.dtype == torch.float32:
+            # the C++ kernel reads the pool in place (one call per layer, not a gather,
+            # transposes and an SDPA call per request); its lse stays unused as SDPA's would
+            out, _ = self._cpp_extend(q, k_buf, v_buf, fb.req_to_token_pool.req_to_token, fb.req_pool_indices,
+                                      fb.extend_prefix_lens, fb.extend_seq_lens, layer.scaling)
+            return out, None
         out = torch.empty_like(q)
         start = 0
         for i in range(fb.batch_size):

@@ -1,9 +1,13 @@
-// Decode attention over the paged KV cache on CPU, without gathering the keys.
-//
-// One task per (request, KV head): pass 1 reads each key row straight from the pool
-// (slot from req_to_token) and scores the G query heads of the group; pass 2 reads each
-// value row once and accumulates the softmax-weighted sum. A padded gather + SDPA reads
-// the keys twice and writes a padded copy; this reads K and V exactly once.
+// Attention over the paged KV cache on CPU (float32), reading each key and value row straight
+// from the pool (slot from req_to_token), without gathering the keys:
+//   decode_attention  one query per request: one task per (request, KV head); pass 1 scores
+//                     the G query heads of the group against each key row, pass 2 reads each
+//                     value row once and accumulates the softmax-weighted sum
+//   extend_attention  a prefill chunk (causal, after a cached prefix): one task per (request,
+//                     KV head, block of 16 query rows), the block's rows scored together
+//                     against each key row
+// A padded gather + SDPA reads the keys twice and writes a padded copy; these read K and V
+// once per task. Tasks run on the spin pool shared with the GEMMs (spin_pool.h).
 #include <torch/extension.h>
 
 #include "cpu_kernels.h"
@@ -122,6 +126,72 @@ void values_any(const float* p, const float* vh, const idx_t* slots, int64_t L, 
   }
 }
 
+// Softmax of s[0, n) in place (s[n, n_pad) set to 0): returns the max m, sum_j e_j and
+// sum_j e_j (s_j - m), e_j = exp(s_j - m); so lse = m + log(sum) and the entropy
+// -sum p log p = log(sum) - es / sum (no log per key).
+struct RowSoftmax {
+  float m, sum, es;
+};
+
+inline RowSoftmax softmax_row(float* s, int64_t n, int64_t n_pad) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  float sum = 0.f, es = 0.f;
+#pragma omp simd reduction(+ : sum, es)
+  for (int64_t j = 0; j < n; ++j) {
+    const float z = s[j] - m;
+    const float e = exp_nonpos(z);
+    es += e * z;
+    s[j] = e;
+    sum += e;
+  }
+  const float inv = 1.f / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  std::fill(s + n, s + n_pad, 0.f);
+  return {m, sum, es};
+}
+
+template <typename idx_t>
+void scores_dispatch(const float* qh, const float* kh, const idx_t* slots, int64_t L, int64_t rows, int64_t D,
+                     int64_t stride, float scale, float* scores) {
+  if (D == 64) {
+    scores_vec<4>(qh, kh, slots, L, rows, stride, scale, scores);
+  } else if (D == 128) {
+    scores_vec<8>(qh, kh, slots, L, rows, stride, scale, scores);
+  } else {
+    scores_any(qh, kh, slots, L, rows, D, stride, scale, scores);
+  }
+}
+
+template <typename idx_t>
+void values_dispatch(const float* p, const float* vh, const idx_t* slots, int64_t L, int64_t rows, int64_t D,
+                     int64_t stride, float* oh) {
+  if (D == 64) {
+    values_vec<4>(p, vh, slots, L, rows, stride, oh);
+  } else if (D == 128) {
+    values_vec<8>(p, vh, slots, L, rows, stride, oh);
+  } else {
+    values_any(p, vh, slots, L, rows, D, stride, oh);
+  }
+}
+
+// Runs body(begin, end) over tasks [0, n) on the spin pool, ``grain`` tasks per block.
+template <typename F>
+void run_tasks(const F& body, int64_t n, int64_t grain) {
+  grain = std::max(grain, (n + static_cast<int64_t>(sgl_cpu::kMaxBlocks) - 1) / static_cast<int64_t>(sgl_cpu::kMaxBlocks));
+  struct Job {
+    const F* fn;
+    int64_t grain, tasks;
+  } job{&body, std::max<int64_t>(grain, 1), n};
+  sgl_cpu::pool().run(
+      [](const void* ctx, int64_t block) {
+        const Job& j = *static_cast<const Job*>(ctx);
+        (*j.fn)(block * j.grain, std::min(j.tasks, (block + 1) * j.grain));
+      },
+      &job, (n + job.grain - 1) / job.grain);
+}
+
 template <typename idx_t>
 void run(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
          const int64_t* req_rows, const int64_t* seq_lens, float* out, float* lse, int64_t B, int64_t Hq,
@@ -134,9 +204,7 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
   int64_t keys = 0;
   for (int64_t b = 0; b < B; ++b) keys += seq_lens[b];
   const int64_t per_task = std::max<int64_t>(1, keys * G * D / std::max<int64_t>(1, B));
-  const int64_t tasks = B * Hkv;
-  int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / per_task);
-  grain = std::max(grain, (tasks + static_cast<int64_t>(sgl_cpu::kMaxBlocks) - 1) / static_cast<int64_t>(sgl_cpu::kMaxBlocks));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / per_task);
   const auto body = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -146,34 +214,13 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
         const idx_t* slots = table + req_rows[b] * table_stride;
         scores.resize(static_cast<size_t>(G * L));
         const float* qh = q + (b * Hq + h * G) * D;
-        const float* kh = k + h * D;
-        if (D == 64) {
-          scores_vec<4>(qh, kh, slots, L, G, pool_stride, scale, scores.data());
-        } else if (D == 128) {
-          scores_vec<8>(qh, kh, slots, L, G, pool_stride, scale, scores.data());
-        } else {
-          scores_any(qh, kh, slots, L, G, D, pool_stride, scale, scores.data());
-        }
+        scores_dispatch(qh, k + h * D, slots, L, G, D, pool_stride, scale, scores.data());
         for (int64_t g = 0; g < G; ++g) {
-          float* sg = scores.data() + g * L;
-          float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-          for (int64_t j = 0; j < L; ++j) m = std::max(m, sg[j]);
-          float sum = 0.f, es = 0.f;
-#pragma omp simd reduction(+ : sum, es)
-          for (int64_t j = 0; j < L; ++j) {
-            const float z = sg[j] - m;
-            const float e = exp_nonpos(z);
-            es += e * z;
-            sg[j] = e;
-            sum += e;
-          }
-          const float inv = 1.f / sum;
-          for (int64_t j = 0; j < L; ++j) sg[j] *= inv;
-          const float head_lse = m + std::log(sum);
+          const RowSoftmax r = softmax_row(scores.data() + g * L, L, L);
+          const float head_lse = r.m + std::log(r.sum);
           if (lse != nullptr) lse[b * Hq + h * G + g] = head_lse;
           // -sum p log p = lse - sum p s = log(sum) - sum p (s - m): no log per key
-          if (entropy != nullptr) entropy[b * Hq + h * G + g] = std::max(std::log(sum) - es * inv, 0.f);
+          if (entropy != nullptr) entropy[b * Hq + h * G + g] = std::max(std::log(r.sum) - r.es / r.sum, 0.f);
         }
         if (hist != nullptr) {
           // Capture statistics of this task's G heads, summed over the heads (the caller
@@ -197,27 +244,59 @@ void run(const float* q, const float* k, const float* v, const idx_t* table, int
           masked[b * Hkv + h] = mass;
         }
         float* oh = out + (b * Hq + h * G) * D;
-        const float* vh = v + h * D;
-        if (D == 64) {
-          values_vec<4>(scores.data(), vh, slots, L, G, pool_stride, oh);
-        } else if (D == 128) {
-          values_vec<8>(scores.data(), vh, slots, L, G, pool_stride, oh);
-        } else {
-          values_any(scores.data(), vh, slots, L, G, D, pool_stride, oh);
-        }
+        values_dispatch(scores.data(), v + h * D, slots, L, G, D, pool_stride, oh);
       }
     }
   };
-  struct Job {
-    const decltype(body)* fn;
-    int64_t grain, tasks;
-  } job{&body, grain, tasks};
-  sgl_cpu::pool().run(
-      [](const void* ctx, int64_t block) {
-        const Job& j = *static_cast<const Job*>(ctx);
-        (*j.fn)(block * j.grain, std::min(j.tasks, (block + 1) * j.grain));
-      },
-      &job, (tasks + grain - 1) / grain);
+  run_tasks(body, B * Hkv, grain);
+}
+
+// Query rows of a prefill task: scored together against each key row (the K tile is loaded
+// once per four keys for all of them), at most this many keys wasted above the diagonal.
+constexpr int64_t kExtendRows = 16;
+
+struct ExtendTask {
+  int64_t b, h, i0;  // request, KV head, first query row of the block (within the extend)
+};
+
+template <typename idx_t>
+void run_extend(const float* q, const float* k, const float* v, const idx_t* table, int64_t table_stride,
+                const int64_t* req_rows, const int64_t* prefix, const int64_t* ext, const int64_t* start, float* out,
+                float* lse, int64_t B, int64_t Hq, int64_t Hkv, int64_t D, int64_t pool_stride, float scale) {
+  const int64_t G = Hq / Hkv;
+  std::vector<ExtendTask> tasks;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i0 = 0; i0 < ext[b]; i0 += kExtendRows)
+      for (int64_t h = 0; h < Hkv; ++h) tasks.push_back({b, h, i0});
+  // the longest blocks first: the pool's claims then end on short ones (balance)
+  std::stable_sort(tasks.begin(), tasks.end(), [&](const ExtendTask& a, const ExtendTask& c) {
+    return prefix[a.b] + a.i0 > prefix[c.b] + c.i0;
+  });
+  const auto body = [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores, qbuf, obuf;
+    for (int64_t ti = begin; ti < end; ++ti) {
+      const ExtendTask& tk = tasks[ti];
+      const int64_t n_rows = std::min(kExtendRows, ext[tk.b] - tk.i0), rows = n_rows * G;
+      const int64_t t0 = prefix[tk.b] + tk.i0, L = t0 + n_rows;  // row r attends keys 0..t0 + r
+      const idx_t* slots = table + req_rows[tk.b] * table_stride;
+      qbuf.resize(static_cast<size_t>(rows * D));
+      obuf.resize(static_cast<size_t>(rows * D));
+      scores.resize(static_cast<size_t>(rows * L));
+      const int64_t tok0 = start[tk.b] + tk.i0;
+      for (int64_t r = 0; r < n_rows; ++r)  // the block's rows of this KV head's G query heads
+        std::memcpy(qbuf.data() + r * G * D, q + ((tok0 + r) * Hq + tk.h * G) * D, G * D * sizeof(float));
+      scores_dispatch(qbuf.data(), k + tk.h * D, slots, L, rows, D, pool_stride, scale, scores.data());
+      for (int64_t r = 0; r < n_rows; ++r)
+        for (int64_t g = 0; g < G; ++g) {
+          const RowSoftmax sm = softmax_row(scores.data() + (r * G + g) * L, t0 + r + 1, L);
+          lse[(tok0 + r) * Hq + tk.h * G + g] = sm.m + std::log(sm.sum);
+        }
+      values_dispatch(scores.data(), v + tk.h * D, slots, L, rows, D, pool_stride, obuf.data());
+      for (int64_t r = 0; r < n_rows; ++r)
+        std::memcpy(out + ((tok0 + r) * Hq + tk.h * G) * D, obuf.data() + r * G * D, G * D * sizeof(float));
+    }
+  };
+  run_tasks(body, static_cast<int64_t>(tasks.size()), 1);
 }
 
 }  // namespace
@@ -304,5 +383,70 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
                  static_cast<float>(scale), mp_ptr, hist_ptr, masked_ptr, ent_ptr);
   }
   if (mask_prefix.has_value()) return {out, lse, hist, masked, entropy};
+  return {out, lse};
+}
+
+
+// q [T, Hq, D] float32, the rows of each request's extend in batch order; k_buffer, v_buffer
+// [slots, Hkv, D] float32 (contiguous), holding every key of the prefix and of the extend;
+// req_to_token [R, max_ctx] int32/int64; req_rows, prefix_lens, extend_lens [B] int64.
+// Row i of request b (position prefix + i) attends keys 0..prefix + i.
+// Returns (out [T, Hq, D], lse [T, Hq]).
+std::vector<torch::Tensor> extend_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
+                                            torch::Tensor req_to_token, torch::Tensor req_rows,
+                                            torch::Tensor prefix_lens, torch::Tensor extend_lens, double scale) {
+  TORCH_CHECK(q.dim() == 3 && q.scalar_type() == torch::kFloat32, "q must be float32 [T, Hq, D]");
+  TORCH_CHECK(k_buffer.scalar_type() == torch::kFloat32 && v_buffer.scalar_type() == torch::kFloat32,
+              "the KV buffers must be float32");
+  TORCH_CHECK(k_buffer.is_contiguous() && v_buffer.is_contiguous() && k_buffer.sizes() == v_buffer.sizes(),
+              "the KV buffers must be contiguous and of one shape");
+  TORCH_CHECK(req_to_token.dim() == 2 && req_to_token.stride(1) == 1, "req_to_token must be [R, max_ctx]");
+  const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k_buffer.size(1);
+  TORCH_CHECK(k_buffer.dim() == 3 && k_buffer.size(2) == D && Hq % Hkv == 0, "head shapes do not match");
+  auto qc = q.contiguous();
+  auto rows = req_rows.to(torch::kInt64).contiguous();
+  auto pre = prefix_lens.to(torch::kInt64).contiguous();
+  auto ext = extend_lens.to(torch::kInt64).contiguous();
+  const int64_t B = rows.numel();
+  TORCH_CHECK(pre.numel() == B && ext.numel() == B, "req_rows, prefix_lens and extend_lens must have B entries");
+  std::vector<int64_t> start(static_cast<size_t>(B));
+  {  // bounds, on the host arrays; every slot read must index the pool
+    const int64_t *rp = rows.data_ptr<int64_t>(), *pp = pre.data_ptr<int64_t>(), *ep = ext.data_ptr<int64_t>();
+    int64_t total = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK(rp[b] >= 0 && rp[b] < req_to_token.size(0), "req_rows must index req_to_token");
+      TORCH_CHECK(pp[b] >= 0 && ep[b] >= 0 && pp[b] + ep[b] <= req_to_token.size(1),
+                  "prefix_lens + extend_lens must be in [0, max_ctx]");
+      start[static_cast<size_t>(b)] = total;
+      total += ep[b];
+    }
+    TORCH_CHECK(total == T, "extend_lens sum to ", total, ", q has ", T, " rows");
+    const int64_t slots = k_buffer.size(0);
+    const auto check_slots = [&](const auto* table) {
+      for (int64_t b = 0; b < B; ++b) {
+        const auto* row = table + rp[b] * req_to_token.stride(0);
+        for (int64_t j = 0; j < pp[b] + ep[b]; ++j)
+          TORCH_CHECK(row[j] >= 0 && row[j] < slots, "req_to_token holds a slot outside the KV buffers");
+      }
+    };
+    if (req_to_token.scalar_type() == torch::kInt32) check_slots(req_to_token.data_ptr<int32_t>());
+    else check_slots(req_to_token.data_ptr<int64_t>());
+  }
+  auto out = torch::empty_like(qc);
+  auto lse = torch::empty({T, Hq}, q.options());
+  if (T == 0) return {out, lse};
+  const int64_t pool_stride = Hkv * D;
+  if (req_to_token.scalar_type() == torch::kInt32) {
+    run_extend<int32_t>(qc.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
+                        req_to_token.data_ptr<int32_t>(), req_to_token.stride(0), rows.data_ptr<int64_t>(),
+                        pre.data_ptr<int64_t>(), ext.data_ptr<int64_t>(), start.data(), out.data_ptr<float>(),
+                        lse.data_ptr<float>(), B, Hq, Hkv, D, pool_stride, static_cast<float>(scale));
+  } else {
+    TORCH_CHECK(req_to_token.scalar_type() == torch::kInt64, "req_to_token must be int32 or int64");
+    run_extend<int64_t>(qc.data_ptr<float>(), k_buffer.data_ptr<float>(), v_buffer.data_ptr<float>(),
+                        req_to_token.data_ptr<int64_t>(), req_to_token.stride(0), rows.data_ptr<int64_t>(),
+                        pre.data_ptr<int64_t>(), ext.data_ptr<int64_t>(), start.data(), out.data_ptr<float>(),
+                        lse.data_ptr<float>(), B, Hq, Hkv, D, pool_stride, static_cast<float>(scale));
+  }
   return {out, lse};
 }
