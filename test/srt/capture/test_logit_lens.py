@@ -89,3 +89,21 @@ def test_lens_in_a_mixed_batch_with_stride_and_cache_hit(sched, hf, prompt, smol
     ref = _reference(hf, prompt + plain[:-1])
     _check(res["l"]["lens"], ref, len(prompt), plain, 3)
     assert sched.allocator.available() + sched.tree.evictable_size == sched.allocator.size
+
+
+def test_lens_of_every_layer_for_several_requests_spans_chunks(sched, hf, prompt, smollm_tokenizer):
+    """3 requests x 30 layers = 90 (layer, row) pairs per step: more than one unembedding
+    chunk (logit_lens._CHUNK_ROWS); each entry still equals the reference, listed layer by layer."""
+    from sglang.srt.capture import logit_lens
+
+    assert 3 * L > logit_lens._CHUNK_ROWS
+    every = CaptureParams(mode="fingerprint", layers=[L - 1], logit_lens_layers=list(range(L)), logit_lens_top_k=4)
+    other = smollm_tokenizer.encode("Write about the sea.")
+    res = run_capture(sched, [(0, "a", other, every), (0, "b", prompt, every), (0, "c", other[:3], every)], 3)
+    out = res["b"]["output_ids"]
+    lens = res["b"]["lens"]
+    assert [(e["decode_step"], e["layer_id"]) for e in lens] == [(d, l) for d in range(3) for l in range(L)]
+    _check(lens, _reference(hf, prompt + out[:-1]), len(prompt), out, 4)
+    for rid, ids in (("a", other), ("c", other[:3])):
+        r = res[rid]
+        _check(r["lens"], _reference(hf, ids + r["output_ids"][:-1]), len(ids), r["output_ids"], 4)

@@ -10,8 +10,11 @@ before sampling controls.
 
 The model keeps the rows during the forward (``LensBatch.keep``, called by
 ``DecoderModel`` through ``ForwardBatch.lens``); the readout runs after sampling, when the
-produced tokens are known, one layer at a time (a [rows, vocab] matrix, never one per
-layer at once).
+produced tokens are known, on the (layer, row) pairs of every kept layer together, in
+chunks of at most ``_CHUNK_ROWS``: one unembedding GEMM then reads the LM head (the largest
+weight) once for several layers instead of once per layer, and the [chunk, vocab] matrix
+stays bounded whatever the batch. Each row's numbers do not depend on the chunk it is in
+(the norm is per row; on CPU the packed GEMM's sums do not depend on the batch).
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ import torch
 
 if TYPE_CHECKING:
     from sglang.srt.managers.req import Req
+
+# (layer, row) pairs per unembedding: 64 x a 49k vocab is a 12.6 MB float32 matrix
+_CHUNK_ROWS = 64
 
 
 @dataclass
@@ -49,18 +55,27 @@ class LensBatch:
         id(request) to the token it sampled this step."""
         toks = torch.tensor([produced[id(r.req)] for r in self.rows], dtype=torch.long, device=self.index.device)
         k = max(_params(r.req).logit_lens_top_k for r in self.rows)
+        pairs: list[tuple[int, int]] = []  # (layer, row), layer by layer as the entries are listed
+        xs, ts = [], []
         for layer in sorted(self.hidden):
             want = [j for j, r in enumerate(self.rows) if layer in _params(r.req).logit_lens_layers]
-            x = self.hidden[layer] if len(want) == len(self.rows) else self.hidden[layer][want]
-            lp = torch.log_softmax(model.lens_logits(x), dim=-1)  # [n, V] float32
-            t = toks if len(want) == len(self.rows) else toks[want]
-            tok_lp = lp.gather(1, t[:, None])  # [n, 1]
+            every = len(want) == len(self.rows)
+            xs.append(self.hidden[layer] if every else self.hidden[layer][want])
+            ts.append(toks if every else toks[want])
+            pairs += [(layer, j) for j in want]
+        if not pairs:
+            self.hidden.clear()
+            return
+        x_all, t_all = torch.cat(xs), torch.cat(ts)
+        for c in range(0, len(pairs), _CHUNK_ROWS):
+            lp = torch.log_softmax(model.lens_logits(x_all[c:c + _CHUNK_ROWS]), dim=-1)  # [n, V] float32
+            tok_lp = lp.gather(1, t_all[c:c + _CHUNK_ROWS, None])  # [n, 1]
             rank = (lp > tok_lp).sum(1)
             top_v, top_i = torch.topk(lp, min(k, lp.shape[1]), dim=-1)
             kk = top_v.shape[1]
             host = torch.cat([top_v.exp(), top_i.to(top_v.dtype), tok_lp.exp(), rank[:, None].to(top_v.dtype)],
                              1).cpu()
-            for j, row in zip(want, host.tolist()):
+            for (layer, j), row in zip(pairs[c:c + _CHUNK_ROWS], host.tolist()):
                 r = self.rows[j]
                 n = _params(r.req).logit_lens_top_k
                 r.req.capture_state.lens.append({
