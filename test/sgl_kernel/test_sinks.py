@@ -10,7 +10,7 @@ import torch
 
 from sgl_kernel.capture import attention_capture
 from sgl_kernel.capture_common import fingerprint_v2
-from sgl_kernel.sinks import sink_mass, sink_terms
+from sgl_kernel.sinks import sink_mass, sink_terms, sink_terms_ref
 from sk_dense_ref import dense_capture, dense_fingerprint_v2, make_cache
 
 HQ, HKV, D = 9, 3, 64
@@ -91,3 +91,34 @@ def test_sink_mass_wrapper_and_unwritten_slots_stay_finite():
     assert torch.equal(terms.sink_mass, m) and int(terms.count[0]) == 1
     fp = fingerprint_v2(torch.zeros(1, 16), torch.zeros(1, HQ), torch.ones(1, dtype=torch.long), terms)
     assert torch.isfinite(fp).all() and float(fp.abs().sum()) == 0.0  # nothing but the sink: an empty reading
+
+
+@pytest.mark.parametrize("window,mask,heads,softcap,max_sink,table_dtype", [
+    (0, 0, None, 0.0, None, torch.int32), (50, 3, None, 0.0, None, torch.int64), (0, 2, [1, 4, 7], 0.0, None, torch.int32),
+    (0, 0, [8], 30.0, None, torch.int64), (0, 0, None, 0.0, 2, torch.int32), (0, 0, None, 0.0, 0, torch.int32),
+])
+def test_cpu_kernel_equals_the_torch_reference(window, mask, heads, softcap, max_sink, table_dtype):
+    """sink_terms on CPU in float32 runs csrc/sinks_cpu.cpp: every field equals
+    sink_terms_ref (same math, float32 rounding apart) for each option, and an empty batch."""
+    from sgl_kernel.sinks import _cpu_kernel
+
+    q, k, table, rr, rp = _case([0, 1, 2, 5, 40, 199, 250, 299], sink_boost=3.0)
+    if _cpu_kernel(q, k) is None:
+        pytest.skip("the C++ CPU kernels do not build here")
+    table = table.to(table_dtype)
+    n = rp.numel()
+    hid = None if heads is None else torch.tensor(heads)
+    lse = attention_capture(q, k, table, rr, rp, scale=SCALE, top_k=0, impl="torch", head_ids=hid,
+                            window=window, logit_softcap=softcap).head_lse
+    kw = dict(scale=SCALE, head_lse=lse, n_sink=torch.tensor([0, 1, 2, 3, 4, 1, 64, 5]), head_ids=hid,
+              window=torch.full((n,), window), mask_prefix=torch.full((n,), mask), logit_softcap=softcap,
+              max_sink=max_sink)
+    got, want = sink_terms(q, k, table, rr, rp, **kw), sink_terms_ref(q, k, table, rr, rp, **kw)
+    for f in ("mass", "bins", "all_mass", "all_plogp"):
+        torch.testing.assert_close(getattr(got, f), getattr(want, f), atol=2e-6, rtol=1e-5, msg=f)
+    assert torch.equal(got.count, want.count)
+    if max_sink != 0:
+        assert float(want.mass.sum()) > 0  # the case is not trivially zero
+    empty = sink_terms(q[:0], k, table, rr[:0], rp[:0], scale=SCALE, head_lse=lse[:0], n_sink=torch.zeros(0, dtype=torch.long),
+                       head_ids=hid)
+    assert empty.mass.shape == (0, lse.shape[1]) and empty.bins.shape == (0, 16)

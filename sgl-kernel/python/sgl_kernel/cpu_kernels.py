@@ -15,7 +15,8 @@ from sgl_kernel.jit import Extension
 # -ffp-contract=fast: the GEMMs and the attention want fused multiply-adds (their sums have
 # no torch expression to match bit for bit); -fopenmp for the pool's OpenMP fallback
 EXT = Extension("sgl_kernel_cpu_kernels_",
-                ["small_gemm_cpu.cpp", "packed_gemm_cpu.cpp", "paged_attention_cpu.cpp", "cpu_kernels_bindings.cpp"],
+                ["small_gemm_cpu.cpp", "packed_gemm_cpu.cpp", "paged_attention_cpu.cpp", "sinks_cpu.cpp",
+                 "cpu_kernels_bindings.cpp"],
                 ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"], ["-fopenmp"],
                 fallback="the torch ops (MKL / oneDNN GEMMs, gather + SDPA attention)",
                 headers=("vec_math.h", "spin_pool.h", "cpu_kernels.h"))

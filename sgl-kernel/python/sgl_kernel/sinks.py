@@ -18,9 +18,15 @@ row's statistics after the fact (capture_common.fingerprint_v2):
   sink key of the window, masked or not, to take them out of the entropy (which covers
   every key of the window);
 * ``count`` [N]: the number of sink keys in the window.
+
+On CPU with float32 tensors ``sink_terms`` runs the same math in C++ (``csrc/sinks_cpu.cpp``,
+one call instead of ~25 small torch ops: capture calls it per captured layer and head
+group every step); ``sink_terms_ref`` is the torch definition, used everywhere else and
+with ``SGLANG_CPU_FUSED_OPS=0``, and the tests hold the two together.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -61,11 +67,38 @@ def _distance_bin(d: torch.Tensor) -> torch.Tensor:
     return distance_bin(d)
 
 
+def _cpu_kernel(q: torch.Tensor, k_buffer: torch.Tensor) -> object | None:
+    """The C++ extension when it applies to these tensors (float32 on CPU), else None."""
+    if q.device.type != "cpu" or q.dtype != torch.float32 or k_buffer.dtype != torch.float32:
+        return None
+    if not k_buffer.is_contiguous() or os.environ.get("SGLANG_CPU_FUSED_OPS", "1") in ("0", "false", "off"):
+        return None
+    from sgl_kernel import cpu_kernels
+
+    return cpu_kernels.EXT.get()
+
+
 def sink_terms(q: torch.Tensor, k_buffer: torch.Tensor, req_to_token: torch.Tensor, row_req: torch.Tensor,
                row_pos: torch.Tensor, *, scale: float, head_lse: torch.Tensor, n_sink: torch.Tensor,
                head_ids: torch.Tensor | None = None, window: torch.Tensor | None = None,
                mask_prefix: torch.Tensor | None = None, logit_softcap: float = 0.0,
                max_sink: int | None = None) -> SinkTerms:
+    """``sink_terms_ref``'s result, from the C++ kernel on CPU in float32."""
+    ext = _cpu_kernel(q, k_buffer)
+    if ext is None:
+        return sink_terms_ref(q, k_buffer, req_to_token, row_req, row_pos, scale=scale, head_lse=head_lse,
+                              n_sink=n_sink, head_ids=head_ids, window=window, mask_prefix=mask_prefix,
+                              logit_softcap=logit_softcap, max_sink=max_sink)
+    terms = ext.sink_terms(q, k_buffer, req_to_token, row_req, row_pos, float(scale), head_lse, n_sink, head_ids,
+                           window, mask_prefix, float(logit_softcap), -1 if max_sink is None else int(max_sink))
+    return SinkTerms(*terms)
+
+
+def sink_terms_ref(q: torch.Tensor, k_buffer: torch.Tensor, req_to_token: torch.Tensor, row_req: torch.Tensor,
+                   row_pos: torch.Tensor, *, scale: float, head_lse: torch.Tensor, n_sink: torch.Tensor,
+                   head_ids: torch.Tensor | None = None, window: torch.Tensor | None = None,
+                   mask_prefix: torch.Tensor | None = None, logit_softcap: float = 0.0,
+                   max_sink: int | None = None) -> SinkTerms:
     """Sink terms of N query rows: the keys j < n_sink[row] that the row attends to (j <= t,
     inside the window: j > t - window when window > 0). q [N, Hq, D]; head_lse [N, H_sel]
     over the same window (heads ``head_ids``, all when None); n_sink, window, mask_prefix

@@ -27,3 +27,12 @@ std::vector<torch::Tensor> decode_attention(torch::Tensor q, torch::Tensor k_buf
 std::vector<torch::Tensor> extend_attention(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor v_buffer,
                                             torch::Tensor req_to_token, torch::Tensor req_rows,
                                             torch::Tensor prefix_lens, torch::Tensor extend_lens, double scale);
+
+// sinks_cpu.cpp: the attention-sink terms of captured rows (sgl_kernel.sinks.sink_terms);
+// max_sink < 0: the largest n_sink
+std::vector<torch::Tensor> sink_terms(torch::Tensor q, torch::Tensor k_buffer, torch::Tensor req_to_token,
+                                      torch::Tensor row_req, torch::Tensor row_pos, double scale,
+                                      torch::Tensor head_lse, torch::Tensor n_sink,
+                                      c10::optional<torch::Tensor> head_ids, c10::optional<torch::Tensor> window,
+                                      c10::optional<torch::Tensor> mask_prefix, double logit_softcap,
+                                      int64_t max_sink);

@@ -19,6 +19,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("extend_attention", &extend_attention, "paged causal prefill attention on CPU (float32)",
         py::arg("q"), py::arg("k_buffer"), py::arg("v_buffer"), py::arg("req_to_token"), py::arg("req_rows"),
         py::arg("prefix_lens"), py::arg("extend_lens"), py::arg("scale"));
+  m.def("sink_terms", &sink_terms, "attention-sink terms of captured rows on CPU (float32)",
+        py::arg("q"), py::arg("k_buffer"), py::arg("req_to_token"), py::arg("row_req"), py::arg("row_pos"),
+        py::arg("scale"), py::arg("head_lse"), py::arg("n_sink"), py::arg("head_ids") = py::none(),
+        py::arg("window") = py::none(), py::arg("mask_prefix") = py::none(), py::arg("logit_softcap") = 0.0,
+        py::arg("max_sink") = -1);
   m.def("park", &sgl_cpu::park, "workers stop spinning now (before work on torch's OpenMP threads)");
   m.attr("SMALL_MAX_ROWS") = kSmallGemmMaxRows;
   m.attr("PANEL_COLS") = kPanelCols;
