@@ -42,19 +42,19 @@ _PACK_HINT_ROWS = 32
 _GEMV_MAX_ELEMENTS = 1 << 22
 _DTYPES = (torch.float32, torch.bfloat16)
 # Up to this many rows use the packed panels (measured ahead of MKL and oneDNN up to 256 rows,
-# even at 512, behind at 2048: docstring).
+# level at 512, behind at 2048: docstring).
 _PACKED_MAX_ROWS = 256
 # Without a packed copy, up to this many float32 rows go through the small GEMM on the
 # original layout (1.5x MKL at one row, 1.1x at 16).
 _SMALL_ROWS = cpu_ops.SMALL_ROWS
 
 
+_SMALL_GEMM_ENV = os.environ.get("SGLANG_CPU_SMALL_GEMM", "1") not in ("0", "false", "off")
+
+
 def kernels() -> bool:
     """sgl_kernel's CPU GEMMs are on (decided once: SGLANG_CPU_SMALL_GEMM=0 turns them off)."""
     return _SMALL_GEMM_ENV and cpu_fused.small_gemm()
-
-
-_SMALL_GEMM_ENV = os.environ.get("SGLANG_CPU_SMALL_GEMM", "1") not in ("0", "false", "off")
 
 
 def is_panels(packed: torch.Tensor | None) -> bool:
