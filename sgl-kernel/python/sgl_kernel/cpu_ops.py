@@ -30,7 +30,7 @@ SMALL_ROWS = 16
 _EXT = Extension("sgl_kernel_cpu_ops_", ["cpu_ops.cpp"], ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"], ["-fopenmp"],
                  fallback="torch ops")
 _load = _EXT.get
-_GEMM_EXT = cpu_kernels.EXT  # the GEMMs share the spin pool with the decode attention
+_GEMM_EXT = cpu_kernels.EXT  # the GEMMs share the spin pool with the paged attention
 
 
 def available() -> bool:

@@ -26,7 +26,6 @@ with ``SGLANG_CPU_FUSED_OPS=0``, and the tests hold the two together.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -71,10 +70,10 @@ def _cpu_kernel(q: torch.Tensor, k_buffer: torch.Tensor) -> object | None:
     """The C++ extension when it applies to these tensors (float32 on CPU), else None."""
     if q.device.type != "cpu" or q.dtype != torch.float32 or k_buffer.dtype != torch.float32:
         return None
-    if not k_buffer.is_contiguous() or os.environ.get("SGLANG_CPU_FUSED_OPS", "1") in ("0", "false", "off"):
-        return None
-    from sgl_kernel import cpu_kernels
+    from sgl_kernel import cpu_kernels, cpu_ops
 
+    if not k_buffer.is_contiguous() or not cpu_ops.available():  # SGLANG_CPU_FUSED_OPS=0: the torch ops
+        return None
     return cpu_kernels.EXT.get()
 
 

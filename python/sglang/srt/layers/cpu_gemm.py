@@ -57,6 +57,11 @@ def kernels() -> bool:
     return _SMALL_GEMM_ENV and cpu_fused.small_gemm()
 
 
+def packs_panels(dtype: torch.dtype) -> bool:
+    """Weights of this dtype are packed into sgl_kernel's panels (else for oneDNN)."""
+    return dtype == torch.float32 and kernels()
+
+
 def is_panels(packed: torch.Tensor | None) -> bool:
     """True for sgl_kernel's panels ([P, K, 48]); oneDNN's packed weights are 2-D."""
     return packed is not None and packed.dim() == 3
@@ -104,7 +109,7 @@ def _self_check(weight: torch.Tensor, packed: torch.Tensor) -> bool:
 
 def _pack(weight: torch.Tensor) -> torch.Tensor | None:
     try:
-        if weight.dtype == torch.float32 and kernels():
+        if packs_panels(weight.dtype):
             packed = cpu_ops.pack_panels(weight.detach())
         else:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _PACK_HINT_ROWS)
@@ -119,7 +124,7 @@ def prepack_linear_weights(model: nn.Module, device: torch.device, dtype: torch.
     ``packed_weight`` attribute. Returns how many were packed (0 off CPU)."""
     if device.type != "cpu" or dtype not in _DTYPES:
         return 0
-    if not (dtype == torch.float32 and kernels()) and not torch.backends.mkldnn.is_available():
+    if not packs_panels(dtype) and not torch.backends.mkldnn.is_available():
         return 0
     count = 0
     for module in model.modules():

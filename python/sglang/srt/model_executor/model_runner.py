@@ -19,8 +19,7 @@ from sglang.srt.layers.attention.base import AttentionBackend
 from sglang.srt.mem_cache.memory_pool import KVPool, ReqToTokenPool, TokenAllocator
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.layers import cpu_fused
-from sglang.srt.layers import cpu_gemm
-from sglang.srt.layers.cpu_gemm import prepack_linear_weights
+from sglang.srt.layers.cpu_gemm import packs_panels, prepack_linear_weights
 from sglang.srt.model_loader.loader import load_hf_config, load_model
 from sglang.srt.model_loader.gguf_cache import materialize
 from sglang.srt.model_loader.locate import ModelFiles, locate_model
@@ -84,7 +83,7 @@ class ModelRunner:
             packed = prepack_linear_weights(self.model, self.device, self.dtype)
             if packed:
                 logger.info("prepacked %d linear weights for CPU (%s)", packed,
-                            "sgl_kernel panels" if self.dtype == torch.float32 and cpu_gemm.kernels() else "oneDNN")
+                            "sgl_kernel panels" if packs_panels(self.dtype) else "oneDNN")
         if cpu_fused.prepare(self.device, self.dtype):  # builds the fused C++ ops before serving
             logger.info("fused C++ CPU ops on (norms, rotary, activation, greedy argmax)")
         cfg = self.model_config

@@ -7,6 +7,14 @@
 #include <cstdint>
 #include <vector>
 
+// The data of an optional float32 bias of n outputs (checked), or null: the GEMMs' shared argument.
+inline const float* bias_data(const c10::optional<torch::Tensor>& bias, int64_t n) {
+  if (!bias.has_value() || !bias->defined()) return nullptr;
+  TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->is_contiguous() && bias->numel() == n,
+              "bias must be contiguous float32 [", n, "]");
+  return bias->data_ptr<float>();
+}
+
 // small_gemm_cpu.cpp: x [M <= 64, K] times a row-major weight [N, K]
 constexpr int64_t kSmallGemmMaxRows = 64;
 torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> bias);

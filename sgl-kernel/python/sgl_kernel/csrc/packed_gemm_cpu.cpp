@@ -149,12 +149,7 @@ torch::Tensor packed_linear(torch::Tensor x, torch::Tensor panels, int64_t n, c1
   const int64_t M = x.size(0), K = x.size(1), P = panels.size(0);
   TORCH_CHECK(panels.size(1) == K, "x has ", K, " columns, the packed weight ", panels.size(1));
   TORCH_CHECK(n > (P - 1) * kPanelCols && n <= P * kPanelCols, "n = ", n, " does not fit ", P, " panels");
-  const float* b = nullptr;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->is_contiguous() && bias->numel() == n,
-                "bias must be contiguous float32 [n]");
-    b = bias->data_ptr<float>();
-  }
+  const float* b = bias_data(bias, n);
   auto y = torch::empty({M, n}, x.options());
   if (M == 0) return y;
   sgl_cpu::SpinPool& pool = sgl_cpu::pool();

@@ -102,12 +102,7 @@ torch::Tensor small_linear(torch::Tensor x, torch::Tensor weight, c10::optional<
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   TORCH_CHECK(weight.size(1) == K, "x has ", K, " columns, weight ", weight.size(1));
   TORCH_CHECK(M >= 1 && M <= kSmallGemmMaxRows, "small_linear takes 1..", kSmallGemmMaxRows, " rows, got ", M);
-  const float* b = nullptr;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->is_contiguous() && bias->numel() == N,
-                "bias must be contiguous float32 [N]");
-    b = bias->data_ptr<float>();
-  }
+  const float* b = bias_data(bias, N);
   auto y = torch::empty({M, N}, x.options());
   // blocks of >= 64 weight rows (~150 KB at K=576): enough to share, few enough to claim cheaply
   const int64_t rows = std::max<int64_t>(64, (N + kMaxBlocks - 1) / static_cast<int64_t>(kMaxBlocks));
